@@ -1,0 +1,17 @@
+//! pxb native layer: mechanisms, no policy.
+//!
+//! * [`chunker`]: PBS's buzhash content-defined chunker (byte-exact with proxmox-backup).
+//! * [`digest`]: SHA-256 through the OpenSSL EVP functions the node binary exports.
+//! * [`crc`]: CRC-32 (IEEE) through node's bundled zlib.
+//! * [`zstd`]: zstd through the system `libzstd.so.1`.
+//! * [`blob`]: PBS DataBlob encode/decode.
+//!
+//! All Node-API glue lives in `napi/`; nothing outside it knows about JS.
+pub mod blob;
+pub mod chunker;
+pub mod crc;
+pub mod digest;
+pub mod zstd;
+
+#[cfg(not(test))]
+mod napi;

@@ -1,0 +1,71 @@
+/**
+ * The only module that loads the native addon. Looks in
+ *   1. $PXB_NATIVE_PATH (explicit override),
+ *   2. prebuilds/<platform>-<arch>/pxb_native.node,
+ *   3. native/build/pxb_native.node (the local cargo build),
+ * and otherwise throws one error saying what is missing and how to build it.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** Stateful PBS buzhash chunker (push scanner). */
+export interface NativeChunker {
+  /** Bytes of buf[start..end] up to and including a boundary, or 0 when none was found. */
+  scan(buf: Uint8Array, start?: number, end?: number): number;
+  /** Forget the current chunk (after a forced/suggested cut). */
+  reset(): void;
+  /** Bytes of the current chunk scanned so far. */
+  chunkSize(): number;
+}
+
+export interface ProcessedChunk {
+  digest: Buffer;
+  blob: Buffer;
+}
+
+export type BlobKind = 'uncompressed' | 'zstd' | 'encrypted' | 'encrypted+zstd';
+
+export interface NativeAddon {
+  versions(): { zstd: string; native: string };
+  sha256(data: Uint8Array): Buffer;
+  /** Hash on a pool thread; `data` must not be mutated until the promise settles. */
+  sha256Async(data: Uint8Array): Promise<Buffer>;
+  crc32(data: Uint8Array): number;
+  Chunker: new (avg: number) => NativeChunker;
+  /** Cut with a fresh plain chunker and hash every chunk; `cuts` are end offsets. */
+  chunkAndHash(data: Uint8Array, avg: number): { cuts: Float64Array; digests: Buffer };
+  chunkAndHashAsync(data: Uint8Array, avg: number): Promise<{ cuts: Float64Array; digests: Buffer }>;
+  encodeBlob(data: Uint8Array, compress: boolean): Buffer;
+  encodeBlobAsync(data: Uint8Array, compress: boolean): Promise<Buffer>;
+  decodeBlob(blob: Uint8Array, limit?: number): Buffer;
+  decodeBlobAsync(blob: Uint8Array, limit?: number): Promise<Buffer>;
+  verifyBlob(blob: Uint8Array): BlobKind;
+  /** SHA-256 + blob encoding of one chunk on a pool thread. */
+  processChunk(chunk: Uint8Array, compress: boolean): Promise<ProcessedChunk>;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** Package root: ts/native and dist/native are both two levels below it. */
+export const packageRoot = path.resolve(here, '..', '..');
+
+function load(): NativeAddon {
+  const require = createRequire(import.meta.url);
+  const candidates = [
+    process.env.PXB_NATIVE_PATH,
+    path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'pxb_native.node'),
+    path.join(packageRoot, 'native', 'build', 'pxb_native.node'),
+  ].filter((p): p is string => !!p);
+  for (const file of candidates) {
+    if (!existsSync(file)) continue;
+    // A present but broken binary (bad ELF, missing symbol) must surface, not be skipped.
+    return require(file) as NativeAddon;
+  }
+  throw new Error(
+    `pxb: native addon not found (looked in ${candidates.join(', ')}). ` +
+      `Build it with "npm run build:native" (needs Rust's cargo, e.g. from rustup).`,
+  );
+}
+
+export const native: NativeAddon = load();
