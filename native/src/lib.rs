@@ -5,12 +5,14 @@
 //! * [`crc`]: CRC-32 (IEEE) through node's bundled zlib.
 //! * [`zstd`]: zstd through the system `libzstd.so.1`.
 //! * [`blob`]: PBS DataBlob encode/decode.
+//! * [`fs`]: file-system mechanisms for backup and restore (tree walk, batch reads, xattrs).
 //!
 //! All Node-API glue lives in `napi/`; nothing outside it knows about JS.
 pub mod blob;
 pub mod chunker;
 pub mod crc;
 pub mod digest;
+pub mod fs;
 pub mod zstd;
 
 #[cfg(not(test))]

@@ -4,6 +4,7 @@ pub mod rt;
 pub mod sys;
 
 mod core;
+mod fs;
 
 use rt::*;
 use sys::*;
@@ -13,6 +14,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     install_panic_hook();
     guard(env, || {
         core::register(env, exports)?;
+        fs::register(env, exports)?;
         Ok(exports)
     })
 }

@@ -140,3 +140,10 @@ extern "C" {
     pub fn napi_typeof(env: napi_env, v: napi_value, result: *mut c_int) -> napi_status;
     pub fn napi_is_buffer(env: napi_env, v: napi_value, result: *mut bool) -> napi_status;
 }
+
+// Used by napi/fs.rs: rich error objects (code/errno/syscall/path) and array checks.
+extern "C" {
+    pub fn napi_throw(env: napi_env, error: napi_value) -> napi_status;
+    pub fn napi_get_and_clear_last_exception(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_is_array(env: napi_env, v: napi_value, result: *mut bool) -> napi_status;
+}

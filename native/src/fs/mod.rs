@@ -1,0 +1,24 @@
+//! File-system mechanisms for backup and restore (x86_64 Linux, glibc; no crates).
+//!
+//! * [`dir`]: per-directory batch listing (`readDir`) and root stat (`statPath`) for the walk.
+//! * [`read`]: batch exact-size reads of small files (`readFilesExact`) + bytes-read counter.
+//! * [`restore`]: mknod, lchown, utimensat (ns), xattrs by path, chattr flags, project id.
+//! * [`error`]: errno-carrying errors; [`sys`]: the hand-declared libc/syscall layer.
+//!
+//! Policy (excludes, xattr name filters, ACL interpretation, what to archive) lives in TS.
+//! Paths and names are raw bytes end to end (non-UTF-8 names work); nothing here touches JS.
+pub mod dir;
+pub mod error;
+pub mod read;
+pub mod restore;
+pub mod sys;
+
+use std::ffi::CString;
+
+/// A path or name argument as a C string; a NUL byte inside it is refused.
+pub fn c_path(bytes: &[u8], what: &str) -> Result<CString, String> {
+    if bytes.is_empty() {
+        return Err(format!("{} is empty", what));
+    }
+    CString::new(bytes).map_err(|_| format!("{} contains a NUL byte", what))
+}

@@ -1,0 +1,489 @@
+//! N-API exports of `crate::fs` (all names prefixed `fs`; typed wrapper: ts/native/fs.ts).
+//!
+//! * Paths and xattr names are Buffers (raw bytes, any encoding) or strings (UTF-8).
+//! * Bad arguments throw a TypeError (code ERR_INVALID_ARG_TYPE) before any work starts.
+//! * File-system failures become node-style errors: `code` ("ENOENT"), `errno` (negative, as
+//!   node's fs uses), `syscall`, `path` (lossy UTF-8); async ones reject their promise.
+//! * Async work never touches N-API on the pool thread: inputs are copied to Rust values
+//!   first; the only JS memory written from the pool is the output Buffer of readFilesExact,
+//!   created here, pinned by a reference and not visible to JS until the promise settles.
+use super::rt::*;
+use super::sys::*;
+use crate::fs::dir::{self, MetaOpts};
+use crate::fs::error::FsError;
+use crate::fs::{c_path, read, restore};
+use std::ffi::CString;
+use std::os::raw::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::null_mut;
+
+pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
+    let props = [
+        method(b"fsReadDir\0", read_dir),
+        method(b"fsStatPath\0", stat_path),
+        method(b"fsReadFilesExact\0", read_files_exact),
+        method(b"fsBytesRead\0", bytes_read),
+        method(b"fsMknod\0", mknod),
+        method(b"fsLchown\0", lchown),
+        method(b"fsUtimens\0", utimens),
+        method(b"fsSetxattr\0", setxattr),
+        method(b"fsGetxattr\0", getxattr),
+        method(b"fsListXattrs\0", list_xattrs),
+        method(b"fsSetFlags\0", set_flags),
+        method(b"fsSetProjid\0", set_projid),
+    ];
+    napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
+}
+
+// --- errors --------------------------------------------------------------------------
+
+/// Throw a TypeError; returns the empty message that tells `guard` an exception is pending.
+unsafe fn type_error(env: napi_env, msg: &str) -> String {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    napi_throw_type_error(env, b"ERR_INVALID_ARG_TYPE\0".as_ptr() as *const c_char, c.as_ptr());
+    String::new()
+}
+
+/// A node-style Error object for `e`.
+unsafe fn fs_error(env: napi_env, e: &FsError) -> NResult<napi_value> {
+    let mut err = null_mut();
+    napi!(env, napi_create_error(env, str_val(env, &e.code())?, str_val(env, &e.message())?, &mut err))?;
+    let mut errno = null_mut();
+    napi!(env, napi_create_int32(env, -e.errno, &mut errno))?;
+    set(env, err, b"errno\0", errno)?;
+    set(env, err, b"syscall\0", str_val(env, e.syscall)?)?;
+    set(env, err, b"path\0", str_val(env, &String::from_utf8_lossy(&e.path))?)?;
+    Ok(err)
+}
+
+unsafe fn throw_fs(env: napi_env, e: &FsError) -> String {
+    match fs_error(env, e) {
+        Ok(v) => {
+            napi_throw(env, v);
+            String::new()
+        }
+        Err(m) => m,
+    }
+}
+
+// --- arguments -----------------------------------------------------------------------
+
+unsafe fn type_of(env: napi_env, v: napi_value) -> NResult<i32> {
+    let mut t = 0;
+    napi!(env, napi_typeof(env, v, &mut t))?;
+    Ok(t)
+}
+
+/// A Buffer/Uint8Array (raw bytes) or a string (UTF-8), without NUL bytes.
+unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResult<CString> {
+    let raw: Vec<u8> = match type_of(env, v)? {
+        NAPI_STRING_T => string_arg(env, v, what)?.into_bytes(),
+        NAPI_OBJECT_T => match bytes(env, v) {
+            Ok(b) => b.to_vec(),
+            Err(_) => return Err(type_error(env, &format!("{} must be a Buffer or a string", what))),
+        },
+        _ => return Err(type_error(env, &format!("{} must be a Buffer or a string", what))),
+    };
+    c_path(&raw, what).map_err(|m| type_error(env, &m))
+}
+
+unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
+    if type_of(env, v)? != NAPI_NUMBER_T {
+        return Err(type_error(env, &format!("{} must be a number", what)));
+    }
+    let mut x = 0f64;
+    napi!(env, napi_get_value_double(env, v, &mut x))?;
+    if x.fract() != 0.0 || !x.is_finite() || x.abs() > 9007199254740991.0 {
+        return Err(type_error(env, &format!("{} must be a safe integer, got {}", what, x)));
+    }
+    Ok(x)
+}
+
+unsafe fn u32_arg(env: napi_env, v: napi_value, what: &str) -> NResult<u32> {
+    let x = number_arg(env, v, what)?;
+    if !(0.0..=u32::MAX as f64).contains(&x) {
+        return Err(type_error(env, &format!("{} must be in 0..=4294967295, got {}", what, x)));
+    }
+    Ok(x as u32)
+}
+
+/// A uid/gid; -1 means "leave unchanged" (as in chown(2)).
+unsafe fn id_arg(env: napi_env, v: napi_value, what: &str) -> NResult<u32> {
+    if number_arg(env, v, what)? == -1.0 {
+        return Ok(u32::MAX);
+    }
+    u32_arg(env, v, what)
+}
+
+/// A boolean; `undefined` is false.
+unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
+    match type_of(env, v)? {
+        NAPI_UNDEFINED_T => Ok(false),
+        NAPI_BOOLEAN_T => bool_arg(env, v, what),
+        _ => Err(type_error(env, &format!("{} must be a boolean", what))),
+    }
+}
+
+unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<MetaOpts> {
+    match type_of(env, v)? {
+        NAPI_UNDEFINED_T => return Ok(MetaOpts::default()),
+        NAPI_OBJECT_T => {}
+        _ => return Err(type_error(env, "options must be an object")),
+    }
+    let get = |name: &'static [u8], what: &str| -> NResult<bool> {
+        let mut x = null_mut();
+        napi!(env, napi_get_named_property(env, v, name.as_ptr() as *const c_char, &mut x))?;
+        flag_arg(env, x, what)
+    };
+    Ok(MetaOpts {
+        xattrs: get(b"xattrs\0", "options.xattrs")?,
+        acls: get(b"acls\0", "options.acls")?,
+        fcaps: get(b"fcaps\0", "options.fcaps")?,
+        flags: get(b"flags\0", "options.flags")?,
+        projid: get(b"projid\0", "options.projid")?,
+    })
+}
+
+unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<napi_value>> {
+    let mut is = false;
+    napi!(env, napi_is_array(env, v, &mut is))?;
+    if !is {
+        return Err(type_error(env, &format!("{} must be an array", what)));
+    }
+    let mut n = 0u32;
+    napi!(env, napi_get_array_length(env, v, &mut n))?;
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut x = null_mut();
+        napi!(env, napi_get_element(env, v, i, &mut x))?;
+        out.push(x);
+    }
+    Ok(out)
+}
+
+// --- promise jobs with node-style rejections ---------------------------------------------
+
+enum Fail {
+    Fs(FsError),
+    Msg(String),
+}
+
+type ToJs<T> = unsafe fn(napi_env, T, napi_value) -> NResult<napi_value>;
+
+struct Job<T> {
+    work: napi_async_work,
+    deferred: napi_deferred,
+    keep: napi_ref,
+    task: Option<Box<dyn FnOnce() -> Result<T, Fail> + Send>>,
+    out: Option<Result<T, Fail>>,
+    to_js: ToJs<T>,
+}
+
+unsafe extern "C" fn job_execute<T>(_env: napi_env, data: *mut c_void) {
+    let job = &mut *(data as *mut Job<T>);
+    if let Some(task) = job.task.take() {
+        job.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
+            Ok(r) => r,
+            Err(p) => Err(Fail::Msg(format!("native panic: {}", panic_message(&*p)))),
+        });
+    }
+}
+
+/// The rejection value: a pending JS exception if there is one (e.g. a failed allocation in
+/// `to_js`), else an Error built from `f`.
+unsafe fn rejection(env: napi_env, f: Fail) -> napi_value {
+    let mut pending = false;
+    napi_is_exception_pending(env, &mut pending);
+    let mut v = null_mut();
+    if pending {
+        napi_get_and_clear_last_exception(env, &mut v);
+        return v;
+    }
+    let made = match &f {
+        Fail::Fs(e) => fs_error(env, e),
+        Fail::Msg(m) => str_val(env, if m.is_empty() { "error" } else { m }).and_then(|m| {
+            napi!(env, napi_create_error(env, null_mut(), m, &mut v)).map(|_| v)
+        }),
+    };
+    match made {
+        Ok(v) if !v.is_null() => v,
+        _ => undefined(env).unwrap_or(null_mut()),
+    }
+}
+
+unsafe extern "C" fn job_complete<T>(env: napi_env, status: napi_status, data: *mut c_void) {
+    let mut job = Box::from_raw(data as *mut Job<T>);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let mut kept = null_mut();
+        if !job.keep.is_null() {
+            napi_get_reference_value(env, job.keep, &mut kept);
+        }
+        let res = match (status, job.out.take()) {
+            (NAPI_OK, Some(Ok(v))) => (job.to_js)(env, v, kept).map_err(Fail::Msg),
+            (NAPI_OK, Some(Err(f))) => Err(f),
+            (st, _) => Err(Fail::Msg(format!("async work failed (status {})", st))),
+        };
+        match res {
+            Ok(v) => napi_resolve_deferred(env, job.deferred, v),
+            Err(f) => napi_reject_deferred(env, job.deferred, rejection(env, f)),
+        };
+        if !job.keep.is_null() {
+            napi_delete_reference(env, job.keep);
+        }
+        napi_delete_async_work(env, job.work);
+    }));
+}
+
+/// Run `task` on the libuv pool; `to_js` converts its result on the JS thread and receives
+/// `keep` (pinned until then; null when none).
+unsafe fn spawn<T: Send + 'static>(
+    env: napi_env,
+    name: &str,
+    keep: Option<napi_value>,
+    task: impl FnOnce() -> Result<T, Fail> + Send + 'static,
+    to_js: ToJs<T>,
+) -> NResult<napi_value> {
+    let mut deferred = null_mut();
+    let mut promise = null_mut();
+    napi!(env, napi_create_promise(env, &mut deferred, &mut promise))?;
+    let mut keep_ref = null_mut();
+    if let Some(v) = keep {
+        napi!(env, napi_create_reference(env, v, 1, &mut keep_ref))?;
+    }
+    let job = Box::into_raw(Box::new(Job::<T> { work: null_mut(), deferred, keep: keep_ref, task: Some(Box::new(task)), out: None, to_js }));
+    let queued = (|| {
+        let rname = str_val(env, name)?;
+        napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T>), Some(job_complete::<T>), job as *mut c_void, &mut (*job).work))?;
+        napi!(env, napi_queue_async_work(env, (*job).work))
+    })();
+    if let Err(e) = queued {
+        let job = Box::from_raw(job);
+        if !job.keep.is_null() {
+            napi_delete_reference(env, job.keep);
+        }
+        if !job.work.is_null() {
+            napi_delete_async_work(env, job.work);
+        }
+        return Err(e);
+    }
+    Ok(promise)
+}
+
+// --- readDir / statPath ------------------------------------------------------------------
+
+/// The listing as one ArrayBuffer (layout: crate::fs::dir module doc).
+unsafe fn layout_js(env: napi_env, v: Vec<u8>, _kept: napi_value) -> NResult<napi_value> {
+    let mut data: *mut c_void = null_mut();
+    let mut ab = null_mut();
+    napi!(env, napi_create_arraybuffer(env, v.len(), &mut data, &mut ab))?;
+    if !v.is_empty() {
+        std::ptr::copy_nonoverlapping(v.as_ptr(), data as *mut u8, v.len());
+    }
+    Ok(ab)
+}
+
+/// fsReadDir(path, opts) -> Promise<ArrayBuffer>
+unsafe extern "C" fn read_dir(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, o], _, _) = args::<2>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let opts = opts_arg(env, o)?;
+        spawn(env, "pxb.fs.readDir", None, move || dir::read_dir(&path, &opts).map_err(Fail::Fs), layout_js)
+    })
+}
+
+/// fsStatPath(path, opts) -> Promise<ArrayBuffer> (one entry)
+unsafe extern "C" fn stat_path(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, o], _, _) = args::<2>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let opts = opts_arg(env, o)?;
+        spawn(env, "pxb.fs.statPath", None, move || dir::stat_path(&path, &opts).map_err(Fail::Fs), layout_js)
+    })
+}
+
+// --- readFilesExact ----------------------------------------------------------------------
+
+struct OutPtr(*mut u8, usize);
+unsafe impl Send for OutPtr {}
+
+type ReadResult = (Vec<i32>, Vec<(usize, FsError)>);
+
+unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<napi_value> {
+    let (status, errors) = r;
+    let o = object(env)?;
+    set(env, o, b"data\0", data)?;
+    let mut mem: *mut c_void = null_mut();
+    let mut ab = null_mut();
+    napi!(env, napi_create_arraybuffer(env, status.len() * 4, &mut mem, &mut ab))?;
+    if !status.is_empty() {
+        std::ptr::copy_nonoverlapping(status.as_ptr(), mem as *mut i32, status.len());
+    }
+    let mut ta = null_mut();
+    napi!(env, napi_create_typedarray(env, NAPI_INT32_ARRAY, status.len(), ab, 0, &mut ta))?;
+    set(env, o, b"status\0", ta)?;
+    let arr = array(env, errors.len())?;
+    for (k, (index, e)) in errors.iter().enumerate() {
+        let x = object(env)?;
+        set(env, x, b"index\0", f64_val(env, *index as f64)?)?;
+        set(env, x, b"code\0", str_val(env, &e.code())?)?;
+        let mut errno = null_mut();
+        napi!(env, napi_create_int32(env, -e.errno, &mut errno))?;
+        set(env, x, b"errno\0", errno)?;
+        set(env, x, b"syscall\0", str_val(env, e.syscall)?)?;
+        set(env, x, b"message\0", str_val(env, &e.message())?)?;
+        push(env, arr, k as u32, x)?;
+    }
+    set(env, o, b"errors\0", arr)?;
+    Ok(o)
+}
+
+/// fsReadFilesExact(paths, sizes) -> Promise<{data, status, errors}>
+unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([ps, ss], _, _) = args::<2>(env, info)?;
+        let pv = array_items(env, ps, "paths")?;
+        let sv = array_items(env, ss, "sizes")?;
+        if pv.len() != sv.len() {
+            return Err(type_error(env, &format!("paths ({}) and sizes ({}) differ in length", pv.len(), sv.len())));
+        }
+        let mut paths = Vec::with_capacity(pv.len());
+        let mut sizes = Vec::with_capacity(pv.len());
+        let mut total = 0usize;
+        for (i, (&p, &s)) in pv.iter().zip(&sv).enumerate() {
+            paths.push(path_arg(env, p, &format!("paths[{}]", i))?);
+            let size = number_arg(env, s, &format!("sizes[{}]", i))?;
+            if size < 0.0 {
+                return Err(type_error(env, &format!("sizes[{}] must not be negative", i)));
+            }
+            sizes.push(size as usize);
+            total = total.checked_add(size as usize).ok_or_else(|| "sizes overflow".to_string())?;
+        }
+        let mut data: *mut c_void = null_mut();
+        let mut buf = null_mut();
+        napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
+        let out = OutPtr(data as *mut u8, total);
+        spawn(env, "pxb.fs.readFilesExact", Some(buf), move || {
+            let out = out;
+            let slice: &mut [u8] = if out.1 == 0 { &mut [] } else { std::slice::from_raw_parts_mut(out.0, out.1) };
+            Ok(read::read_files_exact(&paths, &sizes, slice))
+        }, files_js)
+    })
+}
+
+unsafe extern "C" fn bytes_read(env: napi_env, _info: napi_callback_info) -> napi_value {
+    guard(env, || f64_val(env, read::bytes_read() as f64))
+}
+
+// --- restore (synchronous) ---------------------------------------------------------------
+
+/// Run a restore call; an FsError is thrown as a node-style error.
+unsafe fn sys_call<T>(env: napi_env, r: Result<T, FsError>) -> NResult<T> {
+    r.map_err(|e| throw_fs(env, &e))
+}
+
+/// fsMknod(path, mode, major, minor)
+unsafe extern "C" fn mknod(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, m, ma, mi], _, _) = args::<4>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let (mode, major, minor) = (u32_arg(env, m, "mode")?, u32_arg(env, ma, "major")?, u32_arg(env, mi, "minor")?);
+        sys_call(env, restore::mknod(&path, mode, major, minor))?;
+        undefined(env)
+    })
+}
+
+/// fsLchown(path, uid, gid)
+unsafe extern "C" fn lchown(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, u, g], _, _) = args::<3>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let (uid, gid) = (id_arg(env, u, "uid")?, id_arg(env, g, "gid")?);
+        sys_call(env, restore::lchown(&path, uid, gid))?;
+        undefined(env)
+    })
+}
+
+/// fsUtimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, noFollow)
+unsafe extern "C" fn utimens(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, asec, ansec, msec, mnsec, nf], _, _) = args::<6>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let atime = (number_arg(env, asec, "atimeSec")? as i64, number_arg(env, ansec, "atimeNsec")? as i64);
+        let mtime = (number_arg(env, msec, "mtimeSec")? as i64, number_arg(env, mnsec, "mtimeNsec")? as i64);
+        let no_follow = flag_arg(env, nf, "noFollow")?;
+        sys_call(env, restore::utimens(&path, atime, mtime, no_follow))?;
+        undefined(env)
+    })
+}
+
+/// fsSetxattr(path, name, value, noFollow, flags)
+unsafe extern "C" fn setxattr(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, n, v, nf, fl], _, _) = args::<5>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let name = path_arg(env, n, "name")?;
+        if type_of(env, v)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "value must be a Buffer"));
+        }
+        let value = bytes(env, v).map_err(|_| type_error(env, "value must be a Buffer"))?.to_vec();
+        let no_follow = flag_arg(env, nf, "noFollow")?;
+        let flags = if is_undefined(env, fl)? { 0 } else { u32_arg(env, fl, "flags")? as i32 };
+        sys_call(env, restore::setxattr(&path, &name, &value, no_follow, flags))?;
+        undefined(env)
+    })
+}
+
+/// fsGetxattr(path, name, noFollow) -> Buffer | null
+unsafe extern "C" fn getxattr(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, n, nf], _, _) = args::<3>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let name = path_arg(env, n, "name")?;
+        let no_follow = flag_arg(env, nf, "noFollow")?;
+        match sys_call(env, restore::getxattr(&path, &name, no_follow))? {
+            Some(v) => buffer_copy(env, &v),
+            None => {
+                let mut v = null_mut();
+                napi!(env, napi_get_null(env, &mut v))?;
+                Ok(v)
+            }
+        }
+    })
+}
+
+/// fsListXattrs(path, noFollow) -> Buffer[]
+unsafe extern "C" fn list_xattrs(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, nf], _, _) = args::<2>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let no_follow = flag_arg(env, nf, "noFollow")?;
+        let names = sys_call(env, restore::listxattrs(&path, no_follow))?;
+        let arr = array(env, names.len())?;
+        for (i, n) in names.iter().enumerate() {
+            push(env, arr, i as u32, buffer_copy(env, n)?)?;
+        }
+        Ok(arr)
+    })
+}
+
+/// fsSetFlags(path, flags, mask) -> boolean (false: unsupported here)
+unsafe extern "C" fn set_flags(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, f, m], _, _) = args::<3>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let flags = u32_arg(env, f, "flags")?;
+        let mask = if is_undefined(env, m)? { u32::MAX } else { u32_arg(env, m, "mask")? };
+        bool_val(env, sys_call(env, restore::set_flags(&path, flags, mask))?)
+    })
+}
+
+/// fsSetProjid(path, projid) -> boolean (false: unsupported here)
+unsafe extern "C" fn set_projid(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, id], _, _) = args::<2>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let projid = u32_arg(env, id, "projid")?;
+        bool_val(env, sys_call(env, restore::set_projid(&path, projid))?)
+    })
+}

@@ -1,0 +1,144 @@
+import { describe, it, expect } from 'vitest';
+import { createHash } from 'node:crypto';
+import { ChunkStream, type ChunkRecord, type InjectChunks } from '../../ts/archive/chunk-stream.js';
+import { decodeBlob } from '../../ts/format/blob.js';
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** Input A of the upstream tests: u32 LE counter 0..262143 (1 MiB). */
+function inputA(): Buffer {
+  const b = Buffer.allocUnsafe(1 << 20);
+  for (let i = 0; i < 262144; i++) b.writeUInt32LE(i, i * 4);
+  return b;
+}
+
+/** Input B: SHA256(u64 LE i) for i in 0..786431 (24 MiB). */
+function inputB(): Buffer {
+  const out = Buffer.allocUnsafe(786432 * 32);
+  const le = Buffer.alloc(8);
+  for (let i = 0; i < 786432; i++) {
+    le.writeBigUInt64LE(BigInt(i));
+    createHash('sha256').update(le).digest().copy(out, i * 32);
+  }
+  return out;
+}
+
+async function run(
+  data: Buffer,
+  piece: number,
+  opts: { avg: number; payload?: boolean; suggestions?: number[]; injections?: InjectChunks[] },
+): Promise<ChunkRecord[]> {
+  const recs: ChunkRecord[] = [];
+  const cs = new ChunkStream({ avg: opts.avg, payload: opts.payload, sink: (r) => void recs.push(r) });
+  for (const s of opts.suggestions ?? []) cs.suggest(s);
+  for (const i of opts.injections ?? []) cs.inject(i);
+  for (let off = 0; off < data.length; off += piece) {
+    // copy: the stream owns what it is given
+    if (!cs.write(Buffer.from(data.subarray(off, Math.min(off + piece, data.length))))) await cs.drain();
+  }
+  const stats = await cs.end();
+  expect(stats.size).toBe(recs.reduce((a, r) => a + r.size, 0));
+  return recs;
+}
+
+describe('ChunkStream (plain chunker)', () => {
+  it('reproduces the upstream 64 KiB vector for any piece size', async () => {
+    const a = inputA();
+    for (const piece of [1, 10, 4096, 100_000, a.length]) {
+      const recs = await run(a, piece, { avg: 64 * 1024 });
+      expect(recs.map((r) => r.size)).toEqual([143377, 262144, 262144, 262144, 118767]);
+    }
+  }, 60_000);
+
+  it('reproduces the 4 MiB vector (offsets, sizes, digests) and encodes valid blobs', async () => {
+    const b = inputB();
+    const expected: Array<[number, number, string]> = [
+      [0, 1073993, '110f5e12f8ac8881309793e210395a19e45ffdada4b983066016968f2b219e57'],
+      [1073993, 2680757, '48b50eec7b5150460bc725022e0cb652b5c85fc4aa7c4e994dcba9d266f88f72'],
+      [3754750, 1087418, '61edc1811a3456249db5b526d1d69fc8805237a34fb048a266db645df45136df'],
+      [4842168, 1184477, '8e7ea5bb9b5f3e16768900fe55a67eb3e532e88d6072bf0295249e6b21147c9c'],
+      [6026645, 7129457, '38356afa2e1d814898d7f78c5fe8ff912497862f7d7e058ad444aa7b4f30051f'],
+      [13156102, 2835505, '3c4aacbc1c71a3665170849673d8d36ebaf9cb139e5709b1d744fe506c425c2f'],
+      [15991607, 2151313, 'a4350a2b2e6ee52482f5fd4a0d5bed505d5e32b44a381bce44a7bd2cf0e182d4'],
+      [18142920, 4280454, '82f87086188a458f96169f5f9416e9da7e932275178a352a385e76458f2d7c12'],
+      [22423374, 2742450, '5bbf122afbd96960956918f66bc16f01ac0db6917b49a787c6fa0fa58e174f0d'],
+    ];
+    for (const piece of [65536, 1_000_003]) {
+      const recs = await run(b, piece, { avg: 4 * 1024 * 1024 });
+      expect(recs.map((r) => [r.offset, r.size, r.digest.toString('hex')])).toEqual(expected);
+      for (const r of recs) {
+        const data = decodeBlob(r.blob!);
+        expect(sha(data)).toBe(r.digest.toString('hex'));
+        expect(data.equals(b.subarray(r.offset, r.offset + r.size))).toBe(true);
+      }
+    }
+  }, 60_000);
+
+  it('gives the same cuts fed one byte at a time as whole (random data, small avg)', async () => {
+    let x = 12345;
+    const data = Buffer.allocUnsafe(300_000);
+    for (let i = 0; i < data.length; i++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      data[i] = x >>> 24;
+    }
+    const whole = (await run(data, data.length, { avg: 4096 })).map((r) => r.size);
+    expect(whole.length).toBeGreaterThan(20);
+    expect((await run(data, 1, { avg: 4096 })).map((r) => r.size)).toEqual(whole);
+    // random splits
+    for (let seed = 1; seed <= 5; seed++) {
+      const recs: number[] = [];
+      const cs = new ChunkStream({ avg: 4096, sink: (r) => void recs.push(r.size) });
+      let off = 0;
+      let s = seed;
+      while (off < data.length) {
+        s = (s * 48271) % 2147483647;
+        const n = Math.min(1 + (s % 9000), data.length - off);
+        cs.write(Buffer.from(data.subarray(off, off + n)));
+        off += n;
+        await cs.drain();
+      }
+      await cs.end();
+      expect(recs).toEqual(whole);
+    }
+  }, 60_000);
+});
+
+describe('ChunkStream (payload chunker)', () => {
+  it('cuts at suggested boundaries (spec §1.6 vector, ChunkStream semantics)', async () => {
+    const a = inputA();
+    for (const piece of [10, 4096, a.length]) {
+      const recs = await run(a, piece, { avg: 64 * 1024, payload: true, suggestions: [32768, 32768, 0, 405521] });
+      expect(recs.map((r) => r.size)).toEqual([32768, 110609, 262144, 262144, 262144, 118767]);
+    }
+  });
+
+  it('forces boundaries and injects known chunks (upstream test_chunk_stream_forced_boundaries)', async () => {
+    const a = inputA();
+    const known = (n: number, size: number) =>
+      Array.from({ length: n }, (_, i) => ({ size, digest: createHash('sha256').update(`k${size}-${i}`).digest() }));
+    const injections: InjectChunks[] = [
+      { boundary: 32768, chunks: known(1, 1024), size: 1024 },
+      { boundary: 131072, chunks: known(1, 2048), size: 2048 },
+      { boundary: 657408, chunks: known(1, 512), size: 512 },
+      { boundary: 658432, chunks: [], size: 0 },
+    ];
+    for (const piece of [10, a.length]) {
+      const recs = await run(a, piece, { avg: 64 * 1024, payload: true, suggestions: [32768, 65536], injections });
+      expect(recs.filter((r) => r.blob).map((r) => r.size)).toEqual([32768, 31744, 65536, 262144, 262144, 512, 262144, 131584]);
+      expect(recs.reduce((s, r) => s + r.size, 0)).toBe(1_052_160);
+      // offsets are contiguous, injected chunks sit exactly at their boundaries
+      let off = 0;
+      for (const r of recs) {
+        expect(r.offset).toBe(off);
+        off += r.size;
+      }
+      expect(recs.filter((r) => !r.blob).map((r) => r.offset)).toEqual([32768, 131072, 657408]);
+    }
+  });
+
+  it('reports a sink failure to the writer', async () => {
+    const cs = new ChunkStream({ avg: 64 * 1024, sink: () => { throw new Error('disk full'); } });
+    cs.write(inputA());
+    await expect(cs.end()).rejects.toThrow(/disk full/);
+  });
+});

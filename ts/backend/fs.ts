@@ -1,0 +1,280 @@
+/**
+ * Local filesystem backend: key `a/b/c` is the file `<root>/a/b/c`.
+ *
+ * Invariants (see the contract in backend.ts):
+ *  - Writes go to a temporary file in the target's own directory (`<name>.pxb-tmp-<hex>`,
+ *    created with O_EXCL), are fsynced (unless `fsync: false`), then published atomically:
+ *    `rename` to replace, `link` for `ifAbsent` (link never replaces an existing name, so of
+ *    several concurrent creators exactly one wins and nobody ever sees a partial file). The
+ *    directory is fsynced after publishing. Missing parent directories are created on demand.
+ *  - Temporary files are never listed; a crash may leave one behind (harmless, GC-invisible).
+ *  - Reads refuse to follow a symbolic link in the last path component (O_NOFOLLOW); a
+ *    directory or other non-regular entry is not an object.
+ *  - `touch` sets the access time to now and keeps the modification time (GC marks, spec
+ *    gc-prune-verify.md §1.3); it is filesystem-only, S3 has no atime.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants, type Dirent } from 'node:fs';
+import { link, lstat, lutimes, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  BackendError,
+  ObjectNotFoundError,
+  TEMP_MARKER,
+  isValidKey,
+  validateKey,
+  validatePrefix,
+  type Backend,
+  type ListEntry,
+  type ObjectStat,
+  type PutOptions,
+  type PutResult,
+} from './backend.js';
+
+const O_NOFOLLOW = fsConstants.O_NOFOLLOW ?? 0;
+
+export interface AtomicWriteOptions {
+  /** Temporary file to write first (default `<target>.pxb-tmp-<random hex>`). */
+  tmpPath?: string;
+  /** Publish with link(2): never replace an existing target; returns false if one exists. */
+  ifAbsent?: boolean;
+  /** fsync the file before publishing and the directory after (default true). */
+  fsync?: boolean;
+  /** Mode of the new file (before umask), default 0o644. */
+  mode?: number;
+  /** Create missing parent directories with this mode; when unset they must exist. */
+  dirMode?: number;
+}
+
+function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+/**
+ * Write `data` to `target` atomically (temporary file + rename, or + link for `ifAbsent`).
+ * Returns true if `target` now holds `data`, false if `ifAbsent` found an existing file.
+ */
+export async function writeFileAtomic(target: string, data: Uint8Array, options: AtomicWriteOptions = {}): Promise<boolean> {
+  const { tmpPath, ifAbsent = false, fsync = true, mode = 0o644, dirMode } = options;
+  const dir = path.dirname(target);
+  const tmp = tmpPath ?? `${target}${TEMP_MARKER}${randomBytes(6).toString('hex')}`;
+  const fh = await openExclusive(tmp, mode, dir, dirMode, tmpPath !== undefined);
+  let published = false;
+  try {
+    try {
+      await fh.writeFile(data);
+      if (fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    if (ifAbsent) {
+      try {
+        await link(tmp, target);
+      } catch (e) {
+        if (errno(e) === 'EEXIST') return false;
+        throw e;
+      }
+    } else {
+      await rename(tmp, target);
+      published = true;
+    }
+  } finally {
+    // After link() the temporary name is a second link to the same inode: drop it.
+    if (!published) await rm(tmp, { force: true });
+  }
+  if (fsync) await syncDir(dir);
+  return true;
+}
+
+async function openExclusive(tmp: string, mode: number, dir: string, dirMode: number | undefined, replaceStale: boolean) {
+  try {
+    return await open(tmp, 'wx', mode);
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'ENOENT' && dirMode !== undefined) {
+      await mkdir(dir, { recursive: true, mode: dirMode });
+    } else if (code === 'EEXIST' && replaceStale) {
+      // A fixed temporary name left over by a crashed writer.
+      await rm(tmp, { force: true });
+    } else {
+      throw e;
+    }
+    return await open(tmp, 'wx', mode);
+  }
+}
+
+/** fsync a directory so a rename/link/unlink in it is durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, fsConstants.O_RDONLY | (fsConstants.O_DIRECTORY ?? 0));
+  try {
+    await fh.sync();
+  } catch (e) {
+    // Some filesystems (and platforms) do not support fsync on directories.
+    if (errno(e) !== 'EINVAL' && errno(e) !== 'EISDIR') throw e;
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface FsBackendOptions {
+  /** fsync files and directories on put (default true). */
+  fsync?: boolean;
+  /** Mode of directories created on demand (default 0o755). */
+  dirMode?: number;
+  /** Mode of new files (default 0o644). */
+  fileMode?: number;
+}
+
+export class FsBackend implements Backend {
+  readonly root: string;
+  readonly location: string;
+  readonly fsync: boolean;
+  private readonly dirMode: number;
+  private readonly fileMode: number;
+
+  constructor(root: string, options: FsBackendOptions = {}) {
+    this.root = path.resolve(root);
+    this.location = this.root;
+    this.fsync = options.fsync ?? true;
+    this.dirMode = options.dirMode ?? 0o755;
+    this.fileMode = options.fileMode ?? 0o644;
+  }
+
+  /** Absolute path of `key` (validated). */
+  pathOf(key: string): string {
+    validateKey(key);
+    return path.join(this.root, ...key.split('/'));
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const p = this.pathOf(key);
+    try {
+      const fh = await open(p, fsConstants.O_RDONLY | O_NOFOLLOW);
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      throw this.readError(key, e);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`object ${key}: bad range offset ${offset} length ${length}`);
+    }
+    const p = this.pathOf(key);
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    try {
+      const fh = await open(p, fsConstants.O_RDONLY | O_NOFOLLOW);
+      try {
+        while (got < length) {
+          const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      throw this.readError(key, e);
+    }
+    if (got < length) {
+      throw new BackendError(key, `object ${key} in ${this.location}: range ${offset}+${length} is beyond its end (${offset + got})`);
+    }
+    return buf;
+  }
+
+  async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+    const created = await writeFileAtomic(this.pathOf(key), data, {
+      ifAbsent: options.ifAbsent,
+      fsync: this.fsync,
+      mode: this.fileMode,
+      dirMode: this.dirMode,
+    });
+    return { created };
+  }
+
+  async stat(key: string): Promise<ObjectStat | null> {
+    const p = this.pathOf(key);
+    try {
+      const st = await lstat(p);
+      if (!st.isFile()) throw new BackendError(key, `${p} exists but is not a regular file`);
+      return { size: st.size, mtimeMs: st.mtimeMs };
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return null;
+      throw e;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await this.stat(key)) !== null;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(key));
+      return true;
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false;
+      throw e;
+    }
+  }
+
+  /** Set the access time to now, keeping the modification time; false if absent. */
+  async touch(key: string): Promise<boolean> {
+    const p = this.pathOf(key);
+    try {
+      const st = await lstat(p);
+      await lutimes(p, Date.now() / 1000, st.mtimeMs / 1000);
+      return true;
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false;
+      throw e;
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ListEntry> {
+    validatePrefix(prefix);
+    const slash = prefix.lastIndexOf('/');
+    yield* this.walk(slash < 0 ? '' : prefix.slice(0, slash), prefix.slice(slash + 1));
+  }
+
+  private async *walk(dirKey: string, namePrefix: string): AsyncGenerator<ListEntry> {
+    const dir = dirKey ? path.join(this.root, ...dirKey.split('/')) : this.root;
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return;
+      throw e;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const ent of entries) {
+      if (!ent.name.startsWith(namePrefix)) continue;
+      const key = dirKey ? `${dirKey}/${ent.name}` : ent.name;
+      if (!isValidKey(key)) continue; // temporary files and names no key can address
+      if (ent.isDirectory()) {
+        yield* this.walk(key, '');
+      } else if (ent.isFile()) {
+        try {
+          const st = await lstat(path.join(dir, ent.name));
+          yield { key, size: st.size };
+        } catch (e) {
+          if (errno(e) !== 'ENOENT') throw e; // removed while listing
+        }
+      }
+    }
+  }
+
+  private readError(key: string, e: unknown): Error {
+    const code = errno(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
+      return new ObjectNotFoundError(key, `object ${key} not found in ${this.location}`);
+    }
+    if (code === 'ELOOP') return new BackendError(key, `object ${key} in ${this.location} is a symbolic link; refusing to follow it`);
+    return e as Error;
+  }
+}

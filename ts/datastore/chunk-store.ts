@@ -1,0 +1,189 @@
+/**
+ * ChunkStore: content-addressed DataBlobs under `.chunks/<hhhh>/<64 hex digest>` (spec
+ * datastore.md §1, §4; insert rules gc-prune-verify.md §1.5).
+ *
+ * Invariants:
+ *  - The file name is the lowercase hex digest; `<hhhh>` = its first 2 bytes (4 hex chars).
+ *  - Prefix directories are created lazily (mode 0750) on first insert, not all 65 536 up front
+ *    as PBS does; readers and GC must treat a missing prefix directory as empty.
+ *  - `insert` is idempotent and atomic: a new chunk is published with link(2) (`ifAbsent`), so
+ *    concurrent inserters of the same digest — async tasks or processes — never expose a partial
+ *    file and exactly one of them reports `isDuplicate: false`. An existing chunk follows PBS:
+ *    same size → duplicate (atime touched); empty file → replaced; different size → the
+ *    encryption/compression rules of PBS `insert_chunk` (keep the smaller unencrypted copy,
+ *    refuse encrypted over unencrypted, …).
+ *  - `readChunk` never returns unverified data: it decodes (magic, CRC, zstd) and checks SHA-256
+ *    and the expected size; every failure is a `ChunkError` naming the digest.
+ */
+import { mkdir } from 'node:fs/promises';
+import { isNotFound } from '../backend/backend.js';
+import type { FsBackend } from '../backend/fs.js';
+import { BLOB_MAGIC, MAX_CHUNK_SIZE, decodeBlobAsync } from '../format/blob.js';
+import { native } from '../native/index.js';
+
+export const CHUNK_DIR = '.chunks';
+const DIGEST_HEX_RE = /^[0-9a-f]{64}$/;
+
+export type Digest = Uint8Array | string;
+
+/** A chunk that is missing or fails verification. */
+export class ChunkError extends Error {
+  override name = 'ChunkError';
+  constructor(
+    readonly digest: string,
+    readonly reason: 'missing' | 'corrupt',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface InsertResult {
+  /** True if a usable copy already existed (nothing new was written). */
+  isDuplicate: boolean;
+  /** Size of the stored chunk file. */
+  encodedSize: number;
+}
+
+/** Lowercase hex of a 32-byte digest (given as bytes or hex); throws on anything else. */
+export function digestHex(digest: Digest): string {
+  if (typeof digest === 'string') {
+    const d = digest.toLowerCase();
+    if (!DIGEST_HEX_RE.test(d)) throw new Error(`invalid chunk digest ${JSON.stringify(digest)} (expected 64 hex digits)`);
+    return d;
+  }
+  if (!(digest instanceof Uint8Array) || digest.length !== 32) throw new Error('invalid chunk digest: expected 32 bytes');
+  return Buffer.from(digest.buffer, digest.byteOffset, 32).toString('hex');
+}
+
+/** Relative key `.chunks/<hhhh>/<hex>` of a digest. */
+export function chunkKey(digest: Digest): string {
+  const hex = digestHex(digest);
+  return `${CHUNK_DIR}/${hex.slice(0, 4)}/${hex}`;
+}
+
+type StoredKind = 'plain' | 'encrypted' | 'encrypted-uncompressed';
+
+/** Kind of a blob by its magic, or null if it is not a DataBlob. */
+function blobKind(head: Uint8Array): StoredKind | null {
+  const m = Buffer.from(head.buffer, head.byteOffset, Math.min(8, head.length));
+  if (m.equals(BLOB_MAGIC.uncompressed) || m.equals(BLOB_MAGIC.zstd)) return 'plain';
+  if (m.equals(BLOB_MAGIC.encrypted)) return 'encrypted-uncompressed';
+  if (m.equals(BLOB_MAGIC.encryptedZstd)) return 'encrypted';
+  return null;
+}
+
+export class ChunkStore {
+  private readonly prefixDirs = new Set<string>();
+
+  constructor(readonly backend: FsBackend) {}
+
+  /** Absolute path of a chunk file. */
+  chunkPath(digest: Digest): string {
+    return this.backend.pathOf(chunkKey(digest));
+  }
+
+  /** Store an encoded chunk (DataBlob bytes) under its digest. */
+  async insert(digest: Digest, blob: Uint8Array): Promise<InsertResult> {
+    const hex = digestHex(digest);
+    const key = chunkKey(hex);
+    const kind = blobKind(blob);
+    if (!kind || blob.length < (kind === 'plain' ? 12 : 44)) {
+      throw new Error(`chunk ${hex}: refusing to insert, not a data blob (${blob.length} bytes, magic ${Buffer.from(blob.subarray(0, 8)).toString('hex')})`);
+    }
+    await this.ensurePrefixDir(hex);
+    // A lost ifAbsent race means another writer published first: re-evaluate against its copy.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const st = await this.backend.stat(key);
+      if (!st) {
+        if ((await this.backend.put(key, blob, { ifAbsent: true })).created) return { isDuplicate: false, encodedSize: blob.length };
+        continue;
+      }
+      if (st.size === blob.length) {
+        await this.backend.touch(key);
+        return { isDuplicate: true, encodedSize: st.size };
+      }
+      if (st.size !== 0 && !(await this.shouldReplace(hex, key, kind, st.size, blob.length))) {
+        await this.backend.touch(key);
+        return { isDuplicate: true, encodedSize: st.size };
+      }
+      await this.backend.put(key, blob);
+      return { isDuplicate: false, encodedSize: blob.length };
+    }
+    throw new Error(`chunk ${hex}: insert did not settle (the chunk file keeps changing)`);
+  }
+
+  /** PBS rules for an existing non-empty chunk of a different size. */
+  private async shouldReplace(hex: string, key: string, incoming: StoredKind, oldSize: number, newSize: number): Promise<boolean> {
+    if (incoming === 'plain') return newSize < oldSize; // keep the smaller copy
+    const existing = blobKind(await this.backend.getRange(key, 0, Math.min(8, oldSize)));
+    if (existing === 'plain') {
+      throw new Error(`chunk ${hex}: refusing to overwrite an unencrypted chunk with an encrypted one of the same digest`);
+    }
+    if (existing === 'encrypted-uncompressed' && incoming === 'encrypted-uncompressed') {
+      throw new Error(`chunk ${hex}: an uncompressed encrypted chunk with this digest but another size exists; one of them is invalid`);
+    }
+    // Compressed copies may differ between zstd versions: keep the first one.
+    return false;
+  }
+
+  private async ensurePrefixDir(hex: string): Promise<void> {
+    const prefix = hex.slice(0, 4);
+    if (this.prefixDirs.has(prefix)) return;
+    await mkdir(this.backend.pathOf(`${CHUNK_DIR}/${prefix}`), { recursive: true, mode: 0o750 });
+    this.prefixDirs.add(prefix);
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    return this.backend.exists(chunkKey(digest));
+  }
+
+  /** Size of the chunk file, or null if missing. */
+  async size(digest: Digest): Promise<number | null> {
+    return (await this.backend.stat(chunkKey(digest)))?.size ?? null;
+  }
+
+  /** Update the chunk's atime (GC mark); false if the chunk is missing. */
+  async touch(digest: Digest): Promise<boolean> {
+    return this.backend.touch(chunkKey(digest));
+  }
+
+  /** The stored (encoded) blob bytes, unverified. */
+  async load(digest: Digest): Promise<Buffer> {
+    const hex = digestHex(digest);
+    try {
+      return await this.backend.get(chunkKey(hex));
+    } catch (e) {
+      if (isNotFound(e)) throw new ChunkError(hex, 'missing', `chunk ${hex} is missing (${this.chunkPath(hex)})`);
+      throw e;
+    }
+  }
+
+  /**
+   * Load, decode and verify an unencrypted chunk: magic, CRC, zstd, SHA-256 == digest and,
+   * if given, the decoded size. Returns the chunk data. Encrypted chunks are refused (they
+   * need the key; decoding them belongs to the crypto layer).
+   */
+  async readChunk(digest: Digest, expectedSize?: number): Promise<Buffer> {
+    const hex = digestHex(digest);
+    const blob = await this.load(hex);
+    const kind = blobKind(blob);
+    if (kind === 'encrypted' || kind === 'encrypted-uncompressed') {
+      throw new Error(`chunk ${hex} is encrypted; reading it needs the encryption key`);
+    }
+    let data: Buffer;
+    try {
+      data = await decodeBlobAsync(blob, MAX_CHUNK_SIZE, `chunk ${hex} is corrupt`);
+    } catch (e) {
+      throw new ChunkError(hex, 'corrupt', (e as Error).message);
+    }
+    const actual = (await native.sha256Async(data)).toString('hex');
+    if (actual !== hex) {
+      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: its content hashes to ${actual}`);
+    }
+    if (expectedSize !== undefined && data.length !== expectedSize) {
+      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${data.length} bytes, the index expects ${expectedSize}`);
+    }
+    return data;
+  }
+}

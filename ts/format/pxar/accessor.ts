@@ -1,0 +1,498 @@
+/**
+ * Random access to a pxar archive (spec pxar.md §5) over `readAt`, e.g. a `.didx`-backed reader:
+ * the archive is never read as a whole. Directories are opened from the end of their range
+ * (last 24 bytes = goodbye tail item), children are found through the goodbye table (SipHash of
+ * the name, binary-tree-array search, name compare, equal hashes handled).
+ *
+ * Quirks handled: the root tail offset points at byte 0 (FORMAT_VERSION/PRELUDE are skipped to
+ * the real root ENTRY); goodbye sizes of freshly encoded split files reach past the end of the
+ * metadata stream, so a regular file's range is never bound-checked against the archive size;
+ * only directory ranges are trusted to end with their goodbye tail.
+ *
+ * Cost: opened directories (their goodbye tables) are kept in a small LRU cache, and reads go
+ * through a one-block read-ahead cache, so a `lookup` is usually one `readAt`.
+ */
+import { FormatError } from '../errors.js';
+import {
+  GOODBYE_ITEM_SIZE,
+  HEADER_SIZE,
+  IFMT,
+  PXAR_DEVICE,
+  PXAR_ENTRY,
+  PXAR_ENTRY_V1,
+  PXAR_FILENAME,
+  PXAR_FORMAT_VERSION,
+  PXAR_GOODBYE,
+  PXAR_GOODBYE_TAIL_MARKER,
+  PXAR_HARDLINK,
+  PXAR_PAYLOAD,
+  PXAR_PAYLOAD_REF,
+  PXAR_PRELUDE,
+  PXAR_SYMLINK,
+} from './constants.js';
+import { binaryTreeArraySearch } from './binary-tree-array.js';
+import type { PxarEntry } from './entry.js';
+import { basicMetadata, isDevice, isDirectory, isFifo, isRegularFile, isSocket, isSymlink, type Metadata } from './metadata.js';
+import { sipHash24 } from './siphash.js';
+import {
+  applyAttribute,
+  formatError,
+  isAttribute,
+  itemName,
+  joinPath,
+  parseDevice,
+  parseFileName,
+  parseHardlink,
+  parseHeader,
+  parsePayloadRef,
+  parseStat,
+  parseSymlink,
+  readU64,
+  splitPath,
+  type ItemHeader,
+} from './wire.js';
+
+/** Positional reads; `readAt` must return exactly `length` bytes for ranges within `size`. */
+export interface ReadAtSource {
+  readonly size: number;
+  readAt(offset: number, length: number): Promise<Buffer>;
+}
+
+export interface PxarAccessorOptions {
+  /** Payload stream of a split archive, for `openFile`. */
+  payload?: ReadAtSource;
+  /** Name used in error messages (default "pxar archive"). */
+  name?: string;
+  /** Opened directories kept (default 64). */
+  directoryCacheSize?: number;
+}
+
+/** An entry found by the accessor; `endOffset` = FILENAME position + goodbye item size. */
+export interface AccessorEntry extends PxarEntry {
+  endOffset: number;
+}
+
+/** File data reader returned by `openFile`. */
+export interface PxarFileReader {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+const READ_AHEAD = 4096;
+const EMPTY = Buffer.alloc(0);
+
+/** Keeps the last block read; served slices are never modified afterwards. */
+class BlockReader {
+  private block: Buffer = EMPTY;
+  private blockStart = 0;
+
+  constructor(
+    readonly source: ReadAtSource,
+    readonly what: string,
+  ) {}
+
+  get size(): number {
+    return this.source.size;
+  }
+
+  /** `length` bytes at `offset`; `forward` decides the read-ahead direction. */
+  async get(offset: number, length: number, forward = true): Promise<Buffer> {
+    const size = this.source.size;
+    if (offset < 0 || length < 0 || offset + length > size) {
+      throw formatError(this.what, offset, `read of ${length} bytes beyond the end of the archive (${size} bytes; truncated?)`);
+    }
+    if (offset >= this.blockStart && offset + length <= this.blockStart + this.block.length) {
+      return this.block.subarray(offset - this.blockStart, offset - this.blockStart + length);
+    }
+    let start = offset;
+    let end = offset + length;
+    if (length < READ_AHEAD) {
+      if (forward) end = Math.min(size, offset + READ_AHEAD);
+      else start = Math.max(0, end - READ_AHEAD);
+    }
+    const block = await readExact(this.source, start, end - start, this.what);
+    this.block = block;
+    this.blockStart = start;
+    return block.subarray(offset - start, offset - start + length);
+  }
+
+  async header(pos: number): Promise<ItemHeader> {
+    return parseHeader(await this.get(pos, HEADER_SIZE), 0, pos, this.what);
+  }
+
+  async content(h: ItemHeader): Promise<Buffer> {
+    return this.get(h.pos + HEADER_SIZE, h.contentSize);
+  }
+}
+
+async function readExact(src: ReadAtSource, offset: number, length: number, what: string): Promise<Buffer> {
+  const buf = await src.readAt(offset, length);
+  if (buf.length !== length) throw formatError(what, offset, `short read (${buf.length} of ${length} bytes)`);
+  return buf;
+}
+
+export class PxarAccessor {
+  private readonly reader: BlockReader;
+  private readonly payload: ReadAtSource | undefined;
+  private readonly cache = new Map<number, PxarDirectory>();
+  private readonly cacheSize: number;
+
+  private constructor(
+    reader: BlockReader,
+    options: PxarAccessorOptions,
+    /** 1 (unified) or 2 (split). */
+    readonly version: 1 | 2,
+    /** PRELUDE content, if any. */
+    readonly prelude: Buffer | undefined,
+    /** Position of the root ENTRY (after FORMAT_VERSION/PRELUDE). */
+    readonly rootEntryOffset: number,
+  ) {
+    this.reader = reader;
+    this.payload = options.payload;
+    this.cacheSize = options.directoryCacheSize ?? 64;
+  }
+
+  /** Check the archive start (FORMAT_VERSION, PRELUDE, root ENTRY). */
+  static async open(source: ReadAtSource, options: PxarAccessorOptions = {}): Promise<PxarAccessor> {
+    const what = options.name ?? 'pxar archive';
+    const reader = new BlockReader(source, what);
+    if (!Number.isSafeInteger(source.size) || source.size < HEADER_SIZE + GOODBYE_ITEM_SIZE) {
+      throw new FormatError(`${what}: ${source.size} bytes are too small for a pxar archive`);
+    }
+    let version: 1 | 2 = 1;
+    let prelude: Buffer | undefined;
+    let h = await reader.header(0);
+    if (h.htype === PXAR_FORMAT_VERSION) {
+      const c = await reader.content(h);
+      const v = c.length === 8 ? readU64(c, 0, what, 0, 'format version') : 0;
+      if (v !== 1 && v !== 2) throw formatError(what, 0, 'bad FORMAT_VERSION');
+      version = v;
+      h = await reader.header(h.pos + HEADER_SIZE + h.contentSize);
+      if (h.htype === PXAR_PRELUDE) {
+        if (v !== 2) throw formatError(what, h.pos, 'PRELUDE in a version 1 archive');
+        prelude = Buffer.from(await reader.content(h));
+        h = await reader.header(h.pos + HEADER_SIZE + h.contentSize);
+      }
+    }
+    if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
+      throw formatError(what, h.pos, `archive must start with ENTRY or FORMAT_VERSION, found ${itemName(h.htype)}`);
+    }
+    return new PxarAccessor(reader, options, version, prelude, h.pos);
+  }
+
+  get size(): number {
+    return this.reader.size;
+  }
+
+  /** The root directory (its range is the whole archive). */
+  openRoot(): Promise<PxarDirectory> {
+    return this.openRange(this.reader.size, EMPTY, undefined);
+  }
+
+  /** A directory entry found by `lookup`/`entries`. */
+  openDirectory(entry: AccessorEntry): Promise<PxarDirectory> {
+    if (entry.kind !== 'directory') throw new Error(`pxar accessor: ${entry.path.toString()} is not a directory`);
+    if (entry.linkOffset === undefined) return this.openRoot();
+    return this.openRange(entry.endOffset, entry.path, entry);
+  }
+
+  /** Entry at a '/'-separated path relative to the root ('' = the root), or null. */
+  async lookupPath(path: Buffer | string): Promise<AccessorEntry | null> {
+    const p = typeof path === 'string' ? Buffer.from(path) : path;
+    let entry = await (await this.openRoot()).entry();
+    for (const part of splitPath(p)) {
+      if (part.length === 0) continue;
+      if (entry.kind !== 'directory') return null;
+      const next = await (await this.openDirectory(entry)).lookup(part);
+      if (!next) return null;
+      entry = next;
+    }
+    return entry;
+  }
+
+  /** The regular-file entry a hardlink points to (its path is the stored target path). */
+  async followHardlink(link: AccessorEntry): Promise<AccessorEntry> {
+    if (link.kind !== 'hardlink' || link.hardlinkTargetOffset === undefined || link.hardlinkTarget === undefined) {
+      throw new Error('pxar accessor: followHardlink() on a non-hardlink');
+    }
+    const target = await this.decodeAt(link.hardlinkTargetOffset, Number.MAX_SAFE_INTEGER, undefined, link.hardlinkTarget);
+    if (target.kind !== 'file') {
+      throw formatError(this.reader.what, link.entryOffset, `HARDLINK points to a ${target.kind}, not a regular file`);
+    }
+    return target;
+  }
+
+  /** Reader for a regular file's data (inline, or in the payload stream with its header checked). */
+  async openFile(entry: AccessorEntry): Promise<PxarFileReader> {
+    if (entry.kind !== 'file' || entry.size === undefined) throw new Error('pxar accessor: openFile() on a non-file');
+    const size = entry.size;
+    let src: ReadAtSource;
+    let what: string;
+    let start: number;
+    if (entry.payloadOffset !== undefined) {
+      if (!this.payload) throw new Error('pxar accessor: split archive opened without its payload stream');
+      src = this.payload;
+      what = 'payload stream';
+      const h = parseHeader(await readExact(src, entry.payloadOffset, HEADER_SIZE, what), 0, entry.payloadOffset, what);
+      if (h.htype !== PXAR_PAYLOAD || h.contentSize !== size) {
+        throw formatError(what, entry.payloadOffset, `expected PAYLOAD of ${size} bytes, found ${itemName(h.htype)} of ${h.contentSize}`);
+      }
+      start = entry.payloadOffset + HEADER_SIZE;
+    } else {
+      src = this.reader.source;
+      what = this.reader.what;
+      start = entry.contentOffset as number;
+    }
+    if (start + size > src.size) throw formatError(what, start, `file data of ${size} bytes runs past the end (truncated)`);
+    return {
+      size,
+      read: (offset: number, length: number) => {
+        if (offset < 0 || length < 0 || offset + length > size) {
+          return Promise.reject(new RangeError(`pxar accessor: read ${offset}+${length} outside a file of ${size} bytes`));
+        }
+        return length === 0 ? Promise.resolve(EMPTY) : readExact(src, start + offset, length, what);
+      },
+    };
+  }
+
+  // ---- internals (used by PxarDirectory) --------------------------------------------------------
+
+  /** Open the directory whose range ends at `end`; `self` undefined = the root. */
+  private async openRange(end: number, path: Buffer, self: AccessorEntry | undefined): Promise<PxarDirectory> {
+    const cached = this.cache.get(end);
+    if (cached) {
+      this.cache.delete(end);
+      this.cache.set(end, cached);
+      return cached;
+    }
+    const what = this.reader.what;
+    if (end < GOODBYE_ITEM_SIZE || end > this.reader.size) {
+      throw formatError(what, end, 'directory range ends outside the archive');
+    }
+    const tailPos = end - GOODBYE_ITEM_SIZE;
+    const tail = await this.reader.get(tailPos, GOODBYE_ITEM_SIZE, false);
+    if (tail.readBigUInt64LE(0) !== PXAR_GOODBYE_TAIL_MARKER) throw formatError(what, tailPos, 'no goodbye tail marker');
+    const tailOffset = readU64(tail, 8, what, tailPos, 'goodbye tail offset');
+    const tailSize = readU64(tail, 16, what, tailPos, 'goodbye size');
+    const goodbyeOffset = end - tailSize;
+    if (tailSize < HEADER_SIZE + GOODBYE_ITEM_SIZE || (tailSize - HEADER_SIZE) % GOODBYE_ITEM_SIZE !== 0 || goodbyeOffset < 0) {
+      throw formatError(what, tailPos, `bad goodbye size ${tailSize}`);
+    }
+    const entryPos = goodbyeOffset - tailOffset;
+    let realEntry: number;
+    if (self === undefined) {
+      // root quirk: the tail points at byte 0 (upstream), or at the real root ENTRY
+      if (entryPos !== 0 && entryPos !== this.rootEntryOffset) throw formatError(what, tailPos, 'root goodbye tail does not point to the root');
+      realEntry = this.rootEntryOffset;
+    } else {
+      if (entryPos !== self.entryOffset) {
+        throw formatError(what, tailPos, `goodbye tail points to ${entryPos}, not to the ENTRY at ${self.entryOffset}`);
+      }
+      realEntry = self.entryOffset;
+    }
+    const h = await this.reader.header(goodbyeOffset);
+    if (h.htype !== PXAR_GOODBYE || h.contentSize + HEADER_SIZE !== tailSize) {
+      throw formatError(what, goodbyeOffset, `expected GOODBYE of ${tailSize} bytes, found ${itemName(h.htype)}`);
+    }
+    const n = (tailSize - HEADER_SIZE) / GOODBYE_ITEM_SIZE - 1;
+    const raw = await this.reader.get(goodbyeOffset + HEADER_SIZE, n * GOODBYE_ITEM_SIZE, false);
+    const table = new GoodbyeTable(n);
+    for (let i = 0; i < n; i++) {
+      const q = i * GOODBYE_ITEM_SIZE;
+      const itemPos = goodbyeOffset + HEADER_SIZE + q;
+      table.hashLo[i] = raw.readUInt32LE(q);
+      table.hashHi[i] = raw.readUInt32LE(q + 4);
+      const back = readU64(raw, q + 8, what, itemPos, 'goodbye item offset');
+      const filenamePos = goodbyeOffset - back;
+      if (filenamePos <= realEntry || back < HEADER_SIZE) {
+        throw formatError(what, itemPos, `goodbye item points outside its directory (${filenamePos})`);
+      }
+      table.position[i] = filenamePos;
+      table.end[i] = filenamePos + readU64(raw, q + 16, what, itemPos, 'goodbye item size');
+    }
+    const dir = new PxarDirectory(this, path, realEntry, goodbyeOffset, end, table, self);
+    this.cache.set(end, dir);
+    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as number);
+    return dir;
+  }
+
+  /** @internal The root directory's own entry. */
+  async decodeRoot(): Promise<AccessorEntry> {
+    const root = await this.decodeAt(undefined, this.reader.size, undefined);
+    if (root.kind !== 'directory') {
+      throw formatError(this.reader.what, this.rootEntryOffset, `root entry is a ${root.kind}, not a directory`);
+    }
+    return root;
+  }
+
+  /** @internal Name stored in the FILENAME at `pos` (validated). */
+  async readName(pos: number): Promise<{ name: Buffer; next: number }> {
+    const h = await this.reader.header(pos);
+    if (h.htype !== PXAR_FILENAME) throw formatError(this.reader.what, pos, `expected FILENAME, found ${itemName(h.htype)}`);
+    const name = parseFileName(await this.reader.content(h), this.reader.what, pos);
+    return { name, next: pos + HEADER_SIZE + h.contentSize };
+  }
+
+  /**
+   * @internal Decode the entry whose FILENAME is at `filenamePos` (undefined: the root at `rootEntryOffset`)
+   * and whose range ends at `end`.
+   */
+  async decodeAt(filenamePos: number | undefined, end: number, parent: Buffer | undefined, path?: Buffer): Promise<AccessorEntry> {
+    const what = this.reader.what;
+    let name = EMPTY;
+    let pos = this.rootEntryOffset;
+    if (filenamePos !== undefined) {
+      const n = await this.readName(filenamePos);
+      name = Buffer.from(n.name);
+      pos = n.next;
+    }
+    const fullPath = path ?? (parent ? joinPath(parent, name) : name);
+    const h = await this.reader.header(pos);
+    if (h.htype === PXAR_HARDLINK && filenamePos !== undefined) {
+      const link = parseHardlink(await this.reader.content(h), what, h.pos);
+      if (link.offset <= 0 || link.offset > filenamePos) {
+        throw formatError(what, h.pos, `HARDLINK offset ${link.offset} does not point back into the archive`);
+      }
+      return {
+        path: fullPath,
+        name,
+        kind: 'hardlink',
+        metadata: basicMetadata(0),
+        linkOffset: filenamePos,
+        entryOffset: h.pos,
+        endOffset: end,
+        hardlinkTarget: link.target,
+        hardlinkTargetOffset: filenamePos - link.offset,
+      };
+    }
+    if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
+      throw formatError(what, h.pos, `expected ENTRY${filenamePos !== undefined ? ' or HARDLINK' : ''}, found ${itemName(h.htype)}`);
+    }
+    const metadata = parseStat(await this.reader.content(h), h.htype === PXAR_ENTRY_V1, what, h.pos);
+    const entry: AccessorEntry = { path: fullPath, name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end };
+    if (filenamePos !== undefined) entry.linkOffset = filenamePos;
+    pos = h.pos + HEADER_SIZE + h.contentSize;
+    for (;;) {
+      if (pos >= end) {
+        // a fifo/socket range ends right after its attributes
+        entry.kind = this.kindWithoutData(metadata, h.pos);
+        if (entry.kind === 'directory') throw formatError(what, h.pos, 'directory range ends before its GOODBYE');
+        return entry;
+      }
+      const item = await this.reader.header(pos);
+      const t = item.htype;
+      if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
+        entry.kind = this.kindWithoutData(metadata, h.pos);
+        return entry;
+      }
+      if (t === PXAR_PAYLOAD) {
+        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
+        entry.kind = 'file';
+        entry.size = item.contentSize;
+        entry.contentOffset = item.pos + HEADER_SIZE;
+        return entry;
+      }
+      if (t === PXAR_PAYLOAD_REF) {
+        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
+        const ref = parsePayloadRef(await this.reader.content(item), what, item.pos);
+        entry.kind = 'file';
+        entry.size = ref.size;
+        entry.payloadOffset = ref.offset;
+        return entry;
+      }
+      if (t === PXAR_SYMLINK) {
+        this.expectMode(metadata, isSymlink, 'symlink', item.pos);
+        entry.kind = 'symlink';
+        entry.symlinkTarget = parseSymlink(await this.reader.content(item), what, item.pos);
+        return entry;
+      }
+      if (t === PXAR_DEVICE) {
+        this.expectMode(metadata, isDevice, 'device', item.pos);
+        entry.kind = 'device';
+        entry.device = parseDevice(await this.reader.content(item), what, item.pos);
+        return entry;
+      }
+      if (!isAttribute(t)) throw formatError(what, item.pos, `unexpected ${itemName(t)} inside an entry`);
+      applyAttribute(metadata, t, await this.reader.content(item), what, item.pos);
+      pos = item.pos + HEADER_SIZE + item.contentSize;
+    }
+  }
+
+  private kindWithoutData(m: Metadata, pos: number): 'directory' | 'fifo' | 'socket' {
+    if (isDirectory(m.mode)) return 'directory';
+    if (isFifo(m.mode)) return 'fifo';
+    if (isSocket(m.mode)) return 'socket';
+    throw formatError(this.reader.what, pos, `entry with mode 0o${(m.mode & IFMT).toString(8)} has no data item`);
+  }
+
+  private expectMode(m: Metadata, test: (mode: number) => boolean, what: string, pos: number): void {
+    if (!test(m.mode)) throw formatError(this.reader.what, pos, `${what} item for an entry with mode 0o${m.mode.toString(8)}`);
+  }
+}
+
+/** A directory's goodbye items (without the tail), in table (binary-tree-array) order. */
+class GoodbyeTable {
+  readonly hashLo: Uint32Array;
+  readonly hashHi: Uint32Array;
+  /** Absolute FILENAME positions. */
+  readonly position: Float64Array;
+  /** FILENAME position + item size. */
+  readonly end: Float64Array;
+
+  constructor(readonly count: number) {
+    this.hashLo = new Uint32Array(count);
+    this.hashHi = new Uint32Array(count);
+    this.position = new Float64Array(count);
+    this.end = new Float64Array(count);
+  }
+}
+
+/** An opened directory: its goodbye table is loaded, lookups read only the matching child. */
+export class PxarDirectory {
+  constructor(
+    private readonly accessor: PxarAccessor,
+    readonly path: Buffer,
+    /** Position of the directory's ENTRY. */
+    readonly entryOffset: number,
+    /** Position of its GOODBYE header. */
+    readonly goodbyeOffset: number,
+    /** End of its range (end of the GOODBYE item). */
+    readonly endOffset: number,
+    private readonly table: GoodbyeTable,
+    /** Known for subdirectories (opened from their entry); decoded on demand for the root. */
+    private self: AccessorEntry | undefined,
+  ) {}
+
+  /** Number of children. */
+  get count(): number {
+    return this.table.count;
+  }
+
+  /** The directory's own entry (metadata). */
+  async entry(): Promise<AccessorEntry> {
+    this.self ??= await this.accessor.decodeRoot();
+    return this.self;
+  }
+
+  /** Children in archive order, decoded. */
+  async *entries(): AsyncGenerator<AccessorEntry> {
+    const t = this.table;
+    const order = Array.from({ length: t.count }, (_, i) => i).sort((a, b) => t.position[a] - t.position[b]);
+    for (const i of order) yield this.accessor.decodeAt(t.position[i], t.end[i], this.path);
+  }
+
+  /** The child called `name`, or null. */
+  async lookup(name: Buffer | string): Promise<AccessorEntry | null> {
+    const want = typeof name === 'string' ? Buffer.from(name) : name;
+    const h = sipHash24(want);
+    const lo = h[0];
+    const hi = h[1];
+    const t = this.table;
+    const candidates = binaryTreeArraySearch(t.count, (i) => hi - t.hashHi[i] || lo - t.hashLo[i]);
+    for (const i of candidates) {
+      const { name: stored } = await this.accessor.readName(t.position[i]);
+      if (stored.equals(want)) return this.accessor.decodeAt(t.position[i], t.end[i], this.path);
+    }
+    return null;
+  }
+}

@@ -1,0 +1,363 @@
+/**
+ * Sequential pxar decoder (spec pxar.md §4, §7) for unified (v1) and split (v2) archives.
+ *
+ * `next()` yields, in archive order, one `entry` event per entry (the root first, path empty)
+ * and one `end` event after the last child of every directory (the root's is last), so an
+ * extractor can apply directory metadata after the children. A file's data is streamed with
+ * `contents()` before the next `next()`; unread data is skipped. In split mode the payload stream
+ * is a second source and is consumed strictly forward (refs below the consumed position are
+ * refused); a split `.mpxar` can also be decoded alone (no contents then).
+ *
+ * Every structural problem is a FormatError naming the byte offset: item sizes are bounded per
+ * type before anything is allocated, unknown item types, bad names ('', '.', '..', '/', NUL,
+ * missing terminator), truncation, trailing bytes, goodbye tables whose size does not match the
+ * number of children, HARDLINKs not pointing back at a regular-file entry (tracked as 8 bytes
+ * per file unless `checkHardlinks` is false), payload headers that do not match their ref.
+ */
+import {
+  GOODBYE_ITEM_SIZE,
+  HEADER_SIZE,
+  IFMT,
+  PXAR_DEVICE,
+  PXAR_ENTRY,
+  PXAR_ENTRY_V1,
+  PXAR_FILENAME,
+  PXAR_FORMAT_VERSION,
+  PXAR_GOODBYE,
+  PXAR_HARDLINK,
+  PXAR_PAYLOAD,
+  PXAR_PAYLOAD_REF,
+  PXAR_PAYLOAD_START_MARKER,
+  PXAR_PRELUDE,
+  PXAR_SYMLINK,
+} from './constants.js';
+import { ByteReader, type ByteSource } from './byte-reader.js';
+import type { EntryKind, PxarEntry } from './entry.js';
+import { basicMetadata, isDevice, isDirectory, isFifo, isRegularFile, isSocket, isSymlink, type Metadata } from './metadata.js';
+import {
+  applyAttribute,
+  formatError,
+  isAttribute,
+  itemName,
+  joinPath,
+  parseDevice,
+  parseFileName,
+  parseHardlink,
+  parseHeader,
+  parsePayloadRef,
+  parseStat,
+  parseSymlink,
+  readU64,
+  type ItemHeader,
+} from './wire.js';
+
+export type { ByteSource } from './byte-reader.js';
+
+export interface PxarDecoderOptions {
+  /** Payload stream (`.ppxar`) of a split archive; without it file contents cannot be read. */
+  payload?: ByteSource;
+  /** Verify HARDLINK targets (default true; costs 8 bytes per regular file). */
+  checkHardlinks?: boolean;
+  /** Name used in error messages (default "pxar archive"). */
+  name?: string;
+}
+
+export type DecoderEvent =
+  | { type: 'entry'; entry: PxarEntry }
+  /** All children of this directory were delivered. */
+  | { type: 'end'; entry: PxarEntry };
+
+interface Frame {
+  entry: PxarEntry;
+  children: number;
+}
+
+interface OpenFile {
+  remaining: number;
+  /** PAYLOAD_REF target in the payload stream; undefined for inline data. */
+  refOffset?: number;
+  size: number;
+  headerChecked: boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+const CONTENT_PIECE = 1024 * 1024;
+
+export class PxarDecoder implements AsyncIterable<DecoderEvent> {
+  /** 1 (unified) or 2 (split), known after the first `next()`. */
+  version: 1 | 2 | undefined;
+  /** PRELUDE content, if the archive has one (known after the first `next()`). */
+  prelude: Buffer | undefined;
+  private readonly what: string;
+  private readonly meta: ByteReader;
+  private readonly payload: ByteReader | undefined;
+  private readonly checkHardlinks: boolean;
+  private phase: 'begin' | 'body' | 'eof' = 'begin';
+  private readonly stack: Frame[] = [];
+  /** FILENAME/GOODBYE header already read (it ended the previous entry's attributes). */
+  private pending: ItemHeader | undefined;
+  private file: OpenFile | undefined;
+  private filePositions = new Float64Array(1024);
+  private fileCount = 0;
+
+  constructor(metadata: ByteSource, options: PxarDecoderOptions = {}) {
+    this.what = options.name ?? 'pxar archive';
+    this.meta = new ByteReader(metadata);
+    this.payload = options.payload ? new ByteReader(options.payload) : undefined;
+    this.checkHardlinks = options.checkHardlinks ?? true;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<DecoderEvent> {
+    for (;;) {
+      const ev = await this.next();
+      if (!ev) return;
+      yield ev;
+    }
+  }
+
+  /** The next event, or null after the root's `end`. */
+  async next(): Promise<DecoderEvent | null> {
+    if (this.phase === 'eof') return null;
+    if (this.phase === 'begin') {
+      const root = await this.readStart();
+      this.phase = 'body';
+      return { type: 'entry', entry: root };
+    }
+    await this.finishFile();
+    const h = this.pending ?? (await this.readHeader());
+    this.pending = undefined;
+    if (h.htype === PXAR_FILENAME) return { type: 'entry', entry: await this.readChild(h) };
+    if (h.htype !== PXAR_GOODBYE) {
+      throw formatError(this.what, h.pos, `expected FILENAME or GOODBYE, found ${itemName(h.htype)}`);
+    }
+    const frame = this.stack.pop() as Frame;
+    const expected = GOODBYE_ITEM_SIZE * (frame.children + 1);
+    if (h.contentSize !== expected) {
+      throw formatError(this.what, h.pos, `GOODBYE of ${h.contentSize} bytes for ${frame.children} entries (expected ${expected})`);
+    }
+    if (!(await this.meta.skip(h.contentSize))) throw this.truncated();
+    if (this.stack.length === 0) {
+      this.phase = 'eof';
+      if (!(await this.meta.atEnd())) throw formatError(this.what, this.meta.position, 'trailing data after the root GOODBYE');
+    }
+    return { type: 'end', entry: frame.entry };
+  }
+
+  /**
+   * Data of the file entry returned by the last `next()`, in pieces (zero-copy views; at most
+   * 1 MiB each). Must be consumed before calling `next()` again.
+   */
+  async *contents(): AsyncGenerator<Buffer> {
+    const f = this.file;
+    if (!f) throw new Error(`${this.what}: contents() without a current regular-file entry`);
+    let reader = this.meta;
+    if (f.refOffset !== undefined) {
+      if (!this.payload) throw new Error(`${this.what}: split archive decoded without its payload stream`);
+      reader = this.payload;
+      await this.openPayload(f);
+    }
+    while (this.file === f && f.remaining > 0) {
+      const piece = await reader.readSome(Math.min(f.remaining, CONTENT_PIECE));
+      if (!piece) throw this.truncated(reader === this.payload ? 'payload stream' : this.what, reader.position);
+      f.remaining -= piece.length;
+      yield piece;
+    }
+  }
+
+  // ---- structure ------------------------------------------------------------------------------
+
+  private async readStart(): Promise<PxarEntry> {
+    if (this.payload) {
+      if (!(await this.payload.fill(HEADER_SIZE))) throw this.truncated('payload stream', this.payload.position);
+      const h = parseHeader(this.payload.take(HEADER_SIZE), 0, 0, 'payload stream');
+      if (h.htype !== PXAR_PAYLOAD_START_MARKER || h.contentSize !== 0) {
+        throw formatError('payload stream', 0, `expected PAYLOAD_START_MARKER, found ${itemName(h.htype)}`);
+      }
+    }
+    let h = await this.readHeader();
+    this.version = 1;
+    if (h.htype === PXAR_FORMAT_VERSION) {
+      const content = await this.readContent(h);
+      if (content.length !== 8) throw formatError(this.what, h.pos, `FORMAT_VERSION of ${content.length} bytes`);
+      const v = readU64(content, 0, this.what, h.pos, 'format version');
+      if (v !== 1 && v !== 2) throw formatError(this.what, h.pos, `unknown format version ${v}`);
+      this.version = v;
+      h = await this.readHeader();
+      if (h.htype === PXAR_PRELUDE) {
+        if (v !== 2) throw formatError(this.what, h.pos, 'PRELUDE in a version 1 archive');
+        this.prelude = Buffer.from(await this.readContent(h));
+        h = await this.readHeader();
+      }
+    }
+    if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
+      throw formatError(this.what, h.pos, `archive must start with ENTRY or FORMAT_VERSION, found ${itemName(h.htype)}`);
+    }
+    const root = await this.readEntryBody(h, EMPTY, EMPTY, undefined);
+    if (root.kind !== 'directory') throw formatError(this.what, h.pos, `root entry is a ${root.kind}, not a directory`);
+    return root;
+  }
+
+  private async readChild(filename: ItemHeader): Promise<PxarEntry> {
+    const name = Buffer.from(parseFileName(await this.readContent(filename), this.what, filename.pos));
+    const frame = this.stack[this.stack.length - 1];
+    frame.children++;
+    const path = joinPath(frame.entry.path, name);
+    const h = await this.readHeader();
+    if (h.htype === PXAR_HARDLINK) {
+      const link = parseHardlink(await this.readContent(h), this.what, h.pos);
+      const target = filename.pos - link.offset;
+      if (link.offset <= 0 || target < 0 || (this.checkHardlinks && !this.isFileAt(target))) {
+        throw formatError(this.what, h.pos, `HARDLINK offset ${link.offset} does not point back to a regular-file entry`);
+      }
+      return {
+        path,
+        name,
+        kind: 'hardlink',
+        metadata: basicMetadata(0),
+        linkOffset: filename.pos,
+        entryOffset: h.pos,
+        hardlinkTarget: link.target,
+        hardlinkTargetOffset: target,
+      };
+    }
+    if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
+      throw formatError(this.what, h.pos, `expected ENTRY or HARDLINK after FILENAME, found ${itemName(h.htype)}`);
+    }
+    return this.readEntryBody(h, path, name, filename.pos);
+  }
+
+  /** ENTRY, attributes and the item that completes the entry (§7 step 2). */
+  private async readEntryBody(h: ItemHeader, path: Buffer, name: Buffer, linkOffset: number | undefined): Promise<PxarEntry> {
+    const metadata = parseStat(await this.readContent(h), h.htype === PXAR_ENTRY_V1, this.what, h.pos);
+    const entry: PxarEntry = { path, name, kind: 'directory', metadata, entryOffset: h.pos };
+    if (linkOffset !== undefined) entry.linkOffset = linkOffset;
+    for (;;) {
+      const item = await this.readHeader();
+      const t = item.htype;
+      if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
+        this.pending = item;
+        entry.kind = this.kindWithoutData(metadata, h.pos);
+        if (entry.kind === 'directory') this.stack.push({ entry, children: 0 });
+        return entry;
+      }
+      if (t === PXAR_PAYLOAD || t === PXAR_PAYLOAD_REF) {
+        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
+        entry.kind = 'file';
+        if (t === PXAR_PAYLOAD) {
+          entry.size = item.contentSize;
+          entry.contentOffset = item.pos + HEADER_SIZE;
+          this.file = { remaining: item.contentSize, size: item.contentSize, headerChecked: true };
+        } else {
+          const ref = parsePayloadRef(await this.readContent(item), this.what, item.pos);
+          if (this.payload && ref.offset < this.payload.position) {
+            throw formatError(
+              this.what,
+              item.pos,
+              `PAYLOAD_REF offset ${ref.offset} is below the consumed payload position ${this.payload.position}`,
+            );
+          }
+          entry.size = ref.size;
+          entry.payloadOffset = ref.offset;
+          this.file = { remaining: ref.size, size: ref.size, refOffset: ref.offset, headerChecked: false };
+        }
+        if (linkOffset !== undefined && this.checkHardlinks) this.recordFile(linkOffset);
+        return entry;
+      }
+      if (t === PXAR_SYMLINK) {
+        this.expectMode(metadata, isSymlink, 'symlink', item.pos);
+        entry.kind = 'symlink';
+        entry.symlinkTarget = parseSymlink(await this.readContent(item), this.what, item.pos);
+        return entry;
+      }
+      if (t === PXAR_DEVICE) {
+        this.expectMode(metadata, isDevice, 'device', item.pos);
+        entry.kind = 'device';
+        entry.device = parseDevice(await this.readContent(item), this.what, item.pos);
+        return entry;
+      }
+      if (!isAttribute(t)) throw formatError(this.what, item.pos, `unexpected ${itemName(t)} inside an entry`);
+      applyAttribute(metadata, t, await this.readContent(item), this.what, item.pos);
+    }
+  }
+
+  private kindWithoutData(m: Metadata, pos: number): EntryKind {
+    if (isDirectory(m.mode)) return 'directory';
+    if (isFifo(m.mode)) return 'fifo';
+    if (isSocket(m.mode)) return 'socket';
+    throw formatError(this.what, pos, `entry with mode 0o${(m.mode & IFMT).toString(8)} has no data item`);
+  }
+
+  private expectMode(m: Metadata, test: (mode: number) => boolean, what: string, pos: number): void {
+    if (!test(m.mode)) throw formatError(this.what, pos, `${what} item for an entry with mode 0o${m.mode.toString(8)}`);
+  }
+
+  // ---- file data ------------------------------------------------------------------------------
+
+  /** Skip what is left of the current file's data. */
+  private async finishFile(): Promise<void> {
+    const f = this.file;
+    if (!f) return;
+    this.file = undefined;
+    if (f.refOffset === undefined) {
+      if (!(await this.meta.skip(f.remaining))) throw this.truncated();
+    } else if (this.payload) {
+      await this.openPayload(f);
+      if (!(await this.payload.skip(f.remaining))) throw this.truncated('payload stream', this.payload.position);
+    }
+    f.remaining = 0;
+  }
+
+  /** Seek the payload stream forward to the ref and check its PAYLOAD header. */
+  private async openPayload(f: OpenFile): Promise<void> {
+    if (f.headerChecked) return;
+    const p = this.payload as ByteReader;
+    const offset = f.refOffset as number;
+    if (!(await p.skip(offset - p.position))) throw this.truncated('payload stream', p.position);
+    if (!(await p.fill(HEADER_SIZE))) throw this.truncated('payload stream', p.position);
+    const h = parseHeader(p.take(HEADER_SIZE), 0, offset, 'payload stream');
+    if (h.htype !== PXAR_PAYLOAD || h.contentSize !== f.size) {
+      throw formatError('payload stream', offset, `expected PAYLOAD of ${f.size} bytes, found ${itemName(h.htype)} of ${h.contentSize}`);
+    }
+    f.headerChecked = true;
+  }
+
+  private recordFile(pos: number): void {
+    if (this.fileCount === this.filePositions.length) {
+      const next = new Float64Array(this.fileCount * 2);
+      next.set(this.filePositions);
+      this.filePositions = next;
+    }
+    this.filePositions[this.fileCount++] = pos;
+  }
+
+  /** Positions are recorded in increasing order: binary search. */
+  private isFileAt(pos: number): boolean {
+    let lo = 0;
+    let hi = this.fileCount;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.filePositions[mid] < pos) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < this.fileCount && this.filePositions[lo] === pos;
+  }
+
+  // ---- items ----------------------------------------------------------------------------------
+
+  private async readHeader(): Promise<ItemHeader> {
+    if (this.meta.buffered < HEADER_SIZE && !(await this.meta.fill(HEADER_SIZE))) throw this.truncated();
+    const pos = this.meta.position;
+    return parseHeader(this.meta.take(HEADER_SIZE), 0, pos, this.what);
+  }
+
+  /** Content of a bounded item (callers only use it for types parseHeader bounds). */
+  private async readContent(h: ItemHeader): Promise<Buffer> {
+    const n = h.contentSize;
+    if (this.meta.buffered < n && !(await this.meta.fill(n))) throw this.truncated();
+    return this.meta.take(n);
+  }
+
+  private truncated(what = this.what, pos = this.meta.position): Error {
+    return formatError(what, pos, 'unexpected end of data (truncated)');
+  }
+}

@@ -1,0 +1,664 @@
+/**
+ * Streaming pxar encoder (spec pxar.md §4–6), both variants:
+ *
+ * - `unified` (v1, `.pxar`): no FORMAT_VERSION, file data inline as PAYLOAD items.
+ * - `split` (v2, `.mpxar` + `.ppxar`): FORMAT_VERSION(2) [+ PRELUDE] in the metadata stream,
+ *   PAYLOAD_REF per file; the payload stream gets a start marker, one PAYLOAD header + data per
+ *   new file, and a tail marker at `finish()`.
+ *
+ * Byte-compatible with upstream, including its quirks: the root goodbye tail offset points at
+ * byte 0 (the root's "entry position" is 0), goodbye item sizes of freshly encoded split files
+ * include the file size although the data is in the payload stream, reused files (payload refs)
+ * count metadata bytes only, attributes are written in the fixed order of §4, goodbye items are
+ * sorted by name hash and laid out as a binary tree array, HARDLINK offsets are FILENAME-to-FILENAME
+ * distances in the metadata stream.
+ *
+ * Output: metadata bytes are staged in a 64 KiB buffer and handed to the sink in pieces the
+ * encoder never touches again (call `flush()` to push the stage early; `finish()` flushes).
+ * Payload headers are handed over directly; file data buffers given to `writeFileData` are passed
+ * to the sink as they are (no copy), so the payload position the caller sees always equals what
+ * the payload sink has received (needed for chunk injection). Memory is bounded by the open
+ * directories (one goodbye item, 24 bytes, per child of each open directory).
+ */
+import {
+  ACL_NO_MASK,
+  FORMAT_VERSION_2,
+  GOODBYE_ITEM_SIZE,
+  HEADER_SIZE,
+  IFBLK,
+  IFCHR,
+  IFDIR,
+  IFIFO,
+  IFLNK,
+  IFMT,
+  IFREG,
+  IFSOCK,
+  MAX_PATH_LEN,
+  MAX_XATTR_LEN,
+  PXAR_ACL_DEFAULT,
+  PXAR_ACL_DEFAULT_GROUP,
+  PXAR_ACL_DEFAULT_USER,
+  PXAR_ACL_GROUP,
+  PXAR_ACL_GROUP_OBJ,
+  PXAR_ACL_USER,
+  PXAR_DEVICE,
+  PXAR_ENTRY,
+  PXAR_FCAPS,
+  PXAR_FILENAME,
+  PXAR_FORMAT_VERSION,
+  PXAR_GOODBYE,
+  PXAR_GOODBYE_TAIL_MARKER,
+  PXAR_HARDLINK,
+  PXAR_PAYLOAD,
+  PXAR_PAYLOAD_REF,
+  PXAR_PAYLOAD_START_MARKER,
+  PXAR_PAYLOAD_TAIL_MARKER,
+  PXAR_PRELUDE,
+  PXAR_QUOTA_PROJID,
+  PXAR_SYMLINK,
+  PXAR_XATTR,
+  STAT_SIZE,
+} from './constants.js';
+import { binaryTreeArrayOrder } from './binary-tree-array.js';
+import type { AclGroup, AclUser, Metadata } from './metadata.js';
+import { sipHash24 } from './siphash.js';
+import { fileNameProblem, writeU64 } from './wire.js';
+
+/** Receives encoder output synchronously, in order. */
+export interface ByteSink {
+  write(buf: Buffer): void;
+}
+
+export type PxarEncoderOptions =
+  | { variant: 'unified'; output: ByteSink }
+  | { variant: 'split'; output: ByteSink; payloadOutput: ByteSink; prelude?: Buffer };
+
+const STAGE_SIZE = 64 * 1024;
+const TWO32 = 2 ** 32;
+
+/** Item type split into u32 halves once, so hot paths never touch BigInt. */
+interface TypeWords {
+  lo: number;
+  hi: number;
+}
+const words = (t: bigint): TypeWords => ({ lo: Number(t & 0xffffffffn), hi: Number(t >> 32n) });
+const T_VERSION = words(PXAR_FORMAT_VERSION);
+const T_PRELUDE = words(PXAR_PRELUDE);
+const T_ENTRY = words(PXAR_ENTRY);
+const T_FILENAME = words(PXAR_FILENAME);
+const T_SYMLINK = words(PXAR_SYMLINK);
+const T_DEVICE = words(PXAR_DEVICE);
+const T_XATTR = words(PXAR_XATTR);
+const T_ACL_USER = words(PXAR_ACL_USER);
+const T_ACL_GROUP = words(PXAR_ACL_GROUP);
+const T_ACL_GROUP_OBJ = words(PXAR_ACL_GROUP_OBJ);
+const T_ACL_DEFAULT = words(PXAR_ACL_DEFAULT);
+const T_ACL_DEFAULT_USER = words(PXAR_ACL_DEFAULT_USER);
+const T_ACL_DEFAULT_GROUP = words(PXAR_ACL_DEFAULT_GROUP);
+const T_FCAPS = words(PXAR_FCAPS);
+const T_QUOTA = words(PXAR_QUOTA_PROJID);
+const T_HARDLINK = words(PXAR_HARDLINK);
+const T_PAYLOAD = words(PXAR_PAYLOAD);
+const T_PAYLOAD_REF = words(PXAR_PAYLOAD_REF);
+const T_GOODBYE = words(PXAR_GOODBYE);
+const T_TAIL = words(PXAR_GOODBYE_TAIL_MARKER);
+const T_START_MARKER = words(PXAR_PAYLOAD_START_MARKER);
+const T_TAIL_MARKER = words(PXAR_PAYLOAD_TAIL_MARKER);
+
+/** Goodbye items of one open directory, in columns. */
+class GoodbyeItems {
+  count = 0;
+  hashLo = new Uint32Array(16);
+  hashHi = new Uint32Array(16);
+  /** Absolute FILENAME positions (made relative when the table is written). */
+  offset = new Float64Array(16);
+  size = new Float64Array(16);
+
+  push(hash: Uint32Array, offset: number, size: number): void {
+    if (this.count === this.hashLo.length) {
+      const n = this.count * 2;
+      this.hashLo = grow(this.hashLo, new Uint32Array(n));
+      this.hashHi = grow(this.hashHi, new Uint32Array(n));
+      this.offset = grow(this.offset, new Float64Array(n));
+      this.size = grow(this.size, new Float64Array(n));
+    }
+    const i = this.count++;
+    this.hashLo[i] = hash[0];
+    this.hashHi[i] = hash[1];
+    this.offset[i] = offset;
+    this.size[i] = size;
+  }
+}
+
+function grow<T extends Uint32Array | Float64Array>(old: T, next: T): T {
+  next.set(old);
+  return next;
+}
+
+interface DirState {
+  items: GoodbyeItems;
+  /** ENTRY position (0 for the root: upstream quirk, §5). */
+  entryPos: number;
+  /** FILENAME position; undefined for the root. */
+  filenamePos?: number;
+  hashLo: number;
+  hashHi: number;
+}
+
+interface OpenFile {
+  filenamePos: number;
+  hashLo: number;
+  hashHi: number;
+  /** Goodbye item size (metadata bytes + file size, quirk §5). */
+  itemSize: number;
+  remaining: number;
+  size: number;
+}
+
+export class PxarEncoder {
+  readonly variant: 'unified' | 'split';
+  private readonly out: ByteSink;
+  private readonly payloadOut: ByteSink | undefined;
+  private readonly prelude: Buffer | undefined;
+  private stage = Buffer.allocUnsafe(STAGE_SIZE);
+  private staged = 0;
+  private pos = 0;
+  private payloadPos = 0;
+  private readonly dirs: DirState[] = [];
+  private file: OpenFile | undefined;
+  private state: 'new' | 'open' | 'finished' = 'new';
+  private failure: Error | undefined;
+
+  constructor(options: PxarEncoderOptions) {
+    this.variant = options.variant;
+    this.out = options.output;
+    if (options.variant === 'split') {
+      this.payloadOut = options.payloadOutput;
+      this.prelude = options.prelude;
+    }
+  }
+
+  /** Bytes of metadata stream produced so far (staged bytes included). */
+  get metadataPosition(): number {
+    return this.pos;
+  }
+
+  /** Payload stream position: start marker + new files' PAYLOAD items + advanced (injected) bytes. */
+  get payloadPosition(): number {
+    return this.payloadPos;
+  }
+
+  /** Number of directories currently open, the root included. */
+  get depth(): number {
+    return this.dirs.length;
+  }
+
+  /** Write FORMAT_VERSION [+ PRELUDE] (split) and the root ENTRY; `rootMeta` must be a directory. */
+  begin(rootMeta: Metadata): void {
+    if (this.state !== 'new') throw new Error('pxar encoder: begin() called twice');
+    checkType(rootMeta, IFDIR, 'root directory');
+    checkMetadata(rootMeta);
+    this.state = 'open';
+    if (this.payloadOut) {
+      const marker = Buffer.allocUnsafe(HEADER_SIZE);
+      putHeader(marker, 0, T_START_MARKER, HEADER_SIZE);
+      this.payloadOut.write(marker);
+      this.payloadPos = HEADER_SIZE;
+      const p = this.reserve(24);
+      putHeader(this.stage, p, T_VERSION, 24);
+      writeU64(this.stage, FORMAT_VERSION_2, p + 16);
+      this.pos += 24;
+      if (this.prelude !== undefined) this.putItem(T_PRELUDE, this.prelude);
+    }
+    this.putMetadata(rootMeta);
+    this.dirs.push({ items: new GoodbyeItems(), entryPos: 0, hashLo: 0, hashHi: 0 });
+  }
+
+  /** FILENAME + ENTRY of a subdirectory; its children follow until `leaveDirectory()`. */
+  enterDirectory(name: Buffer, meta: Metadata): void {
+    this.checkIdle();
+    checkName(name);
+    checkType(meta, IFDIR, 'directory');
+    checkMetadata(meta);
+    const hash = sipHash24(name);
+    const hashLo = hash[0];
+    const hashHi = hash[1];
+    const filenamePos = this.pos;
+    this.putFilename(name);
+    const entryPos = this.pos;
+    this.putMetadata(meta);
+    this.dirs.push({ items: new GoodbyeItems(), entryPos, filenamePos, hashLo, hashHi });
+  }
+
+  /** Close the current subdirectory with its GOODBYE table. */
+  leaveDirectory(): void {
+    this.checkIdle();
+    if (this.dirs.length < 2) throw new Error('pxar encoder: leaveDirectory() without an open subdirectory (use finish() for the root)');
+    const dir = this.dirs.pop() as DirState;
+    this.putGoodbye(dir);
+    const size = this.pos - (dir.filenamePos as number);
+    tmpHash[0] = dir.hashLo;
+    tmpHash[1] = dir.hashHi;
+    this.current().items.push(tmpHash, dir.filenamePos as number, size);
+  }
+
+  /**
+   * Start a regular file with `size` data bytes: FILENAME, ENTRY, attributes, then PAYLOAD header
+   * (unified) or PAYLOAD_REF + payload-stream PAYLOAD header (split). Feed exactly `size` bytes
+   * with `writeFileData`, then `endFile()`. Returns the FILENAME position (for `addHardlink`) and,
+   * in split mode, the payload offset of the new PAYLOAD header.
+   */
+  beginFile(name: Buffer, meta: Metadata, size: number): { linkOffset: number; payloadOffset?: number } {
+    this.checkIdle();
+    checkName(name);
+    checkType(meta, IFREG, 'regular file');
+    checkMetadata(meta);
+    checkCount(size, 'file size');
+    const hash = sipHash24(name);
+    const hashLo = hash[0];
+    const hashHi = hash[1];
+    const filenamePos = this.pos;
+    this.putFilename(name);
+    this.putMetadata(meta);
+    let payloadOffset: number | undefined;
+    if (this.payloadOut) {
+      payloadOffset = this.payloadPos;
+      const p = this.reserve(32);
+      putHeader(this.stage, p, T_PAYLOAD_REF, 32);
+      writeU64(this.stage, payloadOffset, p + 16);
+      writeU64(this.stage, size, p + 24);
+      this.pos += 32;
+      const header = Buffer.allocUnsafe(HEADER_SIZE);
+      putHeader(header, 0, T_PAYLOAD, HEADER_SIZE + size);
+      this.payloadOut.write(header);
+      this.payloadPos += HEADER_SIZE;
+    } else {
+      const p = this.reserve(HEADER_SIZE);
+      putHeader(this.stage, p, T_PAYLOAD, HEADER_SIZE + size);
+      this.pos += HEADER_SIZE;
+    }
+    const metaSize = this.pos - filenamePos;
+    this.file = { filenamePos, hashLo, hashHi, itemSize: metaSize + size, remaining: size, size };
+    return payloadOffset === undefined ? { linkOffset: filenamePos } : { linkOffset: filenamePos, payloadOffset };
+  }
+
+  /** Append data of the file opened by `beginFile`; refuses more than its declared size. */
+  writeFileData(buf: Buffer): void {
+    this.checkUsable();
+    const f = this.file;
+    if (!f) throw new Error('pxar encoder: writeFileData() without beginFile()');
+    if (buf.length > f.remaining) {
+      throw new Error(`pxar encoder: ${buf.length} bytes written to a file with ${f.remaining} of ${f.size} left`);
+    }
+    if (buf.length === 0) return;
+    f.remaining -= buf.length;
+    if (this.payloadOut) {
+      this.payloadOut.write(buf);
+      this.payloadPos += buf.length;
+    } else if (buf.length <= 4096) {
+      const p = this.reserve(buf.length);
+      buf.copy(this.stage, p);
+      this.pos += buf.length;
+    } else {
+      this.flush();
+      this.out.write(buf);
+      this.pos += buf.length;
+    }
+  }
+
+  /** Finish the current file; an error (and an unusable encoder) if fewer bytes were written than declared. */
+  endFile(): void {
+    this.checkUsable();
+    const f = this.file;
+    if (!f) throw new Error('pxar encoder: endFile() without beginFile()');
+    if (f.remaining !== 0) {
+      this.failure = new Error(`pxar encoder: file ended with ${f.remaining} of ${f.size} bytes missing`);
+      throw this.failure;
+    }
+    this.file = undefined;
+    tmpHash[0] = f.hashLo;
+    tmpHash[1] = f.hashHi;
+    this.current().items.push(tmpHash, f.filenamePos, f.itemSize);
+  }
+
+  /**
+   * A reused file (split only): FILENAME, ENTRY, attributes, PAYLOAD_REF(payloadOffset, size),
+   * without writing any payload. `payloadOffset` must not be below the current payload position.
+   * The goodbye item size is the metadata bytes only (upstream quirk). Returns the FILENAME position.
+   */
+  addPayloadRef(name: Buffer, meta: Metadata, size: number, payloadOffset: number): number {
+    this.checkIdle();
+    if (!this.payloadOut) throw new Error('pxar encoder: payload references need a split archive');
+    checkName(name);
+    checkType(meta, IFREG, 'regular file');
+    checkMetadata(meta);
+    checkCount(size, 'file size');
+    checkCount(payloadOffset, 'payload offset');
+    if (payloadOffset < this.payloadPos) {
+      throw new Error(`pxar encoder: payload offset ${payloadOffset} is below the current payload position ${this.payloadPos}`);
+    }
+    const content = Buffer.allocUnsafe(16);
+    writeU64(content, payloadOffset, 0);
+    writeU64(content, size, 8);
+    return this.addSimple(name, meta, T_PAYLOAD_REF, content);
+  }
+
+  /** Move the payload position by `n` bytes without writing (chunks injected by the caller). */
+  advancePayload(n: number): void {
+    this.checkIdle();
+    if (!this.payloadOut) throw new Error('pxar encoder: advancePayload() needs a split archive');
+    checkCount(n, 'payload advance');
+    this.payloadPos += n;
+  }
+
+  addSymlink(name: Buffer, meta: Metadata, target: Buffer): number {
+    this.checkIdle();
+    checkName(name);
+    checkType(meta, IFLNK, 'symlink');
+    checkMetadata(meta);
+    if (target.length > MAX_PATH_LEN || target.includes(0)) {
+      throw new Error(`pxar encoder: symlink target longer than ${MAX_PATH_LEN} bytes or containing NUL`);
+    }
+    const content = Buffer.allocUnsafe(target.length + 1);
+    target.copy(content, 0);
+    content[target.length] = 0;
+    return this.addSimple(name, meta, T_SYMLINK, content);
+  }
+
+  addDevice(name: Buffer, meta: Metadata, major: number, minor: number): number {
+    this.checkIdle();
+    checkName(name);
+    const t = meta.mode & IFMT;
+    if (t !== IFBLK && t !== IFCHR) throw new Error('pxar encoder: device metadata must have IFBLK or IFCHR mode');
+    checkMetadata(meta);
+    checkCount(major, 'device major');
+    checkCount(minor, 'device minor');
+    const content = Buffer.allocUnsafe(16);
+    writeU64(content, major, 0);
+    writeU64(content, minor, 8);
+    return this.addSimple(name, meta, T_DEVICE, content);
+  }
+
+  addFifo(name: Buffer, meta: Metadata): number {
+    this.checkIdle();
+    checkName(name);
+    checkType(meta, IFIFO, 'fifo');
+    checkMetadata(meta);
+    return this.addSimple(name, meta, undefined, undefined);
+  }
+
+  addSocket(name: Buffer, meta: Metadata): number {
+    this.checkIdle();
+    checkName(name);
+    checkType(meta, IFSOCK, 'socket');
+    checkMetadata(meta);
+    return this.addSimple(name, meta, undefined, undefined);
+  }
+
+  /**
+   * A further name of an already encoded regular file: FILENAME + HARDLINK(offset, targetPath).
+   * `targetLinkOffset` is the target's FILENAME position (returned by `beginFile`/`addPayloadRef`);
+   * the stored offset is this entry's FILENAME position minus it.
+   */
+  addHardlink(name: Buffer, targetPath: Buffer, targetLinkOffset: number): number {
+    this.checkIdle();
+    checkName(name);
+    checkCount(targetLinkOffset, 'hardlink target offset');
+    if (targetLinkOffset >= this.pos) {
+      throw new Error(`pxar encoder: hardlink target offset ${targetLinkOffset} does not precede position ${this.pos}`);
+    }
+    if (targetPath.length === 0 || targetPath.length > MAX_PATH_LEN || targetPath.includes(0)) {
+      throw new Error('pxar encoder: hardlink target path empty, too long or containing NUL');
+    }
+    const content = Buffer.allocUnsafe(8 + targetPath.length + 1);
+    writeU64(content, this.pos - targetLinkOffset, 0);
+    targetPath.copy(content, 8);
+    content[content.length - 1] = 0;
+    return this.addSimple(name, undefined, T_HARDLINK, content);
+  }
+
+  /** Close the root (root GOODBYE), write the payload tail marker (split) and flush. */
+  finish(): void {
+    this.checkIdle();
+    if (this.dirs.length !== 1) throw new Error(`pxar encoder: finish() with ${this.dirs.length - 1} subdirectories still open`);
+    this.putGoodbye(this.dirs.pop() as DirState);
+    this.flush();
+    if (this.payloadOut) {
+      // not counted in payloadPosition (upstream writes it through a dummy position)
+      const marker = Buffer.allocUnsafe(HEADER_SIZE);
+      putHeader(marker, 0, T_TAIL_MARKER, HEADER_SIZE);
+      this.payloadOut.write(marker);
+    }
+    this.state = 'finished';
+  }
+
+  /** Hand staged metadata bytes to the sink now. */
+  flush(): void {
+    if (this.staged === 0) return;
+    const piece = this.stage.subarray(0, this.staged);
+    this.stage = Buffer.allocUnsafe(STAGE_SIZE);
+    this.staged = 0;
+    this.out.write(piece);
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private current(): DirState {
+    return this.dirs[this.dirs.length - 1];
+  }
+
+  private checkUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.state !== 'open') throw new Error(`pxar encoder: not open (${this.state === 'new' ? 'call begin() first' : 'already finished'})`);
+  }
+
+  /** Usable and not in the middle of a file. */
+  private checkIdle(): void {
+    this.checkUsable();
+    if (this.file) throw new Error('pxar encoder: the current file was not ended (endFile())');
+  }
+
+  /** FILENAME, optional ENTRY + attributes, optional one more item; records the goodbye item. */
+  private addSimple(name: Buffer, meta: Metadata | undefined, type: TypeWords | undefined, content: Buffer | undefined): number {
+    const hash = sipHash24(name);
+    const hashLo = hash[0];
+    const hashHi = hash[1];
+    const filenamePos = this.pos;
+    this.putFilename(name);
+    if (meta) this.putMetadata(meta);
+    if (type && content) this.putItem(type, content);
+    tmpHash[0] = hashLo;
+    tmpHash[1] = hashHi;
+    this.current().items.push(tmpHash, filenamePos, this.pos - filenamePos);
+    return filenamePos;
+  }
+
+  /** Make room for `n` contiguous bytes in the stage; returns their offset there. */
+  private reserve(n: number): number {
+    if (this.staged + n > this.stage.length) {
+      this.flush();
+      if (n > this.stage.length) this.stage = Buffer.allocUnsafe(n);
+    }
+    const p = this.staged;
+    this.staged += n;
+    return p;
+  }
+
+  private putItem(type: TypeWords, content: Buffer): void {
+    const p = this.reserve(HEADER_SIZE + content.length);
+    putHeader(this.stage, p, type, HEADER_SIZE + content.length);
+    content.copy(this.stage, p + HEADER_SIZE);
+    this.pos += HEADER_SIZE + content.length;
+  }
+
+  private putFilename(name: Buffer): void {
+    const full = HEADER_SIZE + name.length + 1;
+    const p = this.reserve(full);
+    putHeader(this.stage, p, T_FILENAME, full);
+    name.copy(this.stage, p + HEADER_SIZE);
+    this.stage[p + full - 1] = 0;
+    this.pos += full;
+  }
+
+  /** ENTRY then attributes in the fixed order of spec §4. */
+  private putMetadata(meta: Metadata): void {
+    let p = this.reserve(HEADER_SIZE + STAT_SIZE);
+    putHeader(this.stage, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
+    p += HEADER_SIZE;
+    writeU64(this.stage, meta.mode, p);
+    this.stage.writeBigUInt64LE(meta.flags, p + 8);
+    this.stage.writeUInt32LE(meta.uid, p + 16);
+    this.stage.writeUInt32LE(meta.gid, p + 20);
+    const secs = meta.mtime.secs;
+    this.stage.writeUInt32LE(secs >>> 0, p + 24);
+    this.stage.writeInt32LE(Math.floor(secs / TWO32), p + 28);
+    this.stage.writeUInt32LE(meta.mtime.nanos, p + 32);
+    this.stage.writeUInt32LE(0, p + 36);
+    this.pos += HEADER_SIZE + STAT_SIZE;
+
+    for (const x of meta.xattrs) {
+      const full = HEADER_SIZE + x.name.length + 1 + x.value.length;
+      const q = this.reserve(full);
+      putHeader(this.stage, q, T_XATTR, full);
+      x.name.copy(this.stage, q + HEADER_SIZE);
+      this.stage[q + HEADER_SIZE + x.name.length] = 0;
+      x.value.copy(this.stage, q + HEADER_SIZE + x.name.length + 1);
+      this.pos += full;
+    }
+    const acl = meta.acl;
+    for (const u of acl.users) this.putPair(T_ACL_USER, u.uid, u.permissions);
+    for (const g of acl.groups) this.putPair(T_ACL_GROUP, g.gid, g.permissions);
+    if (acl.groupObj !== undefined) {
+      const q = this.reserve(24);
+      putHeader(this.stage, q, T_ACL_GROUP_OBJ, 24);
+      writeU64(this.stage, acl.groupObj, q + 16);
+      this.pos += 24;
+    }
+    if (acl.default !== undefined) {
+      const d = acl.default;
+      const q = this.reserve(48);
+      putHeader(this.stage, q, T_ACL_DEFAULT, 48);
+      putPermission(this.stage, d.userObj, q + 16);
+      putPermission(this.stage, d.groupObj, q + 24);
+      putPermission(this.stage, d.other, q + 32);
+      putPermission(this.stage, d.mask, q + 40);
+      this.pos += 48;
+    }
+    for (const u of acl.defaultUsers) this.putPair(T_ACL_DEFAULT_USER, u.uid, u.permissions);
+    for (const g of acl.defaultGroups) this.putPair(T_ACL_DEFAULT_GROUP, g.gid, g.permissions);
+    if (meta.fcaps !== undefined) this.putItem(T_FCAPS, meta.fcaps);
+    if (meta.quotaProjectId !== undefined) {
+      const q = this.reserve(24);
+      putHeader(this.stage, q, T_QUOTA, 24);
+      writeU64(this.stage, meta.quotaProjectId, q + 16);
+      this.pos += 24;
+    }
+  }
+
+  private putPair(type: TypeWords, a: number, b: number): void {
+    const q = this.reserve(32);
+    putHeader(this.stage, q, type, 32);
+    writeU64(this.stage, a, q + 16);
+    writeU64(this.stage, b, q + 24);
+    this.pos += 32;
+  }
+
+  /** GOODBYE: items sorted by hash in binary-tree-array order, then the tail item. */
+  private putGoodbye(dir: DirState): void {
+    const items = dir.items;
+    const n = items.count;
+    const goodbyePos = this.pos;
+    const full = HEADER_SIZE + GOODBYE_ITEM_SIZE * (n + 1);
+    const sorted = new Uint32Array(n);
+    for (let i = 0; i < n; i++) sorted[i] = i;
+    const { hashLo, hashHi } = items;
+    sorted.sort((a, b) => hashHi[a] - hashHi[b] || hashLo[a] - hashLo[b]);
+    const order = binaryTreeArrayOrder(n);
+    const p = this.reserve(full);
+    const s = this.stage;
+    putHeader(s, p, T_GOODBYE, full);
+    let q = p + HEADER_SIZE;
+    for (let d = 0; d < n; d++) {
+      const i = sorted[order[d]];
+      s.writeUInt32LE(hashLo[i], q);
+      s.writeUInt32LE(hashHi[i], q + 4);
+      writeU64(s, goodbyePos - items.offset[i], q + 8);
+      writeU64(s, items.size[i], q + 16);
+      q += GOODBYE_ITEM_SIZE;
+    }
+    s.writeUInt32LE(T_TAIL.lo, q);
+    s.writeUInt32LE(T_TAIL.hi, q + 4);
+    writeU64(s, goodbyePos - dir.entryPos, q + 8);
+    writeU64(s, full, q + 16);
+    this.pos += full;
+  }
+}
+
+/** Scratch for passing a hash pair to GoodbyeItems.push without allocating. */
+const tmpHash = new Uint32Array(2);
+
+function putHeader(buf: Buffer, p: number, type: TypeWords, fullSize: number): void {
+  buf.writeUInt32LE(type.lo, p);
+  buf.writeUInt32LE(type.hi, p + 4);
+  writeU64(buf, fullSize, p + 8);
+}
+
+function putPermission(buf: Buffer, v: number | null, p: number): void {
+  if (v === null) buf.writeBigUInt64LE(ACL_NO_MASK, p);
+  else writeU64(buf, v, p);
+}
+
+function checkName(name: Buffer): void {
+  const problem = fileNameProblem(name);
+  if (problem) throw new Error(`pxar encoder: illegal file name ${JSON.stringify(name.toString('latin1'))}: ${problem}`);
+}
+
+function checkType(meta: Metadata, type: number, what: string): void {
+  if ((meta.mode & IFMT) !== type) {
+    throw new Error(`pxar encoder: ${what} metadata has mode 0o${meta.mode.toString(8)} (wrong file type)`);
+  }
+}
+
+function checkCount(v: number, what: string): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`pxar encoder: ${what} ${v} is not a non-negative integer`);
+}
+
+/** Refuse metadata that cannot be encoded faithfully. */
+function checkMetadata(m: Metadata): void {
+  checkCount(m.mode, 'mode');
+  if (m.flags < 0n || m.flags > 0xffffffffffffffffn) throw new Error(`pxar encoder: flags ${m.flags} out of u64 range`);
+  if (!isU32(m.uid) || !isU32(m.gid)) throw new Error(`pxar encoder: uid/gid ${m.uid}/${m.gid} out of u32 range`);
+  if (!Number.isSafeInteger(m.mtime.secs)) throw new Error(`pxar encoder: mtime seconds ${m.mtime.secs} not an integer`);
+  if (!Number.isInteger(m.mtime.nanos) || m.mtime.nanos < 0 || m.mtime.nanos > 999_999_999) {
+    throw new Error(`pxar encoder: mtime nanoseconds ${m.mtime.nanos} out of range`);
+  }
+  for (const x of m.xattrs) {
+    if (x.name.length === 0 || x.name.includes(0) || x.name.length + 1 + x.value.length > MAX_XATTR_LEN) {
+      throw new Error(`pxar encoder: xattr ${JSON.stringify(x.name.toString('latin1'))} has an empty/NUL name or is too large`);
+    }
+  }
+  const acl = m.acl;
+  checkAclEntries(acl.users);
+  checkAclEntries(acl.groups);
+  checkAclEntries(acl.defaultUsers);
+  checkAclEntries(acl.defaultGroups);
+  if (acl.groupObj !== undefined) checkCount(acl.groupObj, 'ACL permissions');
+  if (acl.default) {
+    for (const v of [acl.default.userObj, acl.default.groupObj, acl.default.other, acl.default.mask]) {
+      if (v !== null) checkCount(v, 'ACL permissions');
+    }
+  }
+  if (m.fcaps !== undefined && m.fcaps.length > MAX_XATTR_LEN) throw new Error('pxar encoder: fcaps too large');
+  if (m.quotaProjectId !== undefined) checkCount(m.quotaProjectId, 'quota project id');
+}
+
+function checkAclEntries(entries: (AclUser | AclGroup)[]): void {
+  for (const e of entries) {
+    checkCount('uid' in e ? e.uid : e.gid, 'ACL id');
+    checkCount(e.permissions, 'ACL permissions');
+  }
+}
+
+function isU32(v: number): boolean {
+  return Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}

@@ -1,0 +1,427 @@
+/**
+ * Native file-system mechanisms for backup and restore (typed wrapper over the addon's `fs*`
+ * exports; Rust side: native/src/fs/, glue: native/src/napi/fs.rs).
+ *
+ * Mechanism only: TS does the recursion and all policy (excludes, xattr name filters, ACL
+ * interpretation, what to archive). Invariants:
+ * - Paths and names are raw bytes: pass Buffers for non-UTF-8 paths (strings are UTF-8);
+ *   names come back as Buffers.
+ * - `readDir` never lists `.`/`..`, sorts by raw byte-wise name (memcmp order, as PBS), lstat()s
+ *   every entry and reads fd-based metadata (xattrs, chattr flags, FAT attributes, project id)
+ *   only for regular files and directories, as PBS does (it opens other kinds with O_PATH).
+ *   An entry that vanished or whose metadata could not be read is reported in that entry,
+ *   never as a failure of the whole directory.
+ * - Errors are node-style (`code`, negative `errno`, `syscall`, `path`); bad argument types
+ *   throw/reject a TypeError with code ERR_INVALID_ARG_TYPE. Nothing here crashes the process.
+ * - Async calls run on the libuv pool; the restore calls are synchronous (one syscall or a
+ *   short fixed sequence each).
+ */
+import { constants as osConstants } from 'node:os';
+import { native } from './index.js';
+
+/** A path: Buffer/Uint8Array for raw bytes, or a string (encoded as UTF-8). */
+export type RawPath = Uint8Array | string;
+
+/**
+ * Which fd-based metadata `readDir`/`statPath` read for regular files and directories.
+ * Each xattr flag governs its own class of names: `acls` the `system.posix_acl_access` /
+ * `system.posix_acl_default` values, `fcaps` `security.capability`, `xattrs` every other name
+ * (all namespaces, unfiltered: the archiver applies PBS's user./trusted./security.NTACL filter).
+ */
+export interface ReadDirOptions {
+  xattrs?: boolean;
+  acls?: boolean;
+  fcaps?: boolean;
+  /** chattr flags (FS_IOC_GETFLAGS); on MSDOS/FUSE file systems also the FAT attributes. */
+  flags?: boolean;
+  /** Quota project id (FS_IOC_FSGETXATTR), whatever the file system type. */
+  projid?: boolean;
+}
+
+export interface XAttr {
+  name: Buffer;
+  value: Buffer;
+}
+
+/** A metadata read that failed with an unexpected errno (PBS would report/abort here). */
+export interface MetaError {
+  /** "open", "readlinkat", "flistxattr", "fgetxattr", "ioctl(FS_IOC_GETFLAGS)", ... */
+  op: string;
+  /** Positive errno. ENOENT from "open"/"readlinkat" means the entry vanished. */
+  errno: number;
+  code: string;
+}
+
+/** One entry, materialized (see `DirEntries` for the allocation-free accessors). */
+export interface DirEntry {
+  name: Buffer;
+  /** 0, or the positive errno of its lstat (ENOENT: vanished after readdir); then all other fields are 0/empty. */
+  status: number;
+  /** Full st_mode (type and permission bits). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  nlink: number;
+  dev: bigint;
+  ino: bigint;
+  /** Device numbers from st_rdev (glibc major()/minor()); 0 for non-devices. */
+  rdevMajor: number;
+  rdevMinor: number;
+  /** Raw chattr flags (FS_*_FL), 0 when not read or unsupported. */
+  flags: number;
+  /** Raw FAT attributes (ATTR_*), read only on MSDOS/FUSE file systems, else 0. */
+  fatAttrs: number;
+  /** Quota project id, 0 when not read or unsupported. */
+  projid: number;
+  /** Symlink target bytes, null for other kinds. */
+  symlinkTarget: Buffer | null;
+  /** In flistxattr order, with values. Empty unless requested and a regular file/directory. */
+  xattrs: XAttr[];
+  metaError: MetaError | null;
+}
+
+// Layout of the ArrayBuffer the addon returns (native/src/fs/dir.rs module doc).
+const LAYOUT_VERSION = 1;
+const F_STATUS = 0;
+const F_MODE = 1;
+const F_UID = 2;
+const F_GID = 3;
+const F_SIZE = 4;
+const F_MTIME_SEC = 5;
+const F_MTIME_NSEC = 6;
+const F_CTIME_SEC = 7;
+const F_CTIME_NSEC = 8;
+const F_NLINK = 9;
+const F_RDEV_MAJOR = 10;
+const F_RDEV_MINOR = 11;
+const F_FLAGS = 12;
+const F_FAT_ATTRS = 13;
+const F_PROJID = 14;
+const F_META_OP = 15;
+const F_META_ERRNO = 16;
+const FIELDS = 18;
+/** Same list as META_OPS in native/src/fs/dir.rs. */
+const META_OPS = [
+  '',
+  'open',
+  'readlinkat',
+  'flistxattr',
+  'fgetxattr',
+  'ioctl(FS_IOC_GETFLAGS)',
+  'ioctl(FAT_IOCTL_GET_ATTRIBUTES)',
+  'ioctl(FS_IOC_FSGETXATTR)',
+];
+
+let errnoNames: Map<number, string> | undefined;
+/** "ENOENT" for 2 (from node's os.constants.errno). */
+export function errnoCode(errno: number): string {
+  if (!errnoNames) {
+    errnoNames = new Map();
+    for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
+  }
+  return errnoNames.get(errno) ?? `ERRNO_${errno}`;
+}
+
+/**
+ * The listing of one directory, column-wise: index accessors read straight from typed arrays
+ * over one ArrayBuffer (one crossing per directory); `entry(i)` materializes an object.
+ */
+export class DirEntries implements Iterable<DirEntry> {
+  /** Number of entries. */
+  readonly length: number;
+  /** statfs f_type of the directory (for statPath: of the path). */
+  readonly fsMagic: number;
+  readonly #nums: Float64Array;
+  readonly #ids: BigUint64Array;
+  readonly #offs: Uint32Array;
+  readonly #bytes: Buffer;
+
+  constructor(ab: ArrayBuffer) {
+    const h = new Float64Array(ab, 0, 4);
+    if (h[2] !== LAYOUT_VERSION || h[3] !== FIELDS) {
+      throw new Error(`native readDir layout ${h[2]}/${h[3]} does not match ${LAYOUT_VERSION}/${FIELDS}: rebuild the addon`);
+    }
+    const n = h[0];
+    this.length = n;
+    this.fsMagic = h[1];
+    let off = 32;
+    this.#nums = new Float64Array(ab, off, n * FIELDS);
+    off += n * FIELDS * 8;
+    this.#ids = new BigUint64Array(ab, off, n * 2);
+    off += n * 16;
+    this.#offs = new Uint32Array(ab, off, n * 4);
+    off = (off + n * 16 + 7) & ~7;
+    this.#bytes = Buffer.from(ab, off);
+  }
+
+  #check(i: number): void {
+    if (!(Number.isInteger(i) && i >= 0 && i < this.length)) {
+      throw new RangeError(`entry index ${i} outside 0..${this.length - 1}`);
+    }
+  }
+
+  #num(i: number, f: number): number {
+    this.#check(i);
+    return this.#nums[i * FIELDS + f];
+  }
+
+  name(i: number): Buffer {
+    this.#check(i);
+    const o = this.#offs[i * 4];
+    return this.#bytes.subarray(o, o + this.#offs[i * 4 + 1]);
+  }
+  status(i: number): number {
+    return this.#num(i, F_STATUS);
+  }
+  mode(i: number): number {
+    return this.#num(i, F_MODE);
+  }
+  uid(i: number): number {
+    return this.#num(i, F_UID);
+  }
+  gid(i: number): number {
+    return this.#num(i, F_GID);
+  }
+  size(i: number): number {
+    return this.#num(i, F_SIZE);
+  }
+  mtimeSec(i: number): number {
+    return this.#num(i, F_MTIME_SEC);
+  }
+  mtimeNsec(i: number): number {
+    return this.#num(i, F_MTIME_NSEC);
+  }
+  ctimeSec(i: number): number {
+    return this.#num(i, F_CTIME_SEC);
+  }
+  ctimeNsec(i: number): number {
+    return this.#num(i, F_CTIME_NSEC);
+  }
+  nlink(i: number): number {
+    return this.#num(i, F_NLINK);
+  }
+  rdevMajor(i: number): number {
+    return this.#num(i, F_RDEV_MAJOR);
+  }
+  rdevMinor(i: number): number {
+    return this.#num(i, F_RDEV_MINOR);
+  }
+  flags(i: number): number {
+    return this.#num(i, F_FLAGS);
+  }
+  fatAttrs(i: number): number {
+    return this.#num(i, F_FAT_ATTRS);
+  }
+  projid(i: number): number {
+    return this.#num(i, F_PROJID);
+  }
+  dev(i: number): bigint {
+    this.#check(i);
+    return this.#ids[i * 2];
+  }
+  ino(i: number): bigint {
+    this.#check(i);
+    return this.#ids[i * 2 + 1];
+  }
+
+  symlinkTarget(i: number): Buffer | null {
+    if ((this.#num(i, F_MODE) & 0o170000) !== 0o120000) return null;
+    const len = this.#offs[i * 4 + 2];
+    const o = this.#offs[i * 4] + this.#offs[i * 4 + 1];
+    return this.#bytes.subarray(o, o + len);
+  }
+
+  /** xattr records (u32 nameLen, u32 valueLen, name, value)*, in flistxattr order. */
+  xattrs(i: number): XAttr[] {
+    this.#check(i);
+    let o = this.#offs[i * 4] + this.#offs[i * 4 + 1] + this.#offs[i * 4 + 2];
+    const end = o + this.#offs[i * 4 + 3];
+    const b = this.#bytes;
+    const out: XAttr[] = [];
+    while (o < end) {
+      const nl = b.readUInt32LE(o);
+      const vl = b.readUInt32LE(o + 4);
+      o += 8;
+      out.push({ name: b.subarray(o, o + nl), value: b.subarray(o + nl, o + nl + vl) });
+      o += nl + vl;
+    }
+    return out;
+  }
+
+  metaError(i: number): MetaError | null {
+    const op = this.#num(i, F_META_OP);
+    if (op === 0) return null;
+    const errno = this.#num(i, F_META_ERRNO);
+    return { op: META_OPS[op] ?? `op ${op}`, errno, code: errnoCode(errno) };
+  }
+
+  entry(i: number): DirEntry {
+    return {
+      name: this.name(i),
+      status: this.status(i),
+      mode: this.mode(i),
+      uid: this.uid(i),
+      gid: this.gid(i),
+      size: this.size(i),
+      mtimeSec: this.mtimeSec(i),
+      mtimeNsec: this.mtimeNsec(i),
+      ctimeSec: this.ctimeSec(i),
+      ctimeNsec: this.ctimeNsec(i),
+      nlink: this.nlink(i),
+      dev: this.dev(i),
+      ino: this.ino(i),
+      rdevMajor: this.rdevMajor(i),
+      rdevMinor: this.rdevMinor(i),
+      flags: this.flags(i),
+      fatAttrs: this.fatAttrs(i),
+      projid: this.projid(i),
+      symlinkTarget: this.symlinkTarget(i),
+      xattrs: this.xattrs(i),
+      metaError: this.metaError(i),
+    };
+  }
+
+  *[Symbol.iterator](): Iterator<DirEntry> {
+    for (let i = 0; i < this.length; i++) yield this.entry(i);
+  }
+}
+
+/** Per-file outcome of `readFilesExact` (negative values are `-errno`). */
+export const READ_OK = 0;
+/** The file was shorter than expected: the rest of its slot is zeros. */
+export const READ_SHRUNK = 1;
+/** The file was longer than expected: only the expected size was read. */
+export const READ_GREW = 2;
+
+export interface ReadFileError {
+  index: number;
+  code: string;
+  /** Negative errno, as in node's fs errors. */
+  errno: number;
+  syscall: string;
+  message: string;
+}
+
+export interface ReadFilesResult {
+  /** All slots back to back: file i occupies sizes[i] bytes at the sum of the sizes before it. */
+  data: Buffer;
+  /** READ_OK, READ_SHRUNK, READ_GREW or -errno (the slot is then all zeros). ENOENT = vanished. */
+  status: Int32Array;
+  /** One record per file with a negative status. */
+  errors: ReadFileError[];
+}
+
+/** `utimens` nanosecond values that leave a time unchanged / set it to now. */
+export const UTIME_OMIT = 2 ** 30 - 2;
+export const UTIME_NOW = 2 ** 30 - 1;
+/** `setxattr` flags: fail if the attribute exists / does not exist. */
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+interface NativeFs {
+  fsReadDir(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
+  fsStatPath(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
+  fsReadFilesExact(paths: RawPath[], sizes: number[]): Promise<ReadFilesResult>;
+  fsBytesRead(): number;
+  fsMknod(path: RawPath, mode: number, major: number, minor: number): void;
+  fsLchown(path: RawPath, uid: number, gid: number): void;
+  fsUtimens(path: RawPath, aSec: number, aNsec: number, mSec: number, mNsec: number, noFollow: boolean): void;
+  fsSetxattr(path: RawPath, name: RawPath, value: Uint8Array, noFollow: boolean, flags: number): void;
+  fsGetxattr(path: RawPath, name: RawPath, noFollow: boolean): Buffer | null;
+  fsListXattrs(path: RawPath, noFollow: boolean): Buffer[];
+  fsSetFlags(path: RawPath, flags: number, mask: number): boolean;
+  fsSetProjid(path: RawPath, projid: number): boolean;
+}
+
+const fsNative = native as unknown as NativeFs;
+
+/**
+ * List one directory on the libuv pool. The directory itself is opened with O_NOFOLLOW
+ * (a symlink is refused: ELOOP/ENOTDIR), so resolve a user-given root with realpath first.
+ * Rejects only for the directory itself (ENOENT, ENOTDIR, EACCES, ...).
+ */
+export async function readDir(path: RawPath, opts: ReadDirOptions = {}): Promise<DirEntries> {
+  return new DirEntries(await fsNative.fsReadDir(path, opts));
+}
+
+/**
+ * lstat one path (the root of a backup) with the same fields and metadata as a `readDir`
+ * entry; `name` is the path itself. Rejects when the path cannot be lstat'ed.
+ */
+export async function statPath(path: RawPath, opts: ReadDirOptions = {}): Promise<DirEntry & { fsMagic: number }> {
+  const d = new DirEntries(await fsNative.fsStatPath(path, opts));
+  return { ...d.entry(0), fsMagic: d.fsMagic };
+}
+
+/**
+ * Read many small files into one Buffer on the libuv pool, each exactly `sizes[i]` bytes
+ * (PBS semantics: shrunk → zero-padded, grew → truncated, vanished/failed → zeros + error).
+ * Files are opened O_NOFOLLOW|O_NOATIME (NOATIME dropped on EPERM) and must be regular files.
+ */
+export async function readFilesExact(paths: RawPath[], sizes: number[]): Promise<ReadFilesResult> {
+  return fsNative.fsReadFilesExact(paths, sizes);
+}
+
+/** Bytes stored from files by `readFilesExact` in this process (all threads) so far. */
+export function bytesReadFromFiles(): number {
+  return fsNative.fsBytesRead();
+}
+
+/** Create a character/block device, fifo or socket inode; `mode` includes the S_IF* type bits. */
+export function mknod(path: RawPath, mode: number, major = 0, minor = 0): void {
+  fsNative.fsMknod(path, mode, major, minor);
+}
+
+/** chown without following a final symlink; -1 leaves an id unchanged. */
+export function lchown(path: RawPath, uid: number, gid: number): void {
+  fsNative.fsLchown(path, uid, gid);
+}
+
+/**
+ * Set atime and mtime with nanosecond precision (utimensat). With `noFollow` a symlink's own
+ * times are set. Pass UTIME_OMIT as a nanosecond value to keep that time.
+ */
+export function utimens(
+  path: RawPath,
+  atimeSec: number,
+  atimeNsec: number,
+  mtimeSec: number,
+  mtimeNsec: number,
+  noFollow = true,
+): void {
+  fsNative.fsUtimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, noFollow);
+}
+
+/** Set one xattr (any namespace the kernel allows; ACLs as their binary xattr value). */
+export function setxattr(path: RawPath, name: RawPath, value: Uint8Array, noFollow = true, flags = 0): void {
+  fsNative.fsSetxattr(path, name, value, noFollow, flags);
+}
+
+/** One xattr value, or null if the file has no such attribute. */
+export function getxattr(path: RawPath, name: RawPath, noFollow = true): Buffer | null {
+  return fsNative.fsGetxattr(path, name, noFollow);
+}
+
+/** xattr names in kernel (listxattr) order. */
+export function listXattrs(path: RawPath, noFollow = true): Buffer[] {
+  return fsNative.fsListXattrs(path, noFollow);
+}
+
+/**
+ * chattr (FS_IOC_SETFLAGS) of a regular file or directory: new = (flags & mask) | (old & ~mask).
+ * Returns false, without throwing, when the file kind or file system does not support it
+ * (ENOTTY, ENOSYS, EBADF, EOPNOTSUPP, EINVAL, as PBS ignores them).
+ */
+export function setFlags(path: RawPath, flags: number, mask = 0xffffffff): boolean {
+  return fsNative.fsSetFlags(path, flags, mask);
+}
+
+/** Set the quota project id of a regular file or directory; false when unsupported. */
+export function setProjid(path: RawPath, projid: number): boolean {
+  return fsNative.fsSetProjid(path, projid);
+}
