@@ -91,9 +91,11 @@ impl Chunker {
     /// ends the chunk (boundary found, state reset) or 0 (no boundary, all consumed).
     pub fn scan(&mut self, data: &[u8]) -> usize {
         let t = &BUZHASH_TABLE;
+        let len = data.len();
         let mut pos = 0usize;
         if self.window_len < WINDOW {
-            let n = (WINDOW - self.window_len).min(data.len());
+            // Fill phase: no boundary test (spec §1.2).
+            let n = (WINDOW - self.window_len).min(len);
             for &b in &data[..n] {
                 self.window[self.window_len] = b;
                 self.h = self.h.rotate_left(1) ^ t[b as usize];
@@ -105,49 +107,115 @@ impl Chunker {
                 return 0;
             }
         }
-        // Rolling phase. All of data[..pos] belongs to the current chunk, so the byte leaving
-        // the window is data[pos-64] once pos >= 64, else the ring entry.
         let mut h = self.h;
         let mut size = self.chunk_size;
-        let len = data.len();
-        // Phase 1: below min no boundary test is needed, just roll.
-        let no_test = if size + 1 < self.min { (self.min - 1 - size).min(len - pos) } else { 0 };
-        let end1 = pos + no_test;
-        while pos < end1 {
+
+        // Ring phase: the byte leaving the window precedes `data`, it is in the ring.
+        while pos < len && pos < WINDOW {
             let enter = data[pos];
-            let leave = if pos >= WINDOW { data[pos - WINDOW] } else { self.window[size & 63] };
-            if pos < WINDOW {
-                self.window[size & 63] = enter;
-            }
+            let idx = size & (WINDOW - 1);
+            let leave = self.window[idx];
+            self.window[idx] = enter;
             h = h.rotate_left(1) ^ t[leave as usize] ^ t[enter as usize];
             size += 1;
             pos += 1;
-        }
-        // Phase 2: test every byte.
-        let (mask, break_min, max) = (self.mask, self.break_min, self.max);
-        while pos < len {
-            let enter = data[pos];
-            let leave = if pos >= WINDOW { data[pos - WINDOW] } else { self.window[size & 63] };
-            if pos < WINDOW {
-                self.window[size & 63] = enter;
-            }
-            h = h.rotate_left(1) ^ t[leave as usize] ^ t[enter as usize];
-            size += 1;
-            pos += 1;
-            if size >= max || (size >= self.min && (h & mask) >= break_min) {
+            if self.shall_break(h, size) {
                 self.reset();
                 return pos;
             }
         }
-        // No boundary: keep the last 64 bytes of the chunk in the ring.
-        for p in len.saturating_sub(WINDOW)..len {
-            let chunk_pos = size - (len - p);
-            self.window[chunk_pos & 63] = data[p];
+        if pos < len {
+            // Direct phase: every byte of data[..pos] belongs to this chunk, so the leaving
+            // byte is data[pos - 64]. First roll without testing up to min - 1 ...
+            if size + 1 < self.min {
+                let n = (self.min - 1 - size).min(len - pos);
+                h = roll(h, &data[pos..pos + n], &data[pos - WINDOW..pos + n - WINDOW]);
+                size += n;
+                pos += n;
+            }
+            // ... then test every byte, at most up to the maximum chunk size.
+            if pos < len {
+                let limit = (pos + (self.max - size)).min(len);
+                let (mask, brk) = (self.mask, self.break_min);
+                let enter = &data[pos..limit];
+                let leave = &data[pos - WINDOW..limit - WINDOW];
+                // Four bytes per step: h4 depends on h through one rotate and one xor, the
+                // intermediate hashes (needed for the test) are computed off that chain.
+                let n = enter.len();
+                let mut i = 0usize;
+                while i + 4 <= n {
+                    let x0 = t[leave[i] as usize] ^ t[enter[i] as usize];
+                    let x1 = t[leave[i + 1] as usize] ^ t[enter[i + 1] as usize];
+                    let x2 = t[leave[i + 2] as usize] ^ t[enter[i + 2] as usize];
+                    let x3 = t[leave[i + 3] as usize] ^ t[enter[i + 3] as usize];
+                    let h1 = h.rotate_left(1) ^ x0;
+                    let k2 = x0.rotate_left(1) ^ x1;
+                    let k3 = k2.rotate_left(1) ^ x2;
+                    let k4 = k3.rotate_left(1) ^ x3;
+                    let h2 = h.rotate_left(2) ^ k2;
+                    let h3 = h.rotate_left(3) ^ k3;
+                    let h4 = h.rotate_left(4) ^ k4;
+                    let hit = ((h1 & mask) >= brk) | ((h2 & mask) >= brk) | ((h3 & mask) >= brk) | ((h4 & mask) >= brk);
+                    if hit {
+                        let j = if (h1 & mask) >= brk { 1 } else if (h2 & mask) >= brk { 2 } else if (h3 & mask) >= brk { 3 } else { 4 };
+                        self.reset();
+                        return pos + i + j;
+                    }
+                    h = h4;
+                    i += 4;
+                }
+                while i < n {
+                    h = h.rotate_left(1) ^ t[leave[i] as usize] ^ t[enter[i] as usize];
+                    i += 1;
+                    if (h & mask) >= brk {
+                        self.reset();
+                        return pos + i;
+                    }
+                }
+                size += limit - pos;
+                pos = limit;
+                if size >= self.max {
+                    self.reset();
+                    return pos;
+                }
+            }
+            // No boundary: keep the last 64 bytes of the chunk in the ring.
+            for p in len.saturating_sub(WINDOW)..len {
+                let chunk_pos = size - (len - p);
+                self.window[chunk_pos & (WINDOW - 1)] = data[p];
+            }
         }
         self.h = h;
         self.chunk_size = size;
         0
     }
+
+    #[inline(always)]
+    fn shall_break(&self, h: u32, size: usize) -> bool {
+        size >= self.max || (size >= self.min && (h & self.mask) >= self.break_min)
+    }
+}
+
+/// Roll the hash over `enter` (with the matching leaving bytes) without testing.
+#[inline(always)]
+fn roll(mut h: u32, enter: &[u8], leave: &[u8]) -> u32 {
+    let t = &BUZHASH_TABLE;
+    let n = enter.len().min(leave.len());
+    let mut i = 0usize;
+    while i + 4 <= n {
+        let x0 = t[leave[i] as usize] ^ t[enter[i] as usize];
+        let x1 = t[leave[i + 1] as usize] ^ t[enter[i + 1] as usize];
+        let x2 = t[leave[i + 2] as usize] ^ t[enter[i + 2] as usize];
+        let x3 = t[leave[i + 3] as usize] ^ t[enter[i + 3] as usize];
+        let k = x0.rotate_left(3) ^ x1.rotate_left(2) ^ x2.rotate_left(1) ^ x3;
+        h = h.rotate_left(4) ^ k;
+        i += 4;
+    }
+    while i < n {
+        h = h.rotate_left(1) ^ t[leave[i] as usize] ^ t[enter[i] as usize];
+        i += 1;
+    }
+    h
 }
 
 #[cfg(test)]

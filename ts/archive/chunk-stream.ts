@@ -53,7 +53,7 @@ export interface ChunkStreamOptions {
   avg?: number;
   /** zstd-1 compress blobs when smaller (default true). */
   compress?: boolean;
-  /** Chunks hashed/encoded/written concurrently (default 6). */
+  /** Chunks hashed/encoded/written concurrently (default 10: keeps both cores busy). */
   maxInFlight?: number;
   /** Payload stream: BufWriter piece timing, suggested boundaries, injections. */
   payload?: boolean;
@@ -114,7 +114,7 @@ export class ChunkStream {
     this.min = avg >> 2;
     this.max = avg * 4;
     this.compress = opts.compress ?? true;
-    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 6);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 10);
     this.payload = opts.payload ?? false;
     this.sink = opts.sink;
   }
@@ -166,6 +166,11 @@ export class ChunkStream {
     if (!this.payload) throw new Error('chunk injection needs a payload chunk stream');
     if (inj.chunks.length > MAX_INJECT_CHUNKS) throw new Error(`at most ${MAX_INJECT_CHUNKS} chunks per injection`);
     this.injections.push(inj);
+  }
+
+  /** True when the caller should `await drain()` before writing more. */
+  get full(): boolean {
+    return this.queue.length >= this.maxInFlight;
   }
 
   /** Resolves when fewer than `maxInFlight` chunks are pending. */

@@ -1,0 +1,107 @@
+import { describe, it, expect } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import zlib from 'node:zlib';
+import { native } from '../../ts/native/index.js';
+import { BLOB_MAGIC, decodeBlob, encodeBlob, verifyBlob } from '../../ts/format/blob.js';
+import { FormatError } from '../../ts/format/errors.js';
+
+const ref = (b: Uint8Array) => createHash('sha256').update(b).digest();
+
+describe('native digests', () => {
+  it('SHA-256 equals node:crypto for many sizes, sync and async', async () => {
+    for (const n of [0, 1, 55, 56, 63, 64, 65, 1000, 1 << 20]) {
+      const b = randomBytes(n);
+      expect(native.sha256(b).equals(ref(b))).toBe(true);
+      expect((await native.sha256Async(b)).equals(ref(b))).toBe(true);
+    }
+  });
+  it('CRC-32 equals zlib.crc32', () => {
+    for (const n of [0, 5, 4096, 100_001]) {
+      const b = randomBytes(n);
+      expect(native.crc32(b)).toBe(zlib.crc32(b));
+    }
+  });
+});
+
+describe('native chunker', () => {
+  it('chunkAndHash: cuts equal a streaming Chunker fed one byte at a time', () => {
+    const b = randomBytes(200_000);
+    const { cuts, digests } = native.chunkAndHash(b, 4096);
+    expect(cuts[cuts.length - 1]).toBe(b.length);
+    let start = 0;
+    cuts.forEach((end, i) => {
+      expect(digests.subarray(i * 32, i * 32 + 32).equals(ref(b.subarray(start, end)))).toBe(true);
+      start = end;
+    });
+    const c = new native.Chunker(4096);
+    const mine: number[] = [];
+    for (let i = 0; i < b.length; i++) if (c.scan(b, i, i + 1)) mine.push(i + 1);
+    mine.push(b.length);
+    expect(mine).toEqual(Array.from(cuts));
+  });
+  it('refuses a bad chunk size and bad ranges without crashing', () => {
+    expect(() => new native.Chunker(1000)).toThrow(/power of two/);
+    const c = new native.Chunker(65536);
+    expect(() => c.scan(Buffer.alloc(4), 3, 9)).toThrow(/outside buffer/);
+    expect(() => c.scan('nope' as unknown as Buffer)).toThrow(/Buffer/);
+    // @ts-expect-error: calling the class without new
+    expect(() => native.Chunker(65536)).toThrow();
+  });
+});
+
+describe('DataBlob', () => {
+  it('matches the spec vector for an uncompressed blob', () => {
+    expect(encodeBlob(Buffer.from('hello world'), false).toString('hex')).toBe('42ab3807be8370a185114a0d68656c6c6f20776f726c64');
+  });
+  it('round-trips uncompressed and zstd blobs; keeps zstd only when not larger', async () => {
+    const text = Buffer.from('the quick brown fox jumps over the lazy dog\n'.repeat(5000));
+    const random = randomBytes(70_000);
+    const z = encodeBlob(text, true);
+    expect(z.subarray(0, 8).equals(BLOB_MAGIC.zstd)).toBe(true);
+    expect(z.length).toBeLessThan(text.length / 10);
+    expect(decodeBlob(z).equals(text)).toBe(true);
+    expect((await native.decodeBlobAsync(z)).equals(text)).toBe(true);
+    const r = encodeBlob(random, true);
+    expect(r.subarray(0, 8).equals(BLOB_MAGIC.uncompressed)).toBe(true);
+    expect(decodeBlob(r).equals(random)).toBe(true);
+    const e = encodeBlob(Buffer.alloc(0), true);
+    expect(decodeBlob(e).length).toBe(0);
+    expect(verifyBlob(z)).toBe('zstd');
+    const p = await native.processChunk(text, true);
+    expect(p.digest.equals(ref(text))).toBe(true);
+    expect(p.blob.equals(z)).toBe(true);
+  });
+  it('reports CRC and magic corruption and never crashes on truncation', () => {
+    const z = encodeBlob(Buffer.from('abc'.repeat(10000)), true);
+    const flipped = Buffer.from(z);
+    flipped[flipped.length - 2] ^= 0x40;
+    expect(() => decodeBlob(flipped, undefined, 'chunk x')).toThrow(/chunk x: blob CRC mismatch/);
+    const magic = Buffer.from(z);
+    magic[3] ^= 1;
+    expect(() => decodeBlob(magic)).toThrow(/unknown magic/);
+    for (let n = 0; n < z.length; n++) {
+      expect(() => decodeBlob(z.subarray(0, n))).toThrow(FormatError);
+    }
+  });
+  it('refuses decompression bombs beyond the limit', () => {
+    const big = encodeBlob(Buffer.alloc(17 * 1024 * 1024), true);
+    expect(big.length).toBeLessThan(10_000);
+    expect(() => decodeBlob(big)).toThrow(/limit/);
+    expect(decodeBlob(big, 18 * 1024 * 1024).length).toBe(17 * 1024 * 1024);
+  });
+  it('decodes a zstd frame without a declared content size (PBS 3.x streaming encoder)', () => {
+    // Build such a frame by hand: zstd "raw block" frame without content size.
+    const data = Buffer.from('streamed');
+    const frame = Buffer.concat([
+      Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), // magic
+      Buffer.from([0x00, 0x58]), // FHD: no FCS, single segment off; window descriptor
+      Buffer.from([(data.length << 3) | 0x01, 0, 0]), // last block, raw, size
+      data,
+    ]);
+    const blob = Buffer.alloc(12 + frame.length);
+    BLOB_MAGIC.zstd.copy(blob);
+    frame.copy(blob, 12);
+    blob.writeUInt32LE(zlib.crc32(frame), 8);
+    expect(decodeBlob(blob).toString()).toBe('streamed');
+  });
+});
