@@ -4,6 +4,11 @@
  * - `legacy`: one unified pxar v1 stream (`<name>.pxar.didx`) plus a catalog entry set.
  * - `data`: a split pxar v2 archive, metadata stream (`<name>.mpxar.didx`) and payload stream
  *   (`<name>.ppxar.didx`); every regular file suggests a chunk boundary at its PAYLOAD header.
+ * - `metadata`: like `data`, but each entry is looked up in the previous snapshot's metadata
+ *   archive; an unchanged regular file is not read: it becomes a PAYLOAD_REF into the previous
+ *   payload chunks, which are injected into the new payload index (change-detection.md §3–6:
+ *   lookahead cache, contiguous ranges, 10 % padding threshold with re-encode fallback,
+ *   kept-back chunk, hardlinks). Without a previous archive it encodes exactly as `data`.
  *
  * Walk (policy here, mechanism native): each directory is listed with one native call
  * (lstat + xattrs + flags, sorted by raw name, as PBS); listings of upcoming directories are
@@ -30,14 +35,15 @@ import {
   type ReadDirOptions,
 } from '../native/fs.js';
 import { PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
-import type { Metadata } from '../format/pxar/metadata.js';
+import { emptyAcl, metadataEqualForReuse, type Metadata } from '../format/pxar/metadata.js';
+import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
-import { DynamicIndexWriter } from '../format/dynamic-index.js';
-import { ChunkStream, DEFAULT_CHUNK_SIZE, type ChunkRecord } from './chunk-stream.js';
+import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
+import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord } from './chunk-stream.js';
 import { entryMetadata } from './fs-metadata.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 
-export type ArchiveMode = 'legacy' | 'data';
+export type ArchiveMode = 'legacy' | 'data' | 'metadata';
 
 /** Where chunks go: the local chunk store or a remote writer session. */
 export interface ChunkUploader {
@@ -65,6 +71,12 @@ export interface CreateArchiveOptions {
   xattrs?: boolean;
   /** Catalog writer to add this archive to (legacy mode). */
   catalog?: CatalogWriter;
+  /** Metadata mode: the previous snapshot's archive (without it, metadata mode encodes as data). */
+  previous?: PreviousArchive;
+  /** Metadata mode: lookahead cache capacity in entries. */
+  lookaheadCapacity?: number;
+  /** PRELUDE content of a split archive (default: the exclude patterns, if any). */
+  prelude?: Buffer;
   signal?: AbortSignal;
   onWarning?: (message: string) => void;
   onProgress?: (p: ArchiveProgress) => void;
@@ -102,6 +114,15 @@ export interface ArchiveStats {
   chunksKnown: number;
   /** Encoded bytes newly written to the store. */
   bytesStored: number;
+  /** Metadata mode: unchanged files referenced in reused chunks (not read). */
+  reusedFiles: number;
+  reusedBytes: number;
+  /** Metadata mode: reusable files encoded anew (padding threshold exceeded). */
+  reencodedFiles: number;
+  /** Metadata mode: unreferenced bytes in reused chunks. */
+  paddingBytes: number;
+  injectedChunks: number;
+  injectedBytes: number;
   warnings: number;
   seconds: number;
 }
@@ -219,123 +240,608 @@ interface FileData {
   changed?: 'shrunk' | 'grew';
 }
 
-export async function createArchive(opts: CreateArchiveOptions): Promise<CreateArchiveResult> {
-  const t0 = performance.now();
-  const base = archiveBaseName(opts.archiveName);
-  const mode = opts.mode;
-  const avg = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const xattrs = opts.xattrs ?? true;
-  const warn = (msg: string) => {
-    stats.warnings++;
-    opts.onWarning?.(msg);
-  };
-  const stats: ArchiveStats = {
-    archive: opts.archiveName,
-    mode,
-    entries: 0,
-    files: 0,
-    directories: 0,
-    bytesRead: 0,
-    streamBytes: 0,
-    chunks: 0,
-    chunksNew: 0,
-    chunksKnown: 0,
-    bytesStored: 0,
-    warnings: 0,
-    seconds: 0,
-  };
+/** Previous snapshot's split archive, for metadata-mode change detection. */
+export interface PreviousArchive {
+  /** Random-access reader over the previous `.mpxar`. */
+  accessor: PxarAccessor;
+  /** The previous `.ppxar.didx`: its chunks are reused for unchanged files. */
+  payloadIndex: DynamicIndex;
+}
 
-  const rootPath = path.resolve(opts.source);
-  const root = await statPath(rootPath, { xattrs, acls: xattrs, fcaps: xattrs, flags: true, projid: true }).catch((e: Error) => {
-    throw new Error(`cannot back up ${rootPath}: ${e.message}`);
-  });
-  if ((root.mode & S_IFMT) !== S_IFDIR) throw new Error(`cannot back up ${rootPath}: not a directory`);
+/** Upstream re-encodes a cache flush whose unreferenced bytes exceed this share. */
+export const CHUNK_PADDING_THRESHOLD = 0.1;
+/** Default lookahead cache capacity in entries (PBS derives it from RLIMIT_NOFILE; tests use 512). */
+export const DEFAULT_LOOKAHEAD_CAPACITY = 8192;
+const U64 = 2n ** 64n;
 
-  // --- output: chunk streams → uploader, index writers ------------------------------
-  const makeStream = (filename: string, payload: boolean) => {
-    const index = new DynamicIndexWriter();
-    const stream = new ChunkStream({
-      avg,
-      payload,
-      sink: async (rec) => {
-        const r = await opts.uploader.upload(filename, rec);
-        index.add(rec.offset + rec.size, rec.digest);
-        stats.chunks++;
-        if (r.isDuplicate) stats.chunksKnown++;
-        else stats.chunksNew++;
-        stats.bytesStored += r.storedBytes;
-      },
-    });
-    return { filename, index, stream };
-  };
-  const outputs =
-    mode === 'data'
-      ? [makeStream(`${base}.ppxar.didx`, true), makeStream(`${base}.mpxar.didx`, false)]
-      : [makeStream(`${base}.pxar.didx`, false)];
-  const metaOut = outputs[outputs.length - 1];
-  const payloadOut = mode === 'data' ? outputs[0] : null;
+interface ReuseChunk {
+  digest: Buffer;
+  size: number;
+  /** Bytes of the chunk not covered by reused ranges (u64 semantics: may wrap). */
+  padding: bigint;
+}
 
-  const cliPatterns = (opts.excludes ?? []).map((p) => parsePattern(p)).filter((p): p is ExcludePattern => !!p);
-  if (opts.skipLostAndFound) cliPatterns.push(parsePattern('lost+found/')!);
-  const cliLines = [...(opts.excludes ?? []), ...(opts.skipLostAndFound ? ['lost+found/'] : [])];
-  let prelude: Buffer | undefined;
-  if (mode === 'data' && cliLines.length) {
-    prelude = Buffer.from(JSON.stringify({ 'exclude-patterns': ExcludeMatcher.serialize(cliLines) }));
-  }
-  const encoder =
-    mode === 'data'
-      ? new PxarEncoder({ variant: 'split', output: new StreamSink(metaOut.stream), payloadOutput: new StreamSink(payloadOut!.stream), prelude })
-      : new PxarEncoder({ variant: 'unified', output: new StreamSink(metaOut.stream) });
+type Cached =
+  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; abs: Buffer; relPath: Buffer; key: string | null }
+  | { kind: 'symlink'; name: Buffer; meta: Metadata; target: Buffer }
+  | { kind: 'device'; name: Buffer; meta: Metadata; major: number; minor: number; block: boolean }
+  | { kind: 'fifo' | 'socket'; name: Buffer; meta: Metadata }
+  | { kind: 'dir'; name: Buffer; meta: Metadata }
+  | { kind: 'dirEnd' };
 
-  const catalog = opts.catalog;
-  const dirOpts: ReadDirOptions = { xattrs, acls: xattrs, fcaps: xattrs, flags: true, projid: true };
-  const prefetch = new DirPrefetcher(dirOpts);
-  const hardlinks = new Map<string, { linkOffset: number; path: Buffer }>();
-  const rootDev = root.dev;
-  const allowedDevs = new Set<bigint>([rootDev, ...(opts.includeDevices ?? [])]);
+/** The lookahead cache of change-detection.md §4. */
+class LookaheadCache {
+  entries: Cached[] = [];
+  enabled = false;
+  fdEntries = 0;
+  rangeStart = 0;
+  rangeEnd = 0;
+  lastChunk: ReuseChunk | null = null;
+  readonly hardlinks = new Set<string>();
 
-  const drain = async () => {
-    for (const o of outputs) await o.stream.drain();
-  };
-  const checkAbort = () => {
-    if (opts.signal?.aborted) throw new AbortedError('backup aborted');
-  };
-  let lastProgress = 0;
-  const progress = (rel: Buffer) => {
-    if (!opts.onProgress) return;
-    const t = performance.now();
-    if (t - lastProgress < 200) return;
-    lastProgress = t;
-    opts.onProgress({ archive: opts.archiveName, entries: stats.entries, bytesRead: stats.bytesRead, path: rel.toString() });
-  };
-
-  const rootMeta: Metadata = {
-    mode: root.mode,
-    flags: 0n,
-    uid: root.uid,
-    gid: root.gid,
-    mtime: { secs: root.mtimeSec, nanos: root.mtimeNsec },
-    xattrs: [],
-    acl: { users: [], groups: [], defaultUsers: [], defaultGroups: [] },
-  };
-  // Root metadata through the same policy as every other directory.
-  const rootList = await readDir(path.dirname(rootPath), dirOpts).catch(() => null);
-  if (rootList) {
-    const name = Buffer.from(path.basename(rootPath));
-    for (let i = 0; i < rootList.length; i++) {
-      if (rootList.name(i).equals(name)) {
-        Object.assign(rootMeta, entryMetadata(rootList, i, { xattrs, describe: () => rootPath }));
-        break;
-      }
+  push(e: Cached): void {
+    this.entries.push(e);
+    if (e.kind !== 'dirEnd') {
+      this.enabled = true;
+      this.fdEntries++;
     }
   }
 
-  encoder.begin(rootMeta);
-  const joinRel = (rel: Buffer, name: Buffer) => (rel.length ? Buffer.concat([rel, Buffer.from('/'), name]) : Buffer.from(name));
-  const joinAbs = (dir: Buffer, name: Buffer) => Buffer.concat([dir, Buffer.from('/'), name]);
+  tryExtendRange(start: number, end: number): boolean {
+    if (this.rangeEnd === 0) {
+      this.rangeStart = start;
+      this.rangeEnd = start;
+    }
+    if (this.rangeEnd === start) {
+      this.rangeEnd = end;
+      return true;
+    }
+    return false;
+  }
+}
 
-  /** Read regular files of a directory: small ones batched natively, big ones streamed. */
-  const readBatch = async (jobs: FileJob[]): Promise<Map<number, FileData>> => {
+/** change-detection.md §5 `lookup`, including its quirk at exact chunk ends. */
+export function lookupReuseChunks(index: DynamicIndex, start: number, end: number): { chunks: ReuseChunk[]; startPad: number; endPad: number } {
+  const i0 = index.findChunk(start);
+  if (i0 < 0) throw new Error(`previous payload index: range ${start}..${end} starts beyond its end (${index.size})`);
+  let prevEnd = i0 === 0 ? 0 : index.end(i0 - 1);
+  const startPad = start - prevEnd;
+  let endPad = 0;
+  const chunks: ReuseChunk[] = [];
+  for (let i = i0; i < index.count; i++) {
+    const e = index.end(i);
+    chunks.push({ digest: index.digest(i), size: e - prevEnd, padding: 0n });
+    if (end < e) {
+      endPad = e - end;
+      break;
+    }
+    prevEnd = e;
+  }
+  chunks[0].padding += BigInt(startPad);
+  chunks[chunks.length - 1].padding += BigInt(endPad);
+  return { chunks, startPad, endPad };
+}
+
+const u64 = (v: bigint) => ((v % U64) + U64) % U64;
+
+export async function createArchive(opts: CreateArchiveOptions): Promise<CreateArchiveResult> {
+  return new Archiver(opts).run();
+}
+
+class Archiver {
+  private readonly t0 = performance.now();
+  private readonly mode: ArchiveMode;
+  private readonly xattrs: boolean;
+  private readonly stats: ArchiveStats;
+  private readonly outputs: Array<{ filename: string; index: DynamicIndexWriter; stream: ChunkStream }>;
+  private readonly metaOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream };
+  private readonly payloadOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream } | null;
+  private encoder!: PxarEncoder;
+  private readonly dirOpts: ReadDirOptions;
+  private readonly prefetch: DirPrefetcher;
+  private readonly hardlinks = new Map<string, { linkOffset: number; path: Buffer }>();
+  private readonly allowedDevs = new Set<bigint>();
+  private readonly previous: PreviousArchive | null;
+  private readonly cache: LookaheadCache | null;
+  private readonly capacity: number;
+  private lastProgress = 0;
+
+  constructor(private readonly opts: CreateArchiveOptions) {
+    const base = archiveBaseName(opts.archiveName);
+    this.previous = opts.mode === 'metadata' ? opts.previous ?? null : null;
+    this.mode = opts.mode === 'metadata' && !this.previous ? 'data' : opts.mode;
+    this.cache = this.previous ? new LookaheadCache() : null;
+    this.capacity = opts.lookaheadCapacity ?? DEFAULT_LOOKAHEAD_CAPACITY;
+    this.xattrs = opts.xattrs ?? true;
+    this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
+    this.prefetch = new DirPrefetcher(this.dirOpts);
+    this.stats = {
+      archive: opts.archiveName,
+      mode: this.mode,
+      entries: 0,
+      files: 0,
+      directories: 0,
+      bytesRead: 0,
+      streamBytes: 0,
+      chunks: 0,
+      chunksNew: 0,
+      chunksKnown: 0,
+      bytesStored: 0,
+      reusedFiles: 0,
+      reusedBytes: 0,
+      reencodedFiles: 0,
+      paddingBytes: 0,
+      injectedChunks: 0,
+      injectedBytes: 0,
+      warnings: 0,
+      seconds: 0,
+    };
+    const avg = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    const makeStream = (filename: string, payload: boolean) => {
+      const index = new DynamicIndexWriter();
+      const stream = new ChunkStream({
+        avg,
+        payload,
+        sink: async (rec) => {
+          const r = await opts.uploader.upload(filename, rec);
+          index.add(rec.offset + rec.size, rec.digest);
+          this.stats.chunks++;
+          if (r.isDuplicate) this.stats.chunksKnown++;
+          else this.stats.chunksNew++;
+          this.stats.bytesStored += r.storedBytes;
+        },
+      });
+      return { filename, index, stream };
+    };
+    this.outputs = this.mode === 'legacy' ? [makeStream(`${base}.pxar.didx`, false)] : [makeStream(`${base}.ppxar.didx`, true), makeStream(`${base}.mpxar.didx`, false)];
+    this.metaOut = this.outputs[this.outputs.length - 1];
+    this.payloadOut = this.mode === 'legacy' ? null : this.outputs[0];
+  }
+
+  private warn(msg: string): void {
+    this.stats.warnings++;
+    this.opts.onWarning?.(msg);
+  }
+
+  private checkAbort(): void {
+    if (this.opts.signal?.aborted) throw new AbortedError('backup aborted');
+  }
+
+  private progress(rel: Buffer): void {
+    if (!this.opts.onProgress) return;
+    const t = performance.now();
+    if (t - this.lastProgress < 200) return;
+    this.lastProgress = t;
+    this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: rel.toString() });
+  }
+
+  private async drainIfFull(): Promise<void> {
+    if (this.payloadOut?.stream.full || this.metaOut.stream.full) {
+      for (const o of this.outputs) await o.stream.drain();
+    }
+  }
+
+  async run(): Promise<CreateArchiveResult> {
+    const opts = this.opts;
+    const rootPath = path.resolve(opts.source);
+    const root = await statPath(rootPath, this.dirOpts).catch((e: Error) => {
+      throw new Error(`cannot back up ${rootPath}: ${e.message}`);
+    });
+    if ((root.mode & S_IFMT) !== S_IFDIR) throw new Error(`cannot back up ${rootPath}: not a directory`);
+    this.allowedDevs.add(root.dev);
+    for (const d of opts.includeDevices ?? []) this.allowedDevs.add(d);
+
+    const cliPatterns = (opts.excludes ?? []).map((p) => parsePattern(p)).filter((p): p is ExcludePattern => !!p);
+    if (opts.skipLostAndFound) cliPatterns.push(parsePattern('lost+found/')!);
+    const cliLines = [...(opts.excludes ?? []), ...(opts.skipLostAndFound ? ['lost+found/'] : [])];
+    let prelude: Buffer | undefined = this.mode !== 'legacy' ? opts.prelude : undefined;
+    if (this.mode !== 'legacy' && !prelude && cliLines.length) {
+      prelude = Buffer.from(JSON.stringify({ 'exclude-patterns': ExcludeMatcher.serialize(cliLines) }));
+    }
+    this.encoder =
+      this.mode === 'legacy'
+        ? new PxarEncoder({ variant: 'unified', output: new StreamSink(this.metaOut.stream) })
+        : new PxarEncoder({ variant: 'split', output: new StreamSink(this.metaOut.stream), payloadOutput: new StreamSink(this.payloadOut!.stream), prelude });
+
+    // Root metadata through the same policy as every other directory.
+    let rootMeta: Metadata = { mode: root.mode, flags: 0n, uid: root.uid, gid: root.gid, mtime: { secs: root.mtimeSec, nanos: root.mtimeNsec }, xattrs: [], acl: emptyAcl() };
+    const parentList = await readDir(path.dirname(rootPath), this.dirOpts).catch(() => null);
+    if (parentList) {
+      const i = findName(parentList, Buffer.from(path.basename(rootPath)));
+      if (i >= 0) rootMeta = entryMetadata(parentList, i, { xattrs: this.xattrs, describe: () => rootPath });
+    }
+
+    try {
+      this.encoder.begin(rootMeta);
+      const [rootListing, prevRoot] = await Promise.all([readDir(rootPath, this.dirOpts), this.previous ? this.previous.accessor.openRoot() : Promise.resolve(null)]);
+      this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
+      await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot);
+      if (this.cache) await this.flush(false);
+      this.opts.catalog?.endDirectory();
+      this.encoder.finish();
+      const files: ArchiveFile[] = [];
+      for (const o of this.outputs) {
+        const s = await o.stream.end();
+        this.stats.streamBytes += s.size;
+        const fin = o.index.finish();
+        files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
+      }
+      this.stats.seconds = (performance.now() - this.t0) / 1000;
+      return { files, stats: this.stats };
+    } catch (e) {
+      // Let in-flight chunk work settle so nothing writes after we return.
+      await Promise.allSettled(this.outputs.map((o) => o.stream.end()));
+      throw e;
+    }
+  }
+
+  /** Previous directory's children by name (metadata mode). */
+  private async prevListing(dir: PxarDirectory | null): Promise<Map<string, AccessorEntry> | null> {
+    if (!dir) return null;
+    const m = new Map<string, AccessorEntry>();
+    for await (const e of dir.entries()) m.set(e.name.toString('latin1'), e);
+    return m;
+  }
+
+  /** change-detection.md §3: the reusable range of a file in the previous payload stream, or null. */
+  private reuseRange(prev: AccessorEntry | undefined, meta: Metadata, size: number): [number, number] | null {
+    if (!prev || prev.kind !== 'file' || prev.payloadOffset === undefined || prev.size !== size) return null;
+    if (!metadataEqualForReuse(meta, prev.metadata)) return null;
+    return [prev.payloadOffset, prev.payloadOffset + 16 + size];
+  }
+
+  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PxarDirectory | null): Promise<void> {
+    const prevP = this.prevListing(prevDir);
+    prevP.catch(() => undefined);
+    // .pxarexclude of this directory applies to it and below.
+    const exIdx = findName(list, PXAREXCLUDE);
+    if (exIdx >= 0 && (list.mode(exIdx) & S_IFMT) === S_IFREG) {
+      const r = await readFilesExact([joinAbs(absDir, PXAREXCLUDE)], [list.size(exIdx)]);
+      if (r.status[0] >= 0) excl = excl.with(parsePatternFile(r.data.toString('utf8'), rel.toString()));
+    }
+    let prev: Map<string, AccessorEntry> | null = null;
+    try {
+      prev = await prevP;
+    } catch (e) {
+      this.warn(`${rel.toString() || '/'}: cannot read the previous snapshot's directory (${(e as Error).message}); its files are read again`);
+    }
+
+    // Decide what to archive; metadata and reuse decisions up front so that only files that
+    // must be read are read (in native batches), and subdirectory listings are prefetched.
+    const keep: number[] = [];
+    const metas: Metadata[] = [];
+    const ranges: Array<[number, number] | null> = [];
+    const subdirs: number[] = [];
+    for (let i = 0; i < list.length; i++) {
+      const name = list.name(i);
+      const relName = joinRel(rel, name);
+      if (list.status(i) !== 0) {
+        this.warn(`${relName.toString()}: vanished during backup (${errnoCode(list.status(i))}), skipped`);
+        continue;
+      }
+      const type = list.mode(i) & S_IFMT;
+      if (excl.patterns.length && excl.excluded(relName.toString(), name.toString(), type === S_IFDIR)) continue;
+      let meta: Metadata;
+      try {
+        meta = entryMetadata(list, i, { xattrs: this.xattrs, describe: () => relName.toString() });
+      } catch (e) {
+        this.warn(`${relName.toString()}: ${(e as Error).message}, skipped`);
+        continue;
+      }
+      keep.push(i);
+      metas[i] = meta;
+      ranges[i] = type === S_IFREG && prev ? this.reuseRange(prev.get(name.toString('latin1')), meta, list.size(i)) : null;
+      if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
+    }
+    const listings = new Map<number, PrefetchItem>();
+    const ps = this.prefetch.request(subdirs.map((i) => joinAbs(absDir, list.name(i))));
+    subdirs.forEach((i, k) => listings.set(i, ps[k]));
+
+    const reader = new BatchReader(this, absDir, list, keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && !(list.nlink(i) > 1 && this.hardlinks.has(`${list.dev(i)}:${list.ino(i)}`))));
+
+    for (const i of keep) {
+      this.checkAbort();
+      const name = list.name(i);
+      const relName = joinRel(rel, name);
+      const meta = metas[i];
+      const type = list.mode(i) & S_IFMT;
+      this.stats.entries++;
+      this.progress(relName);
+      const cache = this.cache;
+      if (cache && cache.fdEntries >= this.capacity) await this.flush(true);
+
+      if (type === S_IFREG) {
+        const size = list.size(i);
+        const key = list.nlink(i) > 1 ? `${list.dev(i)}:${list.ino(i)}` : null;
+        const abs = joinAbs(absDir, name);
+        this.stats.files++;
+        if (cache) {
+          if (key && cache.hardlinks.has(key)) {
+            cache.push({ kind: 'file', name, meta, size, rel: 0, abs, relPath: relName, key });
+            continue;
+          }
+          if (key) cache.hardlinks.add(key);
+          const r = ranges[i];
+          if (r) {
+            if (!cache.tryExtendRange(r[0], r[1])) {
+              await this.flush(true);
+              cache.rangeStart = r[0];
+              cache.rangeEnd = r[1];
+            }
+            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, abs, relPath: relName, key });
+            continue;
+          }
+          await this.flush(false);
+        }
+        await this.encodeFile(name, meta, size, abs, relName, key, () => reader.get(i));
+        this.opts.catalog?.addFile(name, size, meta.mtime.secs);
+        await this.drainIfFull();
+        continue;
+      }
+
+      if (type === S_IFDIR) {
+        this.stats.directories++;
+        const item = listings.get(i);
+        listings.delete(i);
+        let sub: DirEntries | null = null;
+        if (item) {
+          try {
+            sub = await this.prefetch.take(item);
+          } catch (e) {
+            this.warn(`${relName.toString()}: cannot read directory (${(e as Error).message}), skipped`);
+            this.stats.directories--;
+            continue;
+          }
+        }
+        if (cache?.enabled) {
+          cache.push({ kind: 'dir', name, meta });
+        } else {
+          if (cache) await this.encodeCached(null);
+          this.encoder.enterDirectory(name, meta);
+        }
+        this.opts.catalog?.startDirectory(name);
+        if (sub) {
+          let prevSub: PxarDirectory | null = null;
+          const pe = prev?.get(name.toString('latin1'));
+          if (pe && pe.kind === 'directory' && this.previous) {
+            prevSub = await this.previous.accessor.openDirectory(pe).catch((e: Error) => {
+              this.warn(`${relName.toString()}: cannot open the previous snapshot's directory (${e.message})`);
+              return null;
+            });
+          }
+          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, prevSub);
+        }
+        // (no listing: mount point of another file system, archived as an empty directory)
+        if (cache?.enabled) cache.push({ kind: 'dirEnd' });
+        else this.encoder.leaveDirectory();
+        this.opts.catalog?.endDirectory();
+        await this.drainIfFull();
+        continue;
+      }
+
+      let entry: Cached;
+      switch (type) {
+        case S_IFLNK:
+          entry = { kind: 'symlink', name, meta, target: Buffer.from(list.symlinkTarget(i) ?? Buffer.alloc(0)) };
+          break;
+        case S_IFBLK:
+        case S_IFCHR:
+          entry = { kind: 'device', name, meta, major: list.rdevMajor(i), minor: list.rdevMinor(i), block: type === S_IFBLK };
+          break;
+        case S_IFIFO:
+          entry = { kind: 'fifo', name, meta };
+          break;
+        case S_IFSOCK:
+          entry = { kind: 'socket', name, meta };
+          break;
+        default:
+          this.warn(`${relName.toString()}: unknown file type ${list.mode(i).toString(8)}, skipped`);
+          continue;
+      }
+      if (cache?.enabled) cache.push(entry);
+      else {
+        if (cache) await this.encodeCached(null);
+        this.encodeOther(entry);
+      }
+    }
+    this.prefetch.drop([...listings.values()]);
+  }
+
+  private encodeOther(e: Cached): void {
+    const cat = this.opts.catalog;
+    switch (e.kind) {
+      case 'symlink':
+        this.encoder.addSymlink(e.name, e.meta, e.target);
+        cat?.addSymlink(e.name);
+        break;
+      case 'device':
+        this.encoder.addDevice(e.name, e.meta, e.major, e.minor);
+        if (e.block) cat?.addBlockDevice(e.name);
+        else cat?.addCharDevice(e.name);
+        break;
+      case 'fifo':
+        this.encoder.addFifo(e.name, e.meta);
+        cat?.addFifo(e.name);
+        break;
+      case 'socket':
+        this.encoder.addSocket(e.name, e.meta);
+        cat?.addSocket(e.name);
+        break;
+      default:
+        throw new Error(`internal: encodeOther(${e.kind})`);
+    }
+  }
+
+  /**
+   * Encode a regular file with new data (PAYLOAD), or as a HARDLINK when its inode was encoded
+   * before. `data` yields the content of small files (read in batches); large files are streamed.
+   */
+  private async encodeFile(name: Buffer, meta: Metadata, size: number, abs: Buffer, relPath: Buffer, key: string | null, data: () => Promise<FileData | null>): Promise<void> {
+    const link = key ? this.hardlinks.get(key) : undefined;
+    if (link) {
+      this.encoder.addHardlink(name, link.path, link.linkOffset);
+      return;
+    }
+    const d = size > 0 ? await data() : null;
+    if (d && !d.data) {
+      this.warn(`${relPath.toString()}: cannot read file (${d.error ?? 'unknown error'}), skipped`);
+      this.stats.files--;
+      return;
+    }
+    if (!d && size > 0) {
+      // Large file: open first so a vanished file is skipped before anything is encoded.
+      let fh;
+      try {
+        fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      } catch (e) {
+        this.warn(`${relPath.toString()}: cannot read file (${(e as Error).message}), skipped`);
+        this.stats.files--;
+        return;
+      }
+      this.payloadOut?.stream.suggest(this.encoder.payloadPosition);
+      const r = this.encoder.beginFile(name, meta, size);
+      try {
+        await this.streamFile(fh, size, relPath);
+      } finally {
+        await fh.close();
+      }
+      this.encoder.endFile();
+      if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+      return;
+    }
+    if (d?.changed) this.warn(`${relPath.toString()}: file size changed while reading (${d.changed})`);
+    this.stats.bytesRead += size;
+    this.payloadOut?.stream.suggest(this.encoder.payloadPosition);
+    const r = this.encoder.beginFile(name, meta, size);
+    for (let o = 0; o < size; o += READ_SIZE) this.encoder.writeFileData(d!.data!.subarray(o, Math.min(size, o + READ_SIZE)));
+    this.encoder.endFile();
+    if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+  }
+
+  /** Stream a large file in 4 MiB reads (PBS's read size), exactly `size` bytes. */
+  private async streamFile(fh: Awaited<ReturnType<typeof open>>, size: number, relPath: Buffer): Promise<void> {
+    let done = 0;
+    let result: 'ok' | 'shrunk' | 'grew' = 'ok';
+    while (done < size) {
+      const want = Math.min(READ_SIZE, size - done);
+      const buf = Buffer.allocUnsafe(want);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, got, want - got, done + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      this.stats.bytesRead += got;
+      if (got < want) {
+        buf.fill(0, got);
+        result = 'shrunk';
+      }
+      this.encoder.writeFileData(buf);
+      done += want;
+      await this.drainIfFull();
+      this.checkAbort();
+    }
+    if (result === 'ok') {
+      const { bytesRead } = await fh.read(Buffer.allocUnsafe(1), 0, 1, size);
+      if (bytesRead > 0) result = 'grew';
+    }
+    if (result !== 'ok') this.warn(`${relPath.toString()}: file size changed while reading (${result})`);
+  }
+
+  // --- metadata mode: flush / replay / inject (change-detection.md §5) ----------------
+
+  private async flush(keepLastChunk: boolean): Promise<void> {
+    const cache = this.cache!;
+    if (cache.rangeStart === cache.rangeEnd) {
+      await this.encodeCached(null);
+      return;
+    }
+    const prevLast = cache.lastChunk;
+    cache.lastChunk = null;
+    const { chunks, startPad, endPad } = lookupReuseChunks(this.previous!.payloadIndex, cache.rangeStart, cache.rangeEnd);
+    let padding = BigInt(startPad + endPad);
+    const total = cache.rangeEnd - cache.rangeStart + startPad + endPad;
+    const same = !!prevLast && prevLast.digest.equals(chunks[0].digest);
+    if (same) padding = u64(padding - (BigInt(prevLast!.size) - prevLast!.padding));
+    if (Number(padding) / total > CHUNK_PADDING_THRESHOLD) {
+      cache.lastChunk = prevLast;
+      await this.encodeCached(null);
+      return;
+    }
+    if (prevLast && !same) this.inject([prevLast]);
+    if (same) chunks[0].padding = u64(chunks[0].padding - (BigInt(prevLast!.size) - prevLast!.padding));
+    this.stats.paddingBytes += Number(padding);
+    const base = this.encoder.payloadPosition + startPad;
+    await this.encodeCached(base);
+    if (keepLastChunk) cache.lastChunk = chunks.pop() ?? null;
+    this.inject(chunks);
+  }
+
+  /** Replay the cached entries; with `base`, cached files become PAYLOAD_REFs into reused chunks. */
+  private async encodeCached(base: number | null): Promise<void> {
+    const cache = this.cache!;
+    if (cache.lastChunk) {
+      const c = cache.lastChunk;
+      cache.lastChunk = null;
+      this.inject([c]);
+    }
+    const entries = cache.entries;
+    cache.entries = [];
+    cache.fdEntries = 0;
+    cache.enabled = false;
+    cache.rangeStart = cache.rangeEnd;
+    // Files to re-read (no reuse): read small ones in batches, in order.
+    const reread = base === null ? entries.filter((e): e is Extract<Cached, { kind: 'file' }> => e.kind === 'file' && !(e.key && this.hardlinks.has(e.key))) : [];
+    const batch = reread.length ? new PathBatchReader(this, reread) : null;
+    for (const e of entries) {
+      switch (e.kind) {
+        case 'file': {
+          const link = e.key ? this.hardlinks.get(e.key) : undefined;
+          if (link) {
+            this.encoder.addHardlink(e.name, link.path, link.linkOffset);
+            this.opts.catalog?.addHardlink(e.name);
+            break;
+          }
+          if (base !== null) {
+            this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
+            const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
+            if (e.key) this.hardlinks.set(e.key, { linkOffset, path: e.relPath });
+            this.stats.reusedFiles++;
+            this.stats.reusedBytes += e.size;
+          } else {
+            this.stats.reencodedFiles++;
+            await this.encodeFile(e.name, e.meta, e.size, e.abs, e.relPath, e.key, () => batch!.get(e));
+          }
+          this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
+          break;
+        }
+        case 'dir':
+          this.encoder.enterDirectory(e.name, e.meta);
+          break;
+        case 'dirEnd':
+          this.encoder.leaveDirectory();
+          break;
+        default:
+          this.encodeOther(e);
+      }
+      await this.drainIfFull();
+    }
+  }
+
+  /** Send reused chunks to the payload stream at the current position (≤ 128 per message). */
+  private inject(chunks: ReuseChunk[]): void {
+    for (let k = 0; k < chunks.length; k += MAX_INJECT_CHUNKS) {
+      const group = chunks.slice(k, k + MAX_INJECT_CHUNKS);
+      const size = group.reduce((a, c) => a + c.size, 0);
+      this.payloadOut!.stream.inject({ boundary: this.encoder.payloadPosition, chunks: group.map((c) => ({ digest: c.digest, size: c.size })), size });
+      this.encoder.advancePayload(size);
+      this.stats.injectedChunks += group.length;
+      this.stats.injectedBytes += size;
+    }
+  }
+
+  /** Batched native read of small files (used by BatchReader/PathBatchReader). */
+  async readBatch(jobs: FileJob[]): Promise<Map<number, FileData>> {
     const out = new Map<number, FileData>();
     const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size));
     let off = 0;
@@ -352,240 +858,92 @@ export async function createArchive(opts: CreateArchiveOptions): Promise<CreateA
       }
     });
     return out;
-  };
-
-  const streamLargeFile = async (abs: Buffer, size: number, rel: Buffer): Promise<'ok' | 'shrunk' | 'grew'> => {
-    const fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NOATIME).catch(() => open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW));
-    let done = 0;
-    let result: 'ok' | 'shrunk' | 'grew' = 'ok';
-    try {
-      while (done < size) {
-        const want = Math.min(READ_SIZE, size - done);
-        const buf = Buffer.allocUnsafe(want);
-        let got = 0;
-        while (got < want) {
-          const { bytesRead } = await fh.read(buf, got, want - got, done + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        stats.bytesRead += got;
-        if (got < want) {
-          buf.fill(0, got);
-          result = 'shrunk';
-        }
-        encoder.writeFileData(buf);
-        done += want;
-        if (payloadOut?.stream.full || metaOut.stream.full) await drain();
-        checkAbort();
-      }
-      if (result === 'ok') {
-        const probe = Buffer.allocUnsafe(1);
-        const { bytesRead } = await fh.read(probe, 0, 1, size);
-        if (bytesRead > 0) result = 'grew';
-      }
-    } finally {
-      await fh.close();
-    }
-    if (result !== 'ok') warn(`${rel.toString()}: file size changed while reading (${result})`);
-    return result;
-  };
-
-  const encodeDir = async (absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher): Promise<void> => {
-    // .pxarexclude of this directory applies to it and below.
-    const exIdx = findName(list, PXAREXCLUDE);
-    if (exIdx >= 0 && (list.mode(exIdx) & S_IFMT) === S_IFREG) {
-      const r = await readFilesExact([joinAbs(absDir, PXAREXCLUDE)], [list.size(exIdx)]);
-      if (r.status[0] >= 0) excl = excl.with(parsePatternFile(r.data.toString('utf8'), rel.toString()));
-    }
-
-    // Decide what to archive, and start listings of subdirectories and reads of small files.
-    const keep: number[] = [];
-    const subdirs: number[] = [];
-    for (let i = 0; i < list.length; i++) {
-      const name = list.name(i);
-      if (list.status(i) !== 0) {
-        warn(`${joinRel(rel, name).toString()}: vanished during backup (${errnoCode(list.status(i))}), skipped`);
-        continue;
-      }
-      const type = list.mode(i) & S_IFMT;
-      const relName = joinRel(rel, name).toString();
-      if (excl.patterns.length && excl.excluded(relName, name.toString(), type === S_IFDIR)) continue;
-      keep.push(i);
-      if (type === S_IFDIR && allowedDevs.has(list.dev(i)) || (type === S_IFDIR && opts.allFileSystems)) subdirs.push(i);
-    }
-    const listings = new Map<number, PrefetchItem>();
-    const ps = prefetch.request(subdirs.map((i) => joinAbs(absDir, list.name(i))));
-    subdirs.forEach((i, k) => listings.set(i, ps[k]));
-
-    const batches: FileJob[][] = [];
-    let cur: FileJob[] = [];
-    let curBytes = 0;
-    for (const i of keep) {
-      if ((list.mode(i) & S_IFMT) !== S_IFREG) continue;
-      const size = list.size(i);
-      if (size > SMALL_FILE || size === 0) continue;
-      if (list.nlink(i) > 1 && hardlinks.has(`${list.dev(i)}:${list.ino(i)}`)) continue;
-      cur.push({ index: i, path: joinAbs(absDir, list.name(i)), size });
-      curBytes += size;
-      if (cur.length >= BATCH_FILES || curBytes >= BATCH_BYTES) {
-        batches.push(cur);
-        cur = [];
-        curBytes = 0;
-      }
-    }
-    if (cur.length) batches.push(cur);
-    const batchOf = new Map<number, number>();
-    batches.forEach((b, k) => b.forEach((j) => batchOf.set(j.index, k)));
-    const batchResults: Array<Promise<Map<number, FileData>> | undefined> = [];
-    const startBatch = (k: number) => {
-      if (k < batches.length && !batchResults[k]) {
-        batchResults[k] = readBatch(batches[k]);
-        batchResults[k]!.catch(() => undefined);
-      }
-    };
-    for (let k = 0; k < FILE_BATCHES_AHEAD; k++) startBatch(k);
-
-    for (const i of keep) {
-      checkAbort();
-      const name = list.name(i);
-      const relName = joinRel(rel, name);
-      const mode = list.mode(i);
-      const type = mode & S_IFMT;
-      const describe = () => relName.toString();
-      stats.entries++;
-      progress(relName);
-      let meta: Metadata;
-      try {
-        meta = entryMetadata(list, i, { xattrs, describe });
-      } catch (e) {
-        warn(`${describe()}: ${(e as Error).message}, skipped`);
-        continue;
-      }
-      switch (type) {
-        case S_IFDIR: {
-          stats.directories++;
-          const listing = listings.get(i);
-          if (!listing) {
-            // Mount point of another file system: archived as an empty directory.
-            encoder.enterDirectory(name, meta);
-            catalog?.startDirectory(name);
-            encoder.leaveDirectory();
-            catalog?.endDirectory();
-            break;
-          }
-          listings.delete(i);
-          let sub: DirEntries;
-          try {
-            sub = await prefetch.take(listing);
-          } catch (e) {
-            warn(`${describe()}: cannot read directory (${(e as Error).message}), skipped`);
-            break;
-          }
-          encoder.enterDirectory(name, meta);
-          catalog?.startDirectory(name);
-          await encodeDir(joinAbs(absDir, name), relName, sub, excl);
-          encoder.leaveDirectory();
-          catalog?.endDirectory();
-          break;
-        }
-        case S_IFREG: {
-          const size = list.size(i);
-          const key = list.nlink(i) > 1 ? `${list.dev(i)}:${list.ino(i)}` : null;
-          const link = key ? hardlinks.get(key) : undefined;
-          if (link) {
-            encoder.addHardlink(name, link.path, link.linkOffset);
-            catalog?.addHardlink(name);
-            break;
-          }
-          let data: FileData | undefined;
-          const b = batchOf.get(i);
-          if (b !== undefined) {
-            startBatch(b);
-            for (let k = 1; k <= FILE_BATCHES_AHEAD; k++) startBatch(b + k);
-            data = (await batchResults[b]!).get(i);
-            if (!data?.data) {
-              warn(`${describe()}: cannot read file (${data?.error ?? 'unknown error'}), skipped`);
-              break;
-            }
-            if (data.changed) warn(`${describe()}: file size changed while reading (${data.changed})`);
-            stats.bytesRead += size;
-          }
-          stats.files++;
-          if (payloadOut) payloadOut.stream.suggest(encoder.payloadPosition);
-          if (data?.data || size === 0) {
-            const r = encoder.beginFile(name, meta, size);
-            if (size) {
-              for (let o = 0; o < size; o += READ_SIZE) encoder.writeFileData(data!.data!.subarray(o, Math.min(size, o + READ_SIZE)));
-            }
-            encoder.endFile();
-            if (key) hardlinks.set(key, { linkOffset: r.linkOffset, path: relName });
-          } else {
-            // Large file: open first so a vanished file is skipped before anything is encoded.
-            const abs = joinAbs(absDir, name);
-            let fh;
-            try {
-              fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-              await fh.close();
-            } catch (e) {
-              warn(`${describe()}: cannot read file (${(e as Error).message}), skipped`);
-              stats.files--;
-              break;
-            }
-            const r = encoder.beginFile(name, meta, size);
-            await streamLargeFile(abs, size, relName);
-            encoder.endFile();
-            if (key) hardlinks.set(key, { linkOffset: r.linkOffset, path: relName });
-          }
-          catalog?.addFile(name, size, meta.mtime.secs);
-          break;
-        }
-        case S_IFLNK:
-          encoder.addSymlink(name, meta, Buffer.from(list.symlinkTarget(i) ?? Buffer.alloc(0)));
-          catalog?.addSymlink(name);
-          break;
-        case S_IFBLK:
-        case S_IFCHR:
-          encoder.addDevice(name, meta, list.rdevMajor(i), list.rdevMinor(i));
-          if (type === S_IFBLK) catalog?.addBlockDevice(name);
-          else catalog?.addCharDevice(name);
-          break;
-        case S_IFIFO:
-          encoder.addFifo(name, meta);
-          catalog?.addFifo(name);
-          break;
-        case S_IFSOCK:
-          encoder.addSocket(name, meta);
-          catalog?.addSocket(name);
-          break;
-        default:
-          warn(`${describe()}: unknown file type ${mode.toString(8)}, skipped`);
-      }
-      if (payloadOut?.stream.full || metaOut.stream.full) await drain();
-    }
-    prefetch.drop([...listings.values()]);
-  };
-
-  try {
-    const rootListing = await readDir(rootPath, dirOpts);
-    catalog?.startDirectory(Buffer.from(mode === 'data' ? `${base}.mpxar.didx` : `${base}.pxar.didx`));
-    await encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns));
-    catalog?.endDirectory();
-    encoder.finish();
-    const files: ArchiveFile[] = [];
-    for (const o of outputs) {
-      const s = await o.stream.end();
-      stats.streamBytes += s.size;
-      const fin = o.index.finish();
-      files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
-    }
-    stats.seconds = (performance.now() - t0) / 1000;
-    return { files, stats };
-  } catch (e) {
-    // Let in-flight chunk work settle so nothing writes after we return.
-    await Promise.allSettled(outputs.map((o) => o.stream.end()));
-    throw e;
   }
 }
+
+/** Reads the small files of one directory listing in native batches, a few batches ahead. */
+class BatchReader {
+  private readonly batchOf = new Map<number, number>();
+  private readonly batches: FileJob[][] = [];
+  private readonly results: Array<Promise<Map<number, FileData>> | undefined> = [];
+
+  constructor(private readonly archiver: Archiver, absDir: Buffer, list: DirEntries, indices: number[]) {
+    let cur: FileJob[] = [];
+    let bytes = 0;
+    for (const i of indices) {
+      const size = list.size(i);
+      if (size === 0 || size > SMALL_FILE) continue;
+      cur.push({ index: i, path: joinAbs(absDir, list.name(i)), size });
+      bytes += size;
+      if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) {
+        this.batches.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+    }
+    if (cur.length) this.batches.push(cur);
+    this.batches.forEach((b, k) => b.forEach((j) => this.batchOf.set(j.index, k)));
+    for (let k = 0; k < FILE_BATCHES_AHEAD; k++) this.start(k);
+  }
+
+  private start(k: number): void {
+    if (k < this.batches.length && !this.results[k]) {
+      const p = this.archiver.readBatch(this.batches[k]);
+      p.catch(() => undefined);
+      this.results[k] = p;
+    }
+  }
+
+  /** Data of entry `i`, or null for a file that is streamed instead (large). */
+  async get(i: number): Promise<FileData | null> {
+    const b = this.batchOf.get(i);
+    if (b === undefined) return null;
+    for (let k = b; k <= b + FILE_BATCHES_AHEAD; k++) this.start(k);
+    const m = await this.results[b]!;
+    this.results[b - 1] = undefined;
+    return m.get(i) ?? null;
+  }
+}
+
+/** Batched reads for cached files that are re-encoded after all (paths, not a listing). */
+class PathBatchReader {
+  private readonly results = new Map<object, Promise<Map<number, FileData>>>();
+  private readonly jobOf = new Map<object, { batch: object; index: number }>();
+
+  constructor(archiver: Archiver, files: Array<{ abs: Buffer; size: number }>) {
+    let cur: FileJob[] = [];
+    let bytes = 0;
+    let id = 0;
+    const flush = () => {
+      if (!cur.length) return;
+      const key = {};
+      const jobs = cur;
+      for (const j of jobs) this.jobOf.set((j as FileJob & { owner: object }).owner, { batch: key, index: j.index });
+      const p = archiver.readBatch(jobs);
+      p.catch(() => undefined);
+      this.results.set(key, p);
+      cur = [];
+      bytes = 0;
+    };
+    for (const f of files) {
+      if (f.size === 0 || f.size > SMALL_FILE) continue;
+      cur.push({ index: id++, path: f.abs, size: f.size, owner: f } as FileJob & { owner: object });
+      bytes += f.size;
+      if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) flush();
+    }
+    flush();
+  }
+
+  async get(f: object): Promise<FileData | null> {
+    const j = this.jobOf.get(f);
+    if (!j) return null;
+    return (await this.results.get(j.batch)!).get(j.index) ?? null;
+  }
+}
+
+const joinRel = (rel: Buffer, name: Buffer) => (rel.length ? Buffer.concat([rel, SLASH, name]) : Buffer.from(name));
+const joinAbs = (dir: Buffer, name: Buffer) => Buffer.concat([dir, SLASH, name]);
+const SLASH = Buffer.from('/');
 
 const PXAREXCLUDE = Buffer.from('.pxarexclude');
 

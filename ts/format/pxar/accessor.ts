@@ -184,13 +184,18 @@ export class PxarAccessor {
     return this.reader.size;
   }
 
+  /** Name used in error messages. */
+  get name(): string {
+    return this.reader.what;
+  }
+
   /** The root directory (its range is the whole archive). */
   openRoot(): Promise<PxarDirectory> {
     return this.openRange(this.reader.size, EMPTY, undefined);
   }
 
   /** A directory entry found by `lookup`/`entries`. */
-  openDirectory(entry: AccessorEntry): Promise<PxarDirectory> {
+  async openDirectory(entry: AccessorEntry): Promise<PxarDirectory> {
     if (entry.kind !== 'directory') throw new Error(`pxar accessor: ${entry.path.toString()} is not a directory`);
     if (entry.linkOffset === undefined) return this.openRoot();
     return this.openRange(entry.endOffset, entry.path, entry);
@@ -259,13 +264,18 @@ export class PxarAccessor {
 
   /** Open the directory whose range ends at `end`; `self` undefined = the root. */
   private async openRange(end: number, path: Buffer, self: AccessorEntry | undefined): Promise<PxarDirectory> {
+    const what = this.reader.what;
     const cached = this.cache.get(end);
     if (cached) {
+      // a range end belongs to one directory only; anything else is a corrupt goodbye table
+      const entryOffset = self ? self.entryOffset : this.rootEntryOffset;
+      if (cached.entryOffset !== entryOffset) {
+        throw formatError(what, end - GOODBYE_ITEM_SIZE, `directory ranges of ENTRYs ${cached.entryOffset} and ${entryOffset} end at the same byte`);
+      }
       this.cache.delete(end);
       this.cache.set(end, cached);
       return cached;
     }
-    const what = this.reader.what;
     if (end < GOODBYE_ITEM_SIZE || end > this.reader.size) {
       throw formatError(what, end, 'directory range ends outside the archive');
     }
@@ -474,11 +484,18 @@ export class PxarDirectory {
     return this.self;
   }
 
-  /** Children in archive order, decoded. */
+  /** Children in archive order, decoded (each name is checked against its goodbye hash). */
   async *entries(): AsyncGenerator<AccessorEntry> {
     const t = this.table;
     const order = Array.from({ length: t.count }, (_, i) => i).sort((a, b) => t.position[a] - t.position[b]);
-    for (const i of order) yield this.accessor.decodeAt(t.position[i], t.end[i], this.path);
+    for (const i of order) {
+      const entry = await this.accessor.decodeAt(t.position[i], t.end[i], this.path);
+      const h = sipHash24(entry.name);
+      if (h[0] !== t.hashLo[i] || h[1] !== t.hashHi[i]) {
+        throw formatError(this.accessor.name, t.position[i], 'goodbye hash does not match the entry name');
+      }
+      yield entry;
+    }
   }
 
   /** The child called `name`, or null. */

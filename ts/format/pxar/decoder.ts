@@ -28,6 +28,7 @@ import {
   PXAR_PAYLOAD,
   PXAR_PAYLOAD_REF,
   PXAR_PAYLOAD_START_MARKER,
+  PXAR_PAYLOAD_TAIL_MARKER,
   PXAR_PRELUDE,
   PXAR_SYMLINK,
 } from './constants.js';
@@ -99,6 +100,7 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
   private file: OpenFile | undefined;
   private filePositions = new Float64Array(1024);
   private fileCount = 0;
+  private failure: Error | undefined;
 
   constructor(metadata: ByteSource, options: PxarDecoderOptions = {}) {
     this.what = options.name ?? 'pxar archive';
@@ -115,8 +117,18 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
     }
   }
 
-  /** The next event, or null after the root's `end`. */
+  /** The next event, or null after the root's `end`. After an error every call rethrows it. */
   async next(): Promise<DecoderEvent | null> {
+    if (this.failure) throw this.failure;
+    try {
+      return await this.step();
+    } catch (e) {
+      this.failure = e as Error;
+      throw e;
+    }
+  }
+
+  private async step(): Promise<DecoderEvent | null> {
     if (this.phase === 'eof') return null;
     if (this.phase === 'begin') {
       const root = await this.readStart();
@@ -139,6 +151,7 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
     if (this.stack.length === 0) {
       this.phase = 'eof';
       if (!(await this.meta.atEnd())) throw formatError(this.what, this.meta.position, 'trailing data after the root GOODBYE');
+      if (this.payload) await this.checkPayloadTail(this.payload);
     }
     return { type: 'end', entry: frame.entry };
   }
@@ -319,6 +332,30 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
       throw formatError('payload stream', offset, `expected PAYLOAD of ${f.size} bytes, found ${itemName(h.htype)} of ${h.contentSize}`);
     }
     f.headerChecked = true;
+  }
+
+  /**
+   * The payload stream ends with PAYLOAD_TAIL_MARKER; anything between the last file and it is
+   * unreferenced (injected) padding, read through.
+   */
+  private async checkPayloadTail(p: ByteReader): Promise<void> {
+    const tail = Buffer.alloc(HEADER_SIZE);
+    let have = 0;
+    for (;;) {
+      const piece = await p.readSome(CONTENT_PIECE);
+      if (!piece) break;
+      if (piece.length >= HEADER_SIZE) {
+        piece.copy(tail, 0, piece.length - HEADER_SIZE);
+      } else {
+        tail.copy(tail, 0, piece.length);
+        piece.copy(tail, HEADER_SIZE - piece.length);
+      }
+      have += piece.length;
+    }
+    const pos = p.position - HEADER_SIZE;
+    if (have < HEADER_SIZE || tail.readBigUInt64LE(0) !== PXAR_PAYLOAD_TAIL_MARKER || tail.readBigUInt64LE(8) !== BigInt(HEADER_SIZE)) {
+      throw formatError('payload stream', Math.max(pos, 0), 'missing PAYLOAD_TAIL_MARKER at the end (truncated?)');
+    }
   }
 
   private recordFile(pos: number): void {

@@ -34,6 +34,7 @@ import {
   IFREG,
   IFSOCK,
   MAX_PATH_LEN,
+  MAX_PRELUDE_LEN,
   MAX_XATTR_LEN,
   PXAR_ACL_DEFAULT,
   PXAR_ACL_DEFAULT_GROUP,
@@ -175,6 +176,9 @@ export class PxarEncoder {
     if (options.variant === 'split') {
       this.payloadOut = options.payloadOutput;
       this.prelude = options.prelude;
+      if (this.prelude && this.prelude.length > MAX_PRELUDE_LEN) {
+        throw new Error(`pxar encoder: prelude of ${this.prelude.length} bytes exceeds ${MAX_PRELUDE_LEN}`);
+      }
     }
   }
 
@@ -186,11 +190,6 @@ export class PxarEncoder {
   /** Payload stream position: start marker + new files' PAYLOAD items + advanced (injected) bytes. */
   get payloadPosition(): number {
     return this.payloadPos;
-  }
-
-  /** Number of directories currently open, the root included. */
-  get depth(): number {
-    return this.dirs.length;
   }
 
   /** Write FORMAT_VERSION [+ PRELUDE] (split) and the root ENTRY; `rootMeta` must be a directory. */

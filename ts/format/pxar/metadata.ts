@@ -74,10 +74,6 @@ export function basicMetadata(mode: number): Metadata {
   return { mode, flags: 0n, uid: 0, gid: 0, mtime: { secs: 0, nanos: 0 }, xattrs: [], acl: emptyAcl() };
 }
 
-export function fileType(mode: number): number {
-  return mode & IFMT;
-}
-
 export const isDirectory = (mode: number): boolean => (mode & IFMT) === IFDIR;
 export const isRegularFile = (mode: number): boolean => (mode & IFMT) === IFREG;
 export const isSymlink = (mode: number): boolean => (mode & IFMT) === IFLNK;
