@@ -144,7 +144,7 @@ const SMALL_FILE = 1024 * 1024;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
 const READ_SIZE = 4 * 1024 * 1024;
-const DIR_LOOKAHEAD = 16;
+const DIR_LOOKAHEAD = 64;
 const FILE_BATCHES_AHEAD = 2;
 
 const S_IFMT = 0o170000;
@@ -168,63 +168,111 @@ class StreamSink implements ByteSink {
   }
 }
 
-/** DFS-ordered directory listing prefetch with bounded look-ahead. */
-class DirPrefetcher {
-  private stack: PrefetchItem[] = [];
+/**
+ * Directory listings ahead of the encoder: a speculative DFS walk of its own (bounded by
+ * `DIR_LOOKAHEAD` listings fetched but not yet taken), so the encoder rarely waits for readDir.
+ * It descends only into directories on allowed devices; the encoder takes the node of every
+ * subdirectory it descends into and drops the nodes it skips (excluded: their speculative
+ * subtrees are abandoned).
+ */
+class TreePrefetcher {
+  private stack: PrefetchNode[] = [];
   private running = 0;
   private ready = 0;
 
-  constructor(private readonly opts: ReadDirOptions, private readonly concurrency = 2) {}
+  constructor(
+    private readonly opts: ReadDirOptions,
+    private readonly descend: (list: DirEntries, i: number) => boolean,
+    private readonly concurrency = 3,
+  ) {}
 
-  /** Register upcoming listings of `paths` (in order); deeper levels are served first. */
-  request(paths: Buffer[]): PrefetchItem[] {
-    const items: PrefetchItem[] = paths.map((p) => ({ path: p, promise: null }));
-    for (let i = items.length - 1; i >= 0; i--) this.stack.push(items[i]);
+  root(path: Buffer): PrefetchNode {
+    const n: PrefetchNode = { path, promise: null, children: null, dropped: false, taken: false };
+    this.stack.push(n);
     this.pump();
-    return items;
+    return n;
   }
 
-  /** The consumer needs this listing now: start it if it has not started yet. */
-  take(item: PrefetchItem): Promise<DirEntries> {
-    if (!item.promise) {
-      const i = this.stack.lastIndexOf(item);
-      if (i >= 0) this.stack.splice(i, 1);
-      this.start(item);
-    }
-    const p = item.promise!;
-    return p.finally(() => {
+  /** The listing of `node`; started now if the walk has not reached it yet. */
+  take(node: PrefetchNode): Promise<DirEntries> {
+    node.taken = true;
+    if (!node.promise) this.start(node);
+    return node.promise!.finally(() => {
       this.ready--;
       this.pump();
     });
   }
 
-  /** Forget items that will never be taken (e.g. a directory that was skipped). */
-  drop(items: PrefetchItem[]): void {
-    const set = new Set(items.filter((x) => !x.promise));
-    if (set.size) this.stack = this.stack.filter((x) => !set.has(x));
-    for (const x of items) if (x.promise) void this.take(x).catch(() => undefined);
+  /** Child nodes of a taken node, by raw name (after its listing resolved). */
+  children(node: PrefetchNode): Map<string, PrefetchNode> {
+    return node.children ?? new Map();
   }
 
-  private start(item: PrefetchItem): void {
+  /** The encoder will not descend into these: abandon them and their speculative subtrees. */
+  drop(nodes: Iterable<PrefetchNode>): void {
+    for (const n of nodes) this.dropTree(n);
+    this.stack = this.stack.filter((n) => !n.dropped);
+    this.pump();
+  }
+
+  private dropTree(n: PrefetchNode): void {
+    if (n.dropped || n.taken) return;
+    n.dropped = true;
+    if (n.promise) {
+      // fetched or in flight: it counts as ready until it settles
+      void n.promise.then(
+        () => this.ready--,
+        () => this.ready--,
+      );
+    }
+    if (n.children) for (const c of n.children.values()) this.dropTree(c);
+  }
+
+  private start(n: PrefetchNode): void {
     this.running++;
-    item.promise = readDir(item.path, this.opts).finally(() => {
-      this.running--;
-      this.ready++;
-      this.pump();
-    });
-    item.promise.catch(() => undefined);
+    n.promise = readDir(n.path, this.opts).then(
+      (list) => {
+        this.running--;
+        this.ready++;
+        const kids = new Map<string, PrefetchNode>();
+        const fresh: PrefetchNode[] = [];
+        for (let i = 0; i < list.length; i++) {
+          if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
+          const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), promise: null, children: null, dropped: n.dropped, taken: false };
+          kids.set(list.name(i).toString('latin1'), c);
+          fresh.push(c);
+        }
+        n.children = kids;
+        if (!n.dropped) for (let i = fresh.length - 1; i >= 0; i--) this.stack.push(fresh[i]);
+        this.pump();
+        return list;
+      },
+      (e: unknown) => {
+        this.running--;
+        this.ready++;
+        n.children = new Map();
+        this.pump();
+        throw e;
+      },
+    );
+    n.promise.catch(() => undefined);
   }
 
   private pump(): void {
     while (this.running < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.stack.length) {
-      this.start(this.stack.pop()!);
+      const n = this.stack.pop()!;
+      if (n.dropped || n.promise) continue;
+      this.start(n);
     }
   }
 }
 
-interface PrefetchItem {
+interface PrefetchNode {
   path: Buffer;
   promise: Promise<DirEntries> | null;
+  children: Map<string, PrefetchNode> | null;
+  dropped: boolean;
+  taken: boolean;
 }
 
 interface FileJob {
@@ -338,7 +386,7 @@ class Archiver {
   private readonly payloadOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream } | null;
   private encoder!: PxarEncoder;
   private readonly dirOpts: ReadDirOptions;
-  private readonly prefetch: DirPrefetcher;
+  private prefetch!: TreePrefetcher;
   private readonly hardlinks = new Map<string, { linkOffset: number; path: Buffer }>();
   private readonly allowedDevs = new Set<bigint>();
   private readonly previous: PreviousArchive | null;
@@ -354,7 +402,6 @@ class Archiver {
     this.capacity = opts.lookaheadCapacity ?? DEFAULT_LOOKAHEAD_CAPACITY;
     this.xattrs = opts.xattrs ?? true;
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
-    this.prefetch = new DirPrefetcher(this.dirOpts);
     this.stats = {
       archive: opts.archiveName,
       mode: this.mode,
@@ -453,9 +500,11 @@ class Archiver {
 
     try {
       this.encoder.begin(rootMeta);
-      const [rootListing, prevRoot] = await Promise.all([readDir(rootPath, this.dirOpts), this.previous ? this.previous.accessor.openRoot() : Promise.resolve(null)]);
+      this.prefetch = new TreePrefetcher(this.dirOpts, (list, i) => !!this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)));
+      const rootNode = this.prefetch.root(Buffer.from(rootPath));
+      const [rootListing, prevRoot] = await Promise.all([this.prefetch.take(rootNode), this.previous ? this.previous.accessor.openRoot() : Promise.resolve(null)]);
       this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
-      await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot);
+      await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode);
       if (this.cache) await this.flush(false);
       this.opts.catalog?.endDirectory();
       this.encoder.finish();
@@ -479,7 +528,7 @@ class Archiver {
   private async prevListing(dir: PxarDirectory | null): Promise<Map<string, AccessorEntry> | null> {
     if (!dir) return null;
     const m = new Map<string, AccessorEntry>();
-    for await (const e of dir.entries()) m.set(e.name.toString('latin1'), e);
+    for (const e of await dir.list()) m.set(e.name.toString("latin1"), e);
     return m;
   }
 
@@ -490,7 +539,7 @@ class Archiver {
     return [prev.payloadOffset, prev.payloadOffset + 16 + size];
   }
 
-  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PxarDirectory | null): Promise<void> {
+  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PxarDirectory | null, node: PrefetchNode): Promise<void> {
     const prevP = this.prevListing(prevDir);
     prevP.catch(() => undefined);
     // .pxarexclude of this directory applies to it and below.
@@ -533,9 +582,18 @@ class Archiver {
       ranges[i] = type === S_IFREG && prev ? this.reuseRange(prev.get(name.toString('latin1')), meta, list.size(i)) : null;
       if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
     }
-    const listings = new Map<number, PrefetchItem>();
-    const ps = this.prefetch.request(subdirs.map((i) => joinAbs(absDir, list.name(i))));
-    subdirs.forEach((i, k) => listings.set(i, ps[k]));
+    // Subdirectory nodes of the prefetch walk; the ones not descended into are dropped.
+    const kids = this.prefetch.children(node);
+    const listings = new Map<number, PrefetchNode>();
+    const wanted = new Set<PrefetchNode>();
+    for (const i of subdirs) {
+      const n = kids.get(list.name(i).toString('latin1'));
+      if (n) {
+        listings.set(i, n);
+        wanted.add(n);
+      }
+    }
+    this.prefetch.drop([...kids.values()].filter((n) => !wanted.has(n)));
 
     const reader = new BatchReader(this, absDir, list, keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && !(list.nlink(i) > 1 && this.hardlinks.has(`${list.dev(i)}:${list.ino(i)}`))));
 
@@ -600,7 +658,7 @@ class Archiver {
           this.encoder.enterDirectory(name, meta);
         }
         this.opts.catalog?.startDirectory(name);
-        if (sub) {
+        if (sub && item) {
           let prevSub: PxarDirectory | null = null;
           const pe = prev?.get(name.toString('latin1'));
           if (pe && pe.kind === 'directory' && this.previous) {
@@ -609,7 +667,7 @@ class Archiver {
               return null;
             });
           }
-          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, prevSub);
+          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, prevSub, item!);
         }
         // (no listing: mount point of another file system, archived as an empty directory)
         if (cache?.enabled) cache.push({ kind: 'dirEnd' });

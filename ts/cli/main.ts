@@ -7,6 +7,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from './output.js';
 import { registerBenchmark } from './commands/benchmark.js';
+import { registerBackup } from './commands/backup.js';
+import { registerRestore } from './commands/restore.js';
+import { registerList } from './commands/list.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -23,6 +26,9 @@ export function buildProgram(ctx: CliContext): Command {
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
+  registerBackup(program, ctx);
+  registerRestore(program, ctx);
+  registerList(program, ctx);
   registerBenchmark(program, ctx);
   return program;
 }

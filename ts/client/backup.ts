@@ -11,9 +11,11 @@
 import os from 'node:os';
 import { BackupManifest } from '../format/manifest.js';
 import { CatalogWriter } from '../format/catalog.js';
-import { DynamicIndexWriter } from '../format/dynamic-index.js';
+import { DynamicIndex, DynamicIndexWriter } from '../format/dynamic-index.js';
+import { PxarAccessor } from '../format/pxar/accessor.js';
+import { IndexReadAt, type ChunkSource } from '../datastore/index-reader.js';
 import { ChunkStream, type ChunkRecord } from '../archive/chunk-stream.js';
-import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader } from '../archive/create.js';
+import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -72,13 +74,40 @@ export interface BackupResult {
   seconds: number;
 }
 
-function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader {
+function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle(): Promise<void> } {
+  // Reused chunks of the previous snapshot must exist; touching them also protects them from a
+  // concurrent garbage collection (atime is GC's mark). Touches run concurrently (bounded) and
+  // are all settled before the snapshot is committed.
+  const pending = new Set<Promise<void>>();
+  let missing: string | null = null;
+  const touch = (digest: Buffer) => {
+    const p: Promise<void> = ds.chunks.touch(digest).then(
+      (ok) => {
+        if (!ok && !missing) missing = digest.toString('hex');
+      },
+      (e: Error) => {
+        if (!missing) missing = `${digest.toString('hex')} (${e.message})`;
+      },
+    );
+    const tracked = p.finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
   return {
     async upload(_archive: string, rec: ChunkRecord) {
-      if (!rec.blob) return { isDuplicate: true, storedBytes: 0 };
+      if (!rec.blob) {
+        if (pending.size >= 64) await Promise.race(pending);
+        touch(rec.digest);
+        return { isDuplicate: true, storedBytes: 0 };
+      }
       if (dryRun) return { isDuplicate: false, storedBytes: 0 };
       const r = await ds.chunks.insert(rec.digest, rec.blob);
       return { isDuplicate: r.isDuplicate, storedBytes: r.isDuplicate ? 0 : r.encodedSize };
+    },
+    async settle() {
+      await Promise.all([...pending]);
+      if (missing) {
+        throw new Error(`chunk ${missing} of the previous snapshot is missing from the datastore (run "pxb verify"; a backup with --change-detection-mode data re-uploads it)`);
+      }
     },
   };
 }
@@ -92,12 +121,8 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
     if (names.has(s.archiveName)) throw new Error(`archive name ${s.archiveName} given twice`);
     names.add(s.archiveName);
   }
-  let mode: ArchiveMode = 'data';
   const requested = opts.changeDetectionMode ?? 'metadata';
-  if (requested === 'legacy') mode = 'legacy';
-  else if (requested === 'metadata') {
-    opts.onNotice?.('change detection mode metadata: no usable previous snapshot support yet, encoding as data');
-  }
+  const mode: ArchiveMode = requested;
   const ns = opts.namespace ?? BackupNamespace.root;
   const group = new BackupGroup(opts.backupType ?? 'host', opts.backupId ?? os.hostname().split('.')[0], ns);
   const time = opts.backupTime ?? Math.floor(Date.now() / 1000);
@@ -112,7 +137,14 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   try {
     const catalogStream = mode === 'legacy' ? makeCatalogStream(uploader) : null;
     for (const spec of opts.specs) {
+      let previous: PreviousArchive | undefined;
+      if (mode === 'metadata') {
+        const prev = await openPreviousArchive(ds, writer?.previous ?? (await ds.lastSuccessfulSnapshot(group)), spec.archiveName);
+        if ('why' in prev) opts.onNotice?.(`${spec.archiveName}: ${prev.why}; encoding as data (every file is read)`);
+        else previous = prev;
+      }
       const r = await createArchive({
+        previous,
         source: spec.path,
         archiveName: spec.archiveName,
         mode,
@@ -133,6 +165,7 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
       }
       archives.push(r.stats);
     }
+    await uploader.settle();
     if (catalogStream) {
       const f = await catalogStream.finish();
       if (writer) await writer.addIndex('catalog.pcat1.didx', f.data, { csum: f.csum, size: f.size });
@@ -153,6 +186,33 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
     dryRun,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * The previous snapshot's split archive for metadata-mode reuse (change-detection.md §2), or
+ * the reason there is none.
+ */
+export async function openPreviousArchive(ds: DataStore, dir: BackupDir | null, archiveName: string): Promise<PreviousArchive | { why: string }> {
+  if (!dir) return { why: 'no previous snapshot in this group' };
+  const base = archiveBaseName(archiveName);
+  try {
+    const manifest = await ds.loadManifest(dir);
+    if (manifest.verifyState?.state === 'failed') return { why: `previous snapshot ${dir} failed verification` };
+    const meta = manifest.lookup(`${base}.mpxar.didx`);
+    const payload = manifest.lookup(`${base}.ppxar.didx`);
+    if (!meta || !payload) {
+      return { why: manifest.lookup(`${base}.pxar.didx`) ? `previous snapshot ${dir} was made in legacy mode` : `previous snapshot ${dir} has no archive ${archiveName}` };
+    }
+    if (meta.cryptMode !== 'none' || payload.cryptMode !== 'none') return { why: `previous snapshot ${dir} has a different crypt mode` };
+    const metaIdx = await ds.readIndex(dir, meta.filename, manifest);
+    const payloadIdx = await ds.readIndex(dir, payload.filename, manifest);
+    if (!(metaIdx instanceof DynamicIndex) || !(payloadIdx instanceof DynamicIndex)) return { why: 'previous indexes are not dynamic indexes' };
+    const source: ChunkSource = { readChunk: (d, size) => ds.chunks.readChunk(d, size) };
+    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, source, meta.filename, 16), { name: `${dir} ${meta.filename}` });
+    return { accessor, payloadIndex: payloadIdx };
+  } catch (e) {
+    return { why: `previous snapshot ${dir} is not usable (${(e as Error).message})` };
+  }
 }
 
 /** The legacy-mode catalog: its own chunk stream (512 KiB average, as PBS) and index. */

@@ -425,3 +425,97 @@ export function setFlags(path: RawPath, flags: number, mask = 0xffffffff): boole
 export function setProjid(path: RawPath, projid: number): boolean {
   return fsNative.fsSetProjid(path, projid);
 }
+
+// --- batch restore of small files, syncfs ------------------------------------------------
+
+/** `writeFilesBatch` status bit: fchown was not permitted (EPERM); the file keeps our ids. */
+export const WRITE_CHOWN_EPERM = 1;
+
+/** One file of a `writeFilesBatch` call. */
+export interface WriteFileSpec {
+  /** Absolute path; its parent directory must exist. */
+  path: RawPath;
+  /** The file's bytes are data[offset, offset + size). */
+  offset: number;
+  size: number;
+  /** Permission bits including suid/sgid/sticky (07777); file-type bits are ignored. */
+  mode: number;
+  /** Applied only with `chown`. */
+  uid: number;
+  gid: number;
+  /** mtime (nanoseconds 0..999 999 999); atime is set to the same value, as PBS does. */
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+export interface WriteFilesOptions {
+  /** fchown each file to its uid/gid (EPERM → WRITE_CHOWN_EPERM, not a failure). */
+  chown: boolean;
+  /**
+   * Replace an existing entry at the path. A regular file with one link is truncated and
+   * rewritten; a symlink, fifo, socket, device or multiply-linked file is unlinked and
+   * created afresh (nothing is written through a symlink or into another file's inode).
+   * Without it an existing entry fails that file with EEXIST.
+   */
+  overwrite: boolean;
+  /** Leave all-zero 4096-byte aligned blocks as holes. */
+  sparse: boolean;
+}
+
+/** A failed file of `writeFilesBatch` (same shape as a `readFilesExact` error). */
+export type WriteFileError = ReadFileError;
+
+export interface WriteFilesResult {
+  /** Per file: 0 ok, positive warning bits (WRITE_CHOWN_EPERM), or -errno on failure. */
+  status: Int32Array;
+  /** One record per failed file, with the failing syscall ("open", "write", "fchmod", ...). */
+  errors: WriteFileError[];
+}
+
+interface NativeWrite {
+  fsWriteFilesBatch(paths: RawPath[], nums: Uint8Array, data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult>;
+  fsSyncfs(path: RawPath): Promise<void>;
+}
+
+const writeNative = native as unknown as NativeWrite;
+/** Numbers per file passed to the addon, in native/src/napi/fs.rs WRITE_NUMS order. */
+const WRITE_NUMS = 7;
+/** A non-number becomes NaN, which the addon refuses with the field's name (no coercion). */
+const num = (x: unknown): number => (typeof x === 'number' ? x : NaN);
+
+/**
+ * Restore many small regular files in one libuv pool job. Per file, in order: create
+ * (O_NOFOLLOW, O_EXCL unless `overwrite`, mode 0600), write its bytes, fchown (with `chown`),
+ * fchmod(mode) after the chown (which clears set-id bits), futimens(mtime, mtime), close.
+ * A file that fails after it was created is unlinked (no half-written file remains); a failed
+ * create (EEXIST, ENOENT parent, ...) removes nothing. One failure never stops the batch.
+ * `data` is read in place (not copied): do not modify it until the promise settles.
+ * Bad arguments reject with a TypeError.
+ */
+export async function writeFilesBatch(files: WriteFileSpec[], data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult> {
+  if (!Array.isArray(files)) throw new TypeError('files must be an array');
+  const paths: RawPath[] = new Array(files.length);
+  const nums = new Float64Array(files.length * WRITE_NUMS);
+  for (let i = 0; i < files.length; i++) {
+    const f = files[i];
+    if (typeof f !== 'object' || f === null) throw new TypeError(`files[${i}] must be an object`);
+    paths[i] = f.path;
+    const o = i * WRITE_NUMS;
+    nums[o] = num(f.offset);
+    nums[o + 1] = num(f.size);
+    nums[o + 2] = num(f.mode);
+    nums[o + 3] = num(f.uid);
+    nums[o + 4] = num(f.gid);
+    nums[o + 5] = num(f.mtimeSec);
+    nums[o + 6] = num(f.mtimeNsec);
+  }
+  return writeNative.fsWriteFilesBatch(paths, new Uint8Array(nums.buffer), data, opts);
+}
+
+/**
+ * Flush the whole file system that `path` lives on (open it read-only, syncfs(2)) on the
+ * libuv pool: one call after many writes instead of an fsync per file.
+ */
+export async function syncfs(path: RawPath): Promise<void> {
+  return writeNative.fsSyncfs(path);
+}

@@ -3,6 +3,7 @@
 //! * [`dir`]: per-directory batch listing (`readDir`) and root stat (`statPath`) for the walk.
 //! * [`read`]: batch exact-size reads of small files (`readFilesExact`) + bytes-read counter.
 //! * [`restore`]: mknod, lchown, utimensat (ns), xattrs by path, chattr flags, project id.
+//! * [`write`]: batch restore of small regular files (`writeFilesBatch`) and `syncfs`.
 //! * [`error`]: errno-carrying errors; [`sys`]: the hand-declared libc/syscall layer.
 //!
 //! Policy (excludes, xattr name filters, ACL interpretation, what to archive) lives in TS.
@@ -12,6 +13,7 @@ pub mod error;
 pub mod read;
 pub mod restore;
 pub mod sys;
+pub mod write;
 
 use std::ffi::CString;
 

@@ -13,6 +13,10 @@ pub const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
 pub const AT_EMPTY_PATH: c_int = 0x1000;
 
 pub const O_RDONLY: c_int = 0;
+pub const O_WRONLY: c_int = 0o1;
+pub const O_CREAT: c_int = 0o100;
+pub const O_EXCL: c_int = 0o200;
+pub const O_TRUNC: c_int = 0o1000;
 pub const O_NOCTTY: c_int = 0o400;
 pub const O_NONBLOCK: c_int = 0o4000;
 pub const O_DIRECTORY: c_int = 0o200000;
@@ -33,12 +37,16 @@ pub const S_IFIFO: u32 = 0o010000;
 pub const EPERM: c_int = 1;
 pub const ENOENT: c_int = 2;
 pub const EINTR: c_int = 4;
+pub const EIO: c_int = 5;
+pub const ENXIO: c_int = 6;
 pub const EBADF: c_int = 9;
+pub const EEXIST: c_int = 17;
 pub const EISDIR: c_int = 21;
 pub const EINVAL: c_int = 22;
 pub const ENOTTY: c_int = 25;
 pub const ERANGE: c_int = 34;
 pub const ENOSYS: c_int = 38;
+pub const ELOOP: c_int = 40;
 pub const ENODATA: c_int = 61;
 pub const EOPNOTSUPP: c_int = 95;
 
@@ -108,6 +116,14 @@ extern "C" {
     fn llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize;
     fn getxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize;
     fn lgetxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize;
+    fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+    fn pwrite(fd: c_int, buf: *const c_void, count: usize, offset: i64) -> isize;
+    fn ftruncate(fd: c_int, length: i64) -> c_int;
+    fn fchown(fd: c_int, uid: u32, gid: u32) -> c_int;
+    fn fchmod(fd: c_int, mode: u32) -> c_int;
+    fn futimens(fd: c_int, times: *const Timespec) -> c_int;
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int;
+    fn syncfs(fd: c_int) -> c_int;
     fn setxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int;
     fn lsetxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int;
 }
@@ -152,6 +168,11 @@ pub fn open_at(dirfd: c_int, path: &CStr, flags: c_int) -> Result<Fd, c_int> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `openat(AT_FDCWD, path, flags, mode)` for calls that may create the file (`O_CREAT`).
+pub fn open_create(path: &CStr, flags: c_int, mode: u32) -> Result<Fd, c_int> {
+    retry!(unsafe { openat(AT_FDCWD, path.as_ptr(), flags, mode as c_int) }).map(Fd)
 }
 
 pub fn fstatat(dirfd: c_int, path: &CStr, flags: c_int) -> Result<Stat, c_int> {
@@ -312,4 +333,70 @@ pub fn set_xattr(path: &CStr, name: &CStr, value: &[u8], no_follow: bool, flags:
         }
     })
     .map(|_| ())
+}
+
+// --- writing (restore of regular files) ---------------------------------------------------
+
+/// Close and report the error (EIO, ENOSPC, EDQUOT on NFS or quota-limited file systems).
+/// Never retried: Linux releases the descriptor even when close fails.
+pub fn close_fd(fd: Fd) -> Result<(), c_int> {
+    let raw = fd.0;
+    std::mem::forget(fd);
+    if unsafe { close(raw) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Write all of `buf` at the current offset, looping on short writes.
+pub fn write_all(fd: &Fd, buf: &[u8]) -> Result<(), c_int> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = retry!(unsafe { write(fd.0, buf[done..].as_ptr() as *const c_void, buf.len() - done) })?;
+        if n == 0 {
+            return Err(EIO);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Write all of `buf` at file offset `off`, looping on short writes.
+pub fn pwrite_all(fd: &Fd, buf: &[u8], off: u64) -> Result<(), c_int> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = (off + done as u64) as i64;
+        let n = retry!(unsafe { pwrite(fd.0, buf[done..].as_ptr() as *const c_void, buf.len() - done, at) })?;
+        if n == 0 {
+            return Err(EIO);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+pub fn ftruncate_fd(fd: &Fd, len: u64) -> Result<(), c_int> {
+    retry!(unsafe { ftruncate(fd.0, len as i64) }).map(|_| ())
+}
+
+pub fn fchown_fd(fd: &Fd, uid: u32, gid: u32) -> Result<(), c_int> {
+    retry!(unsafe { fchown(fd.0, uid, gid) }).map(|_| ())
+}
+
+pub fn fchmod_fd(fd: &Fd, mode: u32) -> Result<(), c_int> {
+    retry!(unsafe { fchmod(fd.0, mode) }).map(|_| ())
+}
+
+pub fn futimens_fd(fd: &Fd, times: &[Timespec; 2]) -> Result<(), c_int> {
+    retry!(unsafe { futimens(fd.0, times.as_ptr()) }).map(|_| ())
+}
+
+/// `unlink(2)` of a non-directory (a symlink itself, never its target).
+pub fn unlink(path: &CStr) -> Result<(), c_int> {
+    retry!(unsafe { unlinkat(AT_FDCWD, path.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Flush the whole file system that `fd` lives on (`syncfs(2)`).
+pub fn syncfs_fd(fd: &Fd) -> Result<(), c_int> {
+    retry!(unsafe { syncfs(fd.0) }).map(|_| ())
 }

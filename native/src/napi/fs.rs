@@ -7,10 +7,13 @@
 //! * Async work never touches N-API on the pool thread: inputs are copied to Rust values
 //!   first; the only JS memory written from the pool is the output Buffer of readFilesExact,
 //!   created here, pinned by a reference and not visible to JS until the promise settles.
+//!   writeFilesBatch reads (never writes) the caller's data Buffer in place, pinned the same
+//!   way (no copy); the caller must not change it until the promise settles.
 use super::rt::*;
 use super::sys::*;
 use crate::fs::dir::{self, MetaOpts};
 use crate::fs::error::FsError;
+use crate::fs::write::{self, WriteOpts, WriteSpec};
 use crate::fs::{c_path, read, restore};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
@@ -31,6 +34,8 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsListXattrs\0", list_xattrs),
         method(b"fsSetFlags\0", set_flags),
         method(b"fsSetProjid\0", set_projid),
+        method(b"fsWriteFilesBatch\0", write_files_batch),
+        method(b"fsSyncfs\0", syncfs),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
@@ -485,5 +490,121 @@ unsafe extern "C" fn set_projid(env: napi_env, info: napi_callback_info) -> napi
         let path = path_arg(env, p, "path")?;
         let projid = u32_arg(env, id, "projid")?;
         bool_val(env, sys_call(env, restore::set_projid(&path, projid))?)
+    })
+}
+
+// --- writeFilesBatch / syncfs ------------------------------------------------------------
+
+/// Numbers per file in writeFilesBatch's `nums` (f64, native endianness), in this order.
+const WRITE_NUMS: [&str; 7] = ["offset", "size", "mode", "uid", "gid", "mtimeSec", "mtimeNsec"];
+
+type WriteResult = (Vec<i32>, Vec<(usize, FsError)>);
+
+unsafe fn write_js(env: napi_env, r: WriteResult, _kept: napi_value) -> NResult<napi_value> {
+    let (status, errors) = r;
+    let o = object(env)?;
+    let mut mem: *mut c_void = null_mut();
+    let mut ab = null_mut();
+    napi!(env, napi_create_arraybuffer(env, status.len() * 4, &mut mem, &mut ab))?;
+    if !status.is_empty() {
+        std::ptr::copy_nonoverlapping(status.as_ptr(), mem as *mut i32, status.len());
+    }
+    let mut ta = null_mut();
+    napi!(env, napi_create_typedarray(env, NAPI_INT32_ARRAY, status.len(), ab, 0, &mut ta))?;
+    set(env, o, b"status\0", ta)?;
+    let arr = array(env, errors.len())?;
+    for (k, (index, e)) in errors.iter().enumerate() {
+        let x = object(env)?;
+        set(env, x, b"index\0", f64_val(env, *index as f64)?)?;
+        set(env, x, b"code\0", str_val(env, &e.code())?)?;
+        let mut errno = null_mut();
+        napi!(env, napi_create_int32(env, -e.errno, &mut errno))?;
+        set(env, x, b"errno\0", errno)?;
+        set(env, x, b"syscall\0", str_val(env, e.syscall)?)?;
+        set(env, x, b"message\0", str_val(env, &e.message())?)?;
+        push(env, arr, k as u32, x)?;
+    }
+    set(env, o, b"errors\0", arr)?;
+    Ok(o)
+}
+
+/// `files[i].<field>` from the packed numbers: an integer in `lo..=hi`.
+unsafe fn packed_int(env: napi_env, x: f64, i: usize, field: usize, lo: f64, hi: f64) -> NResult<f64> {
+    if !(x.fract() == 0.0 && x >= lo && x <= hi) {
+        return Err(type_error(env, &format!("files[{}].{} must be an integer in {}..={}, got {}", i, WRITE_NUMS[field], lo, hi, x)));
+    }
+    Ok(x)
+}
+
+/// fsWriteFilesBatch(paths, nums, data, {chown, overwrite, sparse}) -> Promise<{status, errors}>
+/// `nums` holds WRITE_NUMS.len() f64s per file as bytes (a Uint8Array view of a Float64Array).
+unsafe extern "C" fn write_files_batch(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([ps, ns, d, o], _, _) = args::<4>(env, info)?;
+        let pv = array_items(env, ps, "paths")?;
+        let nums_bytes = match type_of(env, ns)? {
+            NAPI_OBJECT_T => bytes(env, ns).map_err(|_| type_error(env, "nums must be a Uint8Array"))?,
+            _ => return Err(type_error(env, "nums must be a Uint8Array")),
+        };
+        let per = WRITE_NUMS.len() * 8;
+        if nums_bytes.len() != pv.len() * per {
+            return Err(type_error(env, &format!("nums has {} bytes, expected {} for {} files", nums_bytes.len(), pv.len() * per, pv.len())));
+        }
+        if type_of(env, d)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "data must be a Buffer"));
+        }
+        let data = bytes(env, d).map_err(|_| type_error(env, "data must be a Buffer"))?;
+        if type_of(env, o)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "options must be an object"));
+        }
+        let get = |name: &'static [u8], what: &str| -> NResult<bool> {
+            let mut x = null_mut();
+            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
+            flag_arg(env, x, what)
+        };
+        let opts = WriteOpts {
+            chown: get(b"chown\0", "options.chown")?,
+            overwrite: get(b"overwrite\0", "options.overwrite")?,
+            sparse: get(b"sparse\0", "options.sparse")?,
+        };
+        const SAFE: f64 = 9007199254740991.0;
+        let mut specs = Vec::with_capacity(pv.len());
+        for (i, (&p, rec)) in pv.iter().zip(nums_bytes.chunks_exact(per)).enumerate() {
+            let path = path_arg(env, p, &format!("files[{}].path", i))?;
+            let mut n = [0f64; 7];
+            for (k, b) in rec.chunks_exact(8).enumerate() {
+                n[k] = f64::from_ne_bytes(b.try_into().unwrap_or_default());
+            }
+            let offset = packed_int(env, n[0], i, 0, 0.0, SAFE)? as usize;
+            let size = packed_int(env, n[1], i, 1, 0.0, SAFE)? as usize;
+            if offset.checked_add(size).map_or(true, |end| end > data.len()) {
+                return Err(type_error(env, &format!("files[{}]: bytes {}+{} lie outside the {}-byte data", i, offset, size, data.len())));
+            }
+            specs.push(WriteSpec {
+                path,
+                offset,
+                size,
+                mode: packed_int(env, n[2], i, 2, 0.0, u32::MAX as f64)? as u32,
+                uid: packed_int(env, n[3], i, 3, 0.0, u32::MAX as f64)? as u32,
+                gid: packed_int(env, n[4], i, 4, 0.0, u32::MAX as f64)? as u32,
+                mtime: (packed_int(env, n[5], i, 5, -SAFE, SAFE)? as i64, packed_int(env, n[6], i, 6, 0.0, 999_999_999.0)? as i64),
+            });
+        }
+        // Read in place on the pool: `d` stays pinned by a reference until the job completes.
+        let pinned = SendSlice(data.as_ptr(), data.len());
+        spawn(env, "pxb.fs.writeFilesBatch", Some(d), move || Ok(write::write_files_batch(&specs, pinned.get(), opts)), write_js)
+    })
+}
+
+unsafe fn undefined_js(env: napi_env, _r: (), _kept: napi_value) -> NResult<napi_value> {
+    undefined(env)
+}
+
+/// fsSyncfs(path) -> Promise<void>
+unsafe extern "C" fn syncfs(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p], _, _) = args::<1>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        spawn(env, "pxb.fs.syncfs", None, move || write::syncfs(&path).map_err(Fail::Fs), undefined_js)
     })
 }

@@ -65,19 +65,32 @@ export function writeU64(buf: Buffer, v: number, off: number): void {
  * ≥ 16, known type, content ≤ the type's maximum.
  */
 export function parseHeader(buf: Buffer, off: number, pos: number, what: string): ItemHeader {
-  const htype = buf.readBigUInt64LE(off);
+  const tlo = buf.readUInt32LE(off);
+  const known = TYPE_BY_LO.get(tlo);
+  // Fast path: every item type has a distinct low word, so no BigInt is built per header.
+  const htype = known !== undefined && known.hi === buf.readUInt32LE(off + 4) ? known.htype : buf.readBigUInt64LE(off);
   const lo = buf.readUInt32LE(off + 8);
   const hi = buf.readUInt32LE(off + 12);
-  if (!ITEM_NAMES.has(htype)) throw formatError(what, pos, `${itemName(htype)}`);
+  if (known === undefined || known.htype !== htype) {
+    if (!ITEM_NAMES.has(htype)) throw formatError(what, pos, `${itemName(htype)}`);
+  }
   if (hi >= 0x200000) throw formatError(what, pos, `${itemName(htype)} with impossible size ${buf.readBigUInt64LE(off + 8)}`);
   const full = hi * TWO32 + lo;
   if (full < HEADER_SIZE) throw formatError(what, pos, `${itemName(htype)} with size ${full} < 16`);
   const contentSize = full - HEADER_SIZE;
-  const max = maxContentSize(htype);
+  const max = known !== undefined && known.htype === htype ? known.max : maxContentSize(htype);
   if (max !== undefined && contentSize > max) {
     throw formatError(what, pos, `${itemName(htype)} content of ${contentSize} bytes exceeds the limit of ${max}`);
   }
   return { htype, contentSize, pos };
+}
+
+/** Item types by the low 32 bits of their constant (all distinct). */
+const TYPE_BY_LO = new Map<number, { htype: bigint; hi: number; max: number | undefined }>();
+for (const t of ITEM_NAMES.keys()) {
+  const lo = Number(t & 0xffffffffn);
+  if (TYPE_BY_LO.has(lo)) throw new Error('pxar: item type constants share a low word');
+  TYPE_BY_LO.set(lo, { htype: t, hi: Number(t >> 32n), max: maxContentSize(t) });
 }
 
 /** Validate a FILENAME content (name + NUL) and return the name. */
