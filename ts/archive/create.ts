@@ -80,6 +80,8 @@ export interface CreateArchiveOptions {
   signal?: AbortSignal;
   onWarning?: (message: string) => void;
   onProgress?: (p: ArchiveProgress) => void;
+  /** Minimum milliseconds between progress events (default 200; 0 = before every entry). */
+  progressIntervalMs?: number;
 }
 
 export interface ArchiveProgress {
@@ -457,7 +459,7 @@ class Archiver {
   private progress(rel: Buffer): void {
     if (!this.opts.onProgress) return;
     const t = performance.now();
-    if (t - this.lastProgress < 200) return;
+    if (t - this.lastProgress < (this.opts.progressIntervalMs ?? 200)) return;
     this.lastProgress = t;
     this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: rel.toString() });
   }
@@ -595,7 +597,9 @@ class Archiver {
     }
     this.prefetch.drop([...kids.values()].filter((n) => !wanted.has(n)));
 
-    const reader = new BatchReader(this, absDir, list, keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && !(list.nlink(i) > 1 && this.hardlinks.has(`${list.dev(i)}:${list.ino(i)}`))));
+    // Read ahead only files that will certainly be encoded with data: not reusable, and not
+    // hardlinked (another name may be encoded first; those are read when they are reached).
+    const reader = new BatchReader(this, absDir, list, keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1));
 
     for (const i of keep) {
       this.checkAbort();
@@ -631,7 +635,7 @@ class Archiver {
           }
           await this.flush(false);
         }
-        await this.encodeFile(name, meta, size, abs, relName, key, () => reader.get(i));
+        await this.encodeFile(name, meta, size, abs, relName, key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
         this.opts.catalog?.addFile(name, size, meta.mtime.secs);
         await this.drainIfFull();
         continue;
@@ -849,7 +853,18 @@ class Archiver {
     cache.enabled = false;
     cache.rangeStart = cache.rangeEnd;
     // Files to re-read (no reuse): read small ones in batches, in order.
-    const reread = base === null ? entries.filter((e): e is Extract<Cached, { kind: 'file' }> => e.kind === 'file' && !(e.key && this.hardlinks.has(e.key))) : [];
+    const seen = new Set<string>();
+    const reread =
+      base === null
+        ? entries.filter((e): e is Extract<Cached, { kind: 'file' }> => {
+            if (e.kind !== 'file') return false;
+            if (!e.key) return true;
+            // a later name of an inode becomes a HARDLINK: read each inode once
+            if (this.hardlinks.has(e.key) || seen.has(e.key)) return false;
+            seen.add(e.key);
+            return true;
+          })
+        : [];
     const batch = reread.length ? new PathBatchReader(this, reread) : null;
     for (const e of entries) {
       switch (e.kind) {
@@ -896,6 +911,12 @@ class Archiver {
       this.stats.injectedChunks += group.length;
       this.stats.injectedBytes += size;
     }
+  }
+
+  /** A small file not read ahead (hardlinked): read now; null for a large one (streamed). */
+  async readOne(abs: Buffer, size: number): Promise<FileData | null> {
+    if (size === 0 || size > SMALL_FILE) return null;
+    return (await this.readBatch([{ index: 0, path: abs, size }])).get(0) ?? null;
   }
 
   /** Batched native read of small files (used by BatchReader/PathBatchReader). */

@@ -10,6 +10,7 @@ import { registerBenchmark } from './commands/benchmark.js';
 import { registerBackup } from './commands/backup.js';
 import { registerRestore } from './commands/restore.js';
 import { registerList } from './commands/list.js';
+import { registerMaintenance, registerSnapshotMaintenance } from './commands/maintenance.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -29,6 +30,9 @@ export function buildProgram(ctx: CliContext): Command {
   registerBackup(program, ctx);
   registerRestore(program, ctx);
   registerList(program, ctx);
+  registerMaintenance(program, ctx);
+  const snapshot = program.commands.find((c) => c.name() === 'snapshot');
+  if (snapshot) registerSnapshotMaintenance(snapshot, ctx);
   registerBenchmark(program, ctx);
   return program;
 }

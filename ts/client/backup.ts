@@ -61,6 +61,10 @@ export interface CreateBackupOptions {
   signal?: AbortSignal;
   onWarning?: (message: string) => void;
   onProgress?: (p: { archive: string; entries: number; bytesRead: number; path: string }) => void;
+  /** Minimum milliseconds between progress events (default 200; 0 = before every entry). */
+  progressIntervalMs?: number;
+  /** Metadata mode: lookahead cache capacity in entries (default 8192). */
+  lookaheadCapacity?: number;
   onNotice?: (message: string) => void;
 }
 
@@ -158,6 +162,8 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         signal: opts.signal,
         onWarning: opts.onWarning,
         onProgress: opts.onProgress,
+        progressIntervalMs: opts.progressIntervalMs,
+        lookaheadCapacity: opts.lookaheadCapacity,
       });
       for (const f of r.files) {
         if (writer) await writer.addIndex(f.filename, f.data, { csum: f.csum, size: f.size });

@@ -99,13 +99,15 @@ export class ChunkStore {
         if ((await this.backend.put(key, blob, { ifAbsent: true })).created) return { isDuplicate: false, encodedSize: blob.length };
         continue;
       }
+      // The touch also proves the chunk is still there: GC or verify may have moved it away
+      // since the stat, and then it must be written again.
       if (st.size === blob.length) {
-        await this.backend.touch(key);
-        return { isDuplicate: true, encodedSize: st.size };
+        if (await this.backend.touch(key)) return { isDuplicate: true, encodedSize: st.size };
+        continue;
       }
       if (st.size !== 0 && !(await this.shouldReplace(hex, key, kind, st.size, blob.length))) {
-        await this.backend.touch(key);
-        return { isDuplicate: true, encodedSize: st.size };
+        if (await this.backend.touch(key)) return { isDuplicate: true, encodedSize: st.size };
+        continue;
       }
       await this.backend.put(key, blob);
       return { isDuplicate: false, encodedSize: blob.length };

@@ -8,7 +8,8 @@
  *                                     finished iff `index.json.blob` exists
  *   <root>/.locks/…                   pxb lock files (hidden, so PBS GC and listings skip them):
  *                                     `<group path>.lock` (one writer per group; also taken by
- *                                     removeSnapshot) and `<snapshot path>.manifest.lock`.
+ *                                     removeSnapshot/removeGroup) and `<snapshot path>.manifest.lock`.
+ *   <root>/.gc-status                 JSON status of the last garbage collection (gc.ts)
  *
  * Invariants:
  *  - Every path is built from validated BackupNamespace/BackupGroup/BackupDir/archive names,
@@ -19,7 +20,7 @@
  *  - The datastore must not be written by a running PBS server at the same time (PBS locks
  *    live under /run/proxmox-backup and are not seen here).
  */
-import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import type { Dirent } from 'node:fs';
 import path from 'node:path';
 import { isNotFound } from '../backend/backend.js';
@@ -32,7 +33,7 @@ import { BackupDir } from './backup-dir.js';
 import { BackupGroup } from './backup-group.js';
 import { BackupWriter } from './backup-writer.js';
 import { CHUNK_DIR, ChunkStore } from './chunk-store.js';
-import { LockFile } from './lock.js';
+import { LockFile, inspectLock, type LockHolder } from './lock.js';
 import { BackupNamespace, MAX_NAMESPACE_DEPTH } from './namespace.js';
 import {
   BACKUP_ID_RE,
@@ -68,6 +69,20 @@ export interface SnapshotInfo {
   files: string[];
 }
 
+export interface GroupRemoval {
+  removedSnapshots: number;
+  /** Protected snapshots left in place (the group then stays too). */
+  protectedSnapshots: number;
+  groupRemoved: boolean;
+}
+
+export interface NamespaceRemoval {
+  removedGroups: number;
+  removedSnapshots: number;
+  /** Namespaces removed, deepest first. */
+  removedNamespaces: BackupNamespace[];
+}
+
 export interface BeginBackupOptions {
   /** Auth id recorded as the owner of a new group and checked against an existing one. */
   owner: string;
@@ -93,6 +108,15 @@ async function isDirectory(p: string): Promise<boolean> {
   } catch (e) {
     if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false;
     throw e;
+  }
+}
+
+/** rmdir that ignores a missing or non-empty directory. */
+async function rmdirIfEmpty(p: string): Promise<void> {
+  try {
+    await rmdir(p);
+  } catch (e) {
+    if (!['ENOENT', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR'].includes(errno(e) ?? '')) throw e;
   }
 }
 
@@ -379,11 +403,118 @@ export class DataStore {
     try {
       await this.requireDir(this.snapshotPath(dir), `snapshot ${dir}`);
       if (!options.force && (await this.isProtected(dir))) throw new Error(`snapshot ${dir} is protected`);
-      await this.backend.delete(`${dir.path}/${MANIFEST_BLOB_NAME}`);
-      await rm(this.snapshotPath(dir), { recursive: true, force: true });
+      await this.removeSnapshotLocked(dir);
     } finally {
       await lock.release();
     }
+  }
+
+  private async removeSnapshotLocked(dir: BackupDir): Promise<void> {
+    await this.backend.delete(`${dir.path}/${MANIFEST_BLOB_NAME}`);
+    await rm(this.snapshotPath(dir), { recursive: true, force: true });
+  }
+
+  /**
+   * Remove a backup group as PBS does: under the group lock (so never during a backup of it),
+   * every snapshot (finished or not) except protected ones; the group directory (owner,
+   * notes) goes only if no snapshot is left.
+   */
+  async removeGroup(group: BackupGroup): Promise<GroupRemoval> {
+    const lock = await LockFile.acquire(this.groupLockPath(group), `backup group ${group}`, 'group removal', this.fsync);
+    try {
+      await this.requireDir(this.groupPath(group), `backup group ${group}`);
+      const stats: GroupRemoval = { removedSnapshots: 0, protectedSnapshots: 0, groupRemoved: false };
+      for (const s of await this.listSnapshots(group, { includeUnfinished: true })) {
+        if (s.protected) {
+          stats.protectedSnapshots++;
+          continue;
+        }
+        await this.removeSnapshotLocked(s.dir);
+        stats.removedSnapshots++;
+      }
+      if (stats.protectedSnapshots === 0) {
+        await rm(this.groupPath(group), { recursive: true, force: true });
+        stats.groupRemoved = true;
+      }
+      return stats;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Remove namespace `ns` and its descendants (spec gc-prune-verify.md §4). Without
+   * `deleteGroups` it must hold no backup group; with it every group is removed first, but a
+   * protected snapshot anywhere below `ns` refuses the whole removal before anything is
+   * deleted. Directories are removed bottom-up with rmdir, so anything created concurrently
+   * (or a foreign file) makes the removal fail instead of being deleted.
+   */
+  async removeNamespace(ns: BackupNamespace, options: { deleteGroups?: boolean } = {}): Promise<NamespaceRemoval> {
+    if (ns.isRoot) throw new Error('the root namespace cannot be removed');
+    const all = await this.listNamespaces(ns);
+    const groups: BackupGroup[] = [];
+    for (const n of all) groups.push(...(await this.listGroups(n)));
+    if (groups.length && !options.deleteGroups) {
+      throw new Error(
+        `namespace ${ns} is not empty: it holds ${groups.length} backup group(s) (${groups.slice(0, 3).join(', ')}` +
+          `${groups.length > 3 ? ', …' : ''}); deleting them needs delete-groups`,
+      );
+    }
+    const protectedSnaps: BackupDir[] = [];
+    for (const g of groups) {
+      for (const s of await this.listSnapshots(g, { includeUnfinished: true })) if (s.protected) protectedSnaps.push(s.dir);
+    }
+    if (protectedSnaps.length) {
+      throw new Error(`namespace ${ns} holds protected snapshot(s) (${protectedSnaps.slice(0, 3).join(', ')}); unprotect them first`);
+    }
+    const out: NamespaceRemoval = { removedGroups: 0, removedSnapshots: 0, removedNamespaces: [] };
+    for (const g of groups) {
+      const r = await this.removeGroup(g);
+      out.removedSnapshots += r.removedSnapshots;
+      if (r.groupRemoved) out.removedGroups++;
+    }
+    for (const n of [...all].sort((a, b) => b.depth - a.depth)) {
+      const dir = this.namespacePath(n);
+      for (const sub of [...BACKUP_TYPES, 'ns']) await rmdirIfEmpty(path.join(dir, sub));
+      try {
+        await rmdir(dir);
+        out.removedNamespaces.push(n);
+      } catch (e) {
+        if (errno(e) === 'ENOENT') continue;
+        if (errno(e) === 'ENOTEMPTY' || errno(e) === 'EEXIST') {
+          throw new Error(`namespace ${n} could not be removed: ${dir} is not empty (created concurrently, or foreign files)`);
+        }
+        throw e;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Live holders of the pxb group locks (running backups, snapshot/group removals), oldest
+   * first. Stale locks of dead processes are skipped; the garbage collector derives its
+   * "oldest writer" from this list.
+   */
+  async activeGroupLocks(): Promise<LockHolder[]> {
+    const out: LockHolder[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await readDirEntries(dir)) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) await walk(p);
+        else if (e.isFile() && e.name.endsWith('.lock') && !e.name.endsWith('.manifest.lock') && p !== this.gcLockPath) {
+          const seen = await inspectLock(p);
+          // An unreadable lock cannot be dated: count it as held since the epoch (keeps everything).
+          if (seen?.alive) out.push(seen.holder ?? { pid: 0, host: '?', start: null, since: 0, nonce: '', purpose: 'unknown' });
+        }
+      }
+    };
+    await walk(path.join(this.path, LOCKS_DIR));
+    return out.sort((a, b) => a.since - b.since);
+  }
+
+  /** Lock file that serializes garbage collection runs. */
+  get gcLockPath(): string {
+    return path.join(this.path, LOCKS_DIR, 'gc.lock');
   }
 
   // ---- backup ------------------------------------------------------------------------------

@@ -182,3 +182,15 @@ async function takeOverStale(lockPath: string, stale: Buffer, nonce: string): Pr
   }
   await rm(aside, { force: true });
 }
+
+/**
+ * The holder of the lock file at `lockPath` and whether it is still alive (same rules as
+ * acquisition: holders on other hosts count as alive), or null if there is no such lock.
+ * An unreadable lock file yields `holder: null, alive: true` (it cannot be judged stale).
+ */
+export async function inspectLock(lockPath: string): Promise<{ holder: LockHolder | null; alive: boolean } | null> {
+  const seen = await readIfExists(lockPath);
+  if (!seen) return null;
+  const holder = parseHolder(seen);
+  return { holder, alive: holder === null || (await holderAlive(holder)) };
+}

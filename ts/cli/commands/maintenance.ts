@@ -1,0 +1,331 @@
+/**
+ * Datastore maintenance commands: `pxb prune`, `pxb garbage-collect`, `pxb verify`,
+ * `pxb namespace create|list|delete`, and the snapshot subcommands `forget`,
+ * `protected show|update`, `notes show|update` (registered on the `snapshot` command object
+ * by `registerSnapshotMaintenance`). JSON output uses PBS's API field names.
+ */
+import type { Command } from 'commander';
+import { resolveSnapshot } from '../../client/restore.js';
+import { BackupDir } from '../../datastore/backup-dir.js';
+import { BackupGroup } from '../../datastore/backup-group.js';
+import type { DataStore } from '../../datastore/datastore.js';
+import { garbageCollect, gcStatusToJSON, type GcResult } from '../../datastore/gc.js';
+import { BackupNamespace, MAX_NAMESPACE_DEPTH } from '../../datastore/namespace.js';
+import { KEEP_OPTIONS, prune, type KeepOptions, type PruneResult } from '../../datastore/prune.js';
+import { verify, type VerifyResult, type VerifyTarget } from '../../datastore/verify.js';
+import { formatBytes, printJSON, ProgressLine, table, UsageError, type OutputFormat } from '../output.js';
+import { outputFormatOption, type CliContext } from '../main.js';
+import { openRepository } from '../repository.js';
+
+const nsOf = (o: { ns?: string }) => (o.ns ? BackupNamespace.parse(o.ns) : BackupNamespace.root);
+
+function intOption(v: string | undefined, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`${name} must be an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? '…' : max}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function parseBool(v: string): boolean {
+  const s = v.toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(s)) return true;
+  if (['false', '0', 'no', 'off'].includes(s)) return false;
+  throw new UsageError(`expected true or false, got ${JSON.stringify(v)}`);
+}
+
+/** PBS snapshot/group reference fields (`ns` only outside the root namespace). */
+function snapshotFields(dir: BackupDir): Record<string, unknown> {
+  const g = dir.group;
+  return { ...(g.ns.isRoot ? {} : { ns: g.ns.name }), 'backup-type': g.type, 'backup-id': g.id, 'backup-time': dir.time };
+}
+
+/** An existing snapshot given exactly as `<type>/<id>/<time>` (finished or not). */
+async function exactSnapshot(ds: DataStore, spec: string, ns: BackupNamespace): Promise<BackupDir> {
+  let dir: BackupDir;
+  try {
+    dir = BackupDir.parse(spec, ns);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const snaps = await ds.listSnapshots(dir.group, { includeUnfinished: true });
+  if (!snaps.some((s) => s.dir.equals(dir))) throw new Error(`snapshot ${dir} does not exist`);
+  return dir;
+}
+
+function repoOptions(cmd: Command, withNs = true): Command {
+  cmd.option('--repository <repo>', 'datastore path (default: $PBS_REPOSITORY or ~/.local/share/pxb/datastore)');
+  if (withNs) cmd.option('--ns <namespace>', 'namespace (a/b/c)');
+  return cmd.addOption(outputFormatOption());
+}
+
+// ---- prune ------------------------------------------------------------------------------
+
+function printPrune(format: OutputFormat, r: PruneResult): void {
+  if (format !== 'text') {
+    printJSON(format, r.entries.map((e) => ({ ...snapshotFields(e.dir), keep: e.keep, protected: e.protected })));
+    return;
+  }
+  if (r.keepAll) process.stdout.write('no keep options given: keeping everything\n');
+  process.stdout.write(
+    table(
+      ['snapshot', 'action', 'reason'],
+      r.entries.map((e) => [
+        `${e.dir.group.type}/${e.dir.group.id}/${e.dir.timeString}`,
+        e.error ? 'remove failed' : e.keep ? e.mark : r.dryRun ? 'remove (dry run)' : 'removed',
+        e.error ?? e.reason,
+      ]),
+    ),
+  );
+}
+
+// ---- garbage collection -------------------------------------------------------------------
+
+function printGc(format: OutputFormat, r: GcResult): void {
+  const s = r.status;
+  if (format !== 'text') {
+    printJSON(format, gcStatusToJSON(s));
+    return;
+  }
+  const lines = [`Removed garbage: ${formatBytes(s.removedBytes)}`, `Removed chunks: ${s.removedChunks}`];
+  if (s.removedBad) lines.push(`Removed bad chunks: ${s.removedBad}`);
+  if (s.stillBad) lines.push(`Leftover bad chunks: ${s.stillBad}`);
+  if (s.pendingBytes) lines.push(`Pending removals: ${formatBytes(s.pendingBytes)} (in ${s.pendingChunks} chunks)`);
+  lines.push(`Original data usage: ${formatBytes(s.indexDataBytes)}`);
+  if (s.indexDataBytes > 0) {
+    lines.push(`On-Disk usage: ${formatBytes(s.diskBytes)} (${((s.diskBytes * 100) / s.indexDataBytes).toFixed(2)}%)`);
+  } else {
+    lines.push(`On-Disk usage: ${formatBytes(s.diskBytes)}`);
+  }
+  lines.push(`On-Disk chunks: ${s.diskChunks}`);
+  if (s.diskBytes > 0) lines.push(`Deduplication factor: ${(s.indexDataBytes / s.diskBytes).toFixed(2)}`);
+  if (s.diskChunks > 0) lines.push(`Average chunk size: ${formatBytes(Math.round(s.diskBytes / s.diskChunks))}`);
+  if (r.missingChunks) lines.push(`Missing chunks (referenced, not on disk): ${r.missingChunks}`);
+  lines.push(`Duration: ${r.seconds.toFixed(2)} s`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+// ---- verify ------------------------------------------------------------------------------
+
+function printVerify(format: OutputFormat, r: VerifyResult): void {
+  if (format !== 'text') {
+    printJSON(format, {
+      upid: r.upid,
+      snapshots: r.snapshots.map((s) => ({ ...snapshotFields(s.dir), state: s.state, errors: s.errors })),
+      failed: r.failed,
+      'verified-chunks': r.verifiedChunks,
+      'corrupt-chunks': r.corruptChunks,
+      'renamed-chunks': r.renamedChunks,
+      'read-bytes': r.readBytes,
+      'decoded-bytes': r.decodedBytes,
+    });
+    return;
+  }
+  process.stdout.write(table(['snapshot', 'state'], r.snapshots.map((s) => [s.dir.toString(), s.state])));
+  for (const s of r.snapshots) for (const e of s.errors) process.stdout.write(`${s.dir}: ${e}\n`);
+  process.stdout.write(
+    `verified ${r.verifiedChunks} chunks (${formatBytes(r.readBytes)} read, ${formatBytes(r.decodedBytes)} decoded), ` +
+      `${r.corruptChunks} corrupt or missing, in ${r.seconds.toFixed(2)} s\n`,
+  );
+}
+
+export function registerMaintenance(program: Command, ctx: CliContext): void {
+  const pruneCmd = program
+    .command('prune')
+    .description('remove snapshots of a backup group according to keep options (PBS selection)')
+    .argument('<group>', '<type>/<id>');
+  for (const k of KEEP_OPTIONS) pruneCmd.option(`--keep-${k} <N>`, `keep the newest snapshot of the last N ${k === 'last' ? 'snapshots' : `${k} periods`}`);
+  pruneCmd.option('--dry-run', 'only show what would be removed');
+  repoOptions(pruneCmd).action(async (groupSpec: string, o) => {
+    const format = o.outputFormat as OutputFormat;
+    let group: BackupGroup;
+    try {
+      group = BackupGroup.parse(groupSpec, nsOf(o));
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const keep: KeepOptions = {};
+    for (const k of KEEP_OPTIONS) {
+      const camel = `keep${k[0].toUpperCase()}${k.slice(1)}`;
+      const v = intOption(o[camel] as string | undefined, `--keep-${k}`, 1);
+      if (v !== undefined) keep[k] = v;
+    }
+    const ds = await openRepository(o.repository, ctx.env, false);
+    const r = await prune(ds, group, keep, { dryRun: !!o.dryRun });
+    printPrune(format, r);
+    const failed = r.entries.filter((e) => e.error);
+    if (failed.length) throw new Error(`${failed.length} snapshot(s) could not be removed: ${failed[0].error}`);
+  });
+
+  repoOptions(
+    program
+      .command('garbage-collect')
+      .description('remove chunks no snapshot references any more (mark and sweep by atime)')
+      .option('--gc-atime-cutoff <minutes>', 'keep unreferenced chunks used within this many minutes (1..2880, default 1445)'),
+    false,
+  ).action(async (o) => {
+    const format = o.outputFormat as OutputFormat;
+    const minutes = intOption(o.gcAtimeCutoff as string | undefined, '--gc-atime-cutoff', 1, 2880);
+    const ds = await openRepository(o.repository, ctx.env, false);
+    const progress = ProgressLine.forStderr(format);
+    const r = await garbageCollect(ds, {
+      cutoffSeconds: minutes === undefined ? undefined : minutes * 60,
+      signal: ctx.signal,
+      onProgress: (p) => progress.update(`${p.phase === 'mark' ? 'marking' : 'sweeping'}: ${p.done}/${p.total}`),
+      onWarning: (m) => {
+        progress.clear();
+        process.stderr.write(`warning: ${m}\n`);
+      },
+    });
+    progress.clear();
+    printGc(format, r);
+  });
+
+  repoOptions(
+    program
+      .command('verify')
+      .description('re-read and check every chunk of a snapshot, a group, or all snapshots (--all)')
+      .argument('[target]', '<type>/<id> (group) or <type>/<id>/<time> (snapshot)')
+      .option('--all', 'verify every snapshot below --ns (default: the whole datastore)')
+      .option('--max-depth <n>', 'with --all: namespace levels below --ns to include')
+      .option('--ignore-verified', 'skip snapshots that were verified before')
+      .option('--outdated-after <days>', 'with --ignore-verified: re-verify after this many days'),
+  ).action(async (spec: string | undefined, o) => {
+    const format = o.outputFormat as OutputFormat;
+    const ns = nsOf(o);
+    if (spec && o.all) throw new UsageError('give either a snapshot/group or --all, not both');
+    if (!spec && !o.all) throw new UsageError('nothing to verify: give <type>/<id>[/<time>] or --all');
+    const ds = await openRepository(o.repository, ctx.env, false);
+    let target: VerifyTarget;
+    if (o.all) {
+      target = { all: true, ns, maxDepth: intOption(o.maxDepth as string | undefined, '--max-depth', 0, MAX_NAMESPACE_DEPTH) };
+    } else if (spec!.split('/').length === 2) {
+      try {
+        target = { group: BackupGroup.parse(spec!, ns) };
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    } else {
+      target = { snapshot: await exactSnapshot(ds, spec!, ns) };
+    }
+    const progress = ProgressLine.forStderr(format);
+    const r = await verify(ds, target, {
+      signal: ctx.signal,
+      ignoreVerified: !!o.ignoreVerified,
+      outdatedAfterDays: intOption(o.outdatedAfter as string | undefined, '--outdated-after', 0),
+      onProgress: (p) => progress.update(`verifying ${p.snapshot} (${p.done}/${p.total})`),
+    });
+    progress.clear();
+    printVerify(format, r);
+    if (r.failed) throw new Error(`verification failed for ${r.failed} snapshot(s)`);
+  });
+
+  const nsCmd = program.command('namespace').description('namespace management');
+  repoOptions(nsCmd.command('create').description('create a namespace (its parent must exist)').argument('<ns>', 'a/b/c'), false).action(
+    async (name: string, o) => {
+      const ns = parseNamespace(name);
+      if (ns.isRoot) throw new UsageError('the root namespace always exists');
+      const ds = await openRepository(o.repository, ctx.env, false);
+      if (!(await ds.createNamespace(ns))) throw new Error(`namespace ${ns} already exists`);
+      const format = o.outputFormat as OutputFormat;
+      if (format !== 'text') printJSON(format, { ns: ns.name });
+      else process.stdout.write(`created namespace ${ns}\n`);
+    },
+  );
+  repoOptions(
+    nsCmd
+      .command('list')
+      .description('list namespaces below --ns (default: all)')
+      .option('--max-depth <n>', 'levels below --ns to include'),
+  ).action(async (o) => {
+    const ds = await openRepository(o.repository, ctx.env, false);
+    const depth = intOption(o.maxDepth as string | undefined, '--max-depth', 0, MAX_NAMESPACE_DEPTH);
+    const list = await ds.listNamespaces(nsOf(o), depth);
+    const format = o.outputFormat as OutputFormat;
+    if (format !== 'text') printJSON(format, list.map((n) => ({ ns: n.name })));
+    else process.stdout.write(list.map((n) => `${n}\n`).join(''));
+  });
+  repoOptions(
+    nsCmd
+      .command('delete')
+      .description('delete a namespace and its children; with groups only with --delete-groups')
+      .argument('<ns>', 'a/b/c')
+      .option('--delete-groups', 'also delete every backup group (and snapshot) in it'),
+    false,
+  ).action(async (name: string, o) => {
+    const ns = parseNamespace(name);
+    if (ns.isRoot) throw new UsageError('the root namespace cannot be deleted');
+    const ds = await openRepository(o.repository, ctx.env, false);
+    if (!(await ds.namespaceExists(ns))) throw new Error(`namespace ${ns} does not exist`);
+    const r = await ds.removeNamespace(ns, { deleteGroups: !!o.deleteGroups });
+    const format = o.outputFormat as OutputFormat;
+    if (format !== 'text') {
+      printJSON(format, { 'removed-namespaces': r.removedNamespaces.map((n) => n.name), 'removed-groups': r.removedGroups, 'removed-snapshots': r.removedSnapshots });
+    } else {
+      process.stdout.write(`deleted namespace ${ns} (${r.removedNamespaces.length} namespace(s), ${r.removedGroups} group(s), ${r.removedSnapshots} snapshot(s))\n`);
+    }
+  });
+}
+
+function parseNamespace(name: string): BackupNamespace {
+  try {
+    return BackupNamespace.parse(name);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** `forget`, `protected show|update`, `notes show|update` under the `snapshot` command. */
+export function registerSnapshotMaintenance(snapshot: Command, ctx: CliContext): void {
+  repoOptions(snapshot.command('forget').description('remove a snapshot (not protected ones)').argument('<snapshot>', '<type>/<id>/<time>')).action(
+    async (spec: string, o) => {
+      const ds = await openRepository(o.repository, ctx.env, false);
+      const dir = await exactSnapshot(ds, spec, nsOf(o));
+      await ds.removeSnapshot(dir);
+      const format = o.outputFormat as OutputFormat;
+      if (format !== 'text') printJSON(format, snapshotFields(dir));
+      else process.stdout.write(`removed snapshot ${dir}\n`);
+    },
+  );
+
+  const prot = snapshot.command('protected').description('snapshot protection (protected snapshots are never pruned)');
+  repoOptions(prot.command('show').argument('<snapshot>', '<type>/<id>[/<time>]')).action(async (spec: string, o) => {
+    const ds = await openRepository(o.repository, ctx.env, false);
+    const dir = await resolveSnapshot(ds, spec, nsOf(o));
+    const on = await ds.isProtected(dir);
+    const format = o.outputFormat as OutputFormat;
+    if (format !== 'text') printJSON(format, { ...snapshotFields(dir), protected: on });
+    else process.stdout.write(`${on}\n`);
+  });
+  repoOptions(prot.command('update').argument('<snapshot>', '<type>/<id>/<time>').argument('<protected>', 'true or false')).action(
+    async (spec: string, value: string, o) => {
+      const on = parseBool(value);
+      const ds = await openRepository(o.repository, ctx.env, false);
+      const dir = await exactSnapshot(ds, spec, nsOf(o));
+      await ds.setProtected(dir, on);
+      const format = o.outputFormat as OutputFormat;
+      if (format !== 'text') printJSON(format, { ...snapshotFields(dir), protected: on });
+      else process.stdout.write(`snapshot ${dir} is ${on ? 'now' : 'no longer'} protected\n`);
+    },
+  );
+
+  const notes = snapshot.command('notes').description('snapshot notes (manifest unprotected.notes)');
+  repoOptions(notes.command('show').argument('<snapshot>', '<type>/<id>[/<time>]')).action(async (spec: string, o) => {
+    const ds = await openRepository(o.repository, ctx.env, false);
+    const dir = await resolveSnapshot(ds, spec, nsOf(o));
+    const text = (await ds.getSnapshotNotes(dir)) ?? '';
+    const format = o.outputFormat as OutputFormat;
+    if (format !== 'text') printJSON(format, text);
+    else process.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+  });
+  repoOptions(notes.command('update').argument('<snapshot>', '<type>/<id>/<time>').argument('<notes>', 'new notes text')).action(
+    async (spec: string, text: string, o) => {
+      const ds = await openRepository(o.repository, ctx.env, false);
+      const dir = await exactSnapshot(ds, spec, nsOf(o));
+      await ds.setSnapshotNotes(dir, text);
+      const format = o.outputFormat as OutputFormat;
+      if (format !== 'text') printJSON(format, { ...snapshotFields(dir), notes: text });
+    },
+  );
+}
