@@ -526,12 +526,17 @@ class Archiver {
     }
   }
 
-  /** Previous directory's children by name (metadata mode). */
-  private async prevListing(dir: PxarDirectory | null): Promise<Map<string, AccessorEntry> | null> {
+  /** Previous directory's children sorted by raw name (archive order, for a merge join). */
+  private async prevListing(dir: PxarDirectory | null): Promise<AccessorEntry[] | null> {
     if (!dir) return null;
-    const m = new Map<string, AccessorEntry>();
-    for (const e of await dir.list()) m.set(e.name.toString("latin1"), e);
-    return m;
+    const list = await dir.list({ paths: false });
+    for (let k = 1; k < list.length; k++) {
+      if (Buffer.compare(list[k - 1].name, list[k].name) >= 0) {
+        // not written in PBS order: sort (the lookup is by name, order is not part of the format)
+        return list.sort((a, b) => Buffer.compare(a.name, b.name));
+      }
+    }
+    return list;
   }
 
   /** change-detection.md §3: the reusable range of a file in the previous payload stream, or null. */
@@ -550,7 +555,7 @@ class Archiver {
       const r = await readFilesExact([joinAbs(absDir, PXAREXCLUDE)], [list.size(exIdx)]);
       if (r.status[0] >= 0) excl = excl.with(parsePatternFile(r.data.toString('utf8'), rel.toString()));
     }
-    let prev: Map<string, AccessorEntry> | null = null;
+    let prev: AccessorEntry[] | null = null;
     try {
       prev = await prevP;
     } catch (e) {
@@ -562,26 +567,32 @@ class Archiver {
     const keep: number[] = [];
     const metas: Metadata[] = [];
     const ranges: Array<[number, number] | null> = [];
+    const prevOf: Array<AccessorEntry | undefined> = [];
     const subdirs: number[] = [];
+    const hasPatterns = excl.patterns.length > 0;
+    let j = 0; // merge join: both listings are sorted by raw name
     for (let i = 0; i < list.length; i++) {
       const name = list.name(i);
-      const relName = joinRel(rel, name);
       if (list.status(i) !== 0) {
-        this.warn(`${relName.toString()}: vanished during backup (${errnoCode(list.status(i))}), skipped`);
+        this.warn(`${joinRel(rel, name).toString()}: vanished during backup (${errnoCode(list.status(i))}), skipped`);
         continue;
       }
       const type = list.mode(i) & S_IFMT;
-      if (excl.patterns.length && excl.excluded(relName.toString(), name.toString(), type === S_IFDIR)) continue;
+      if (hasPatterns && excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
       let meta: Metadata;
       try {
-        meta = entryMetadata(list, i, { xattrs: this.xattrs, describe: () => relName.toString() });
+        meta = entryMetadata(list, i, { xattrs: this.xattrs, describe: () => joinRel(rel, name).toString() });
       } catch (e) {
-        this.warn(`${relName.toString()}: ${(e as Error).message}, skipped`);
+        this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
         continue;
       }
       keep.push(i);
       metas[i] = meta;
-      ranges[i] = type === S_IFREG && prev ? this.reuseRange(prev.get(name.toString('latin1')), meta, list.size(i)) : null;
+      if (prev) {
+        while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
+        if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
+      }
+      ranges[i] = type === S_IFREG ? this.reuseRange(prevOf[i], meta, list.size(i)) : null;
       if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
     }
     // Subdirectory nodes of the prefetch walk; the ones not descended into are dropped.
@@ -664,7 +675,7 @@ class Archiver {
         this.opts.catalog?.startDirectory(name);
         if (sub && item) {
           let prevSub: PxarDirectory | null = null;
-          const pe = prev?.get(name.toString('latin1'));
+          const pe = prevOf[i];
           if (pe && pe.kind === 'directory' && this.previous) {
             prevSub = await this.previous.accessor.openDirectory(pe).catch((e: Error) => {
               this.warn(`${relName.toString()}: cannot open the previous snapshot's directory (${e.message})`);

@@ -11,6 +11,7 @@ import { registerBackup } from './commands/backup.js';
 import { registerRestore } from './commands/restore.js';
 import { registerList } from './commands/list.js';
 import { registerMaintenance, registerSnapshotMaintenance } from './commands/maintenance.js';
+import { registerServe, registerToken } from './commands/serve.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -33,6 +34,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerMaintenance(program, ctx);
   const snapshot = program.commands.find((c) => c.name() === 'snapshot');
   if (snapshot) registerSnapshotMaintenance(snapshot, ctx);
+  registerServe(program, ctx);
+  registerToken(program, ctx);
   registerBenchmark(program, ctx);
   return program;
 }

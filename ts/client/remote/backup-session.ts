@@ -161,17 +161,37 @@ export class BackupSession {
     return v;
   }
 
-  /** Upload one chunk (not bounded: see `IndexUploader` for pipelining). */
-  async uploadChunk(kind: IndexKind, wid: number, chunk: ChunkData): Promise<void> {
-    const digest = hexOf(chunk.digest);
-    const path = sessionPath(`/${kind}_chunk`, { wid, digest, size: chunk.size, 'encoded-size': chunk.blob.length });
-    const echoed = await this.conn.json('POST', path, { body: chunk.blob, contentType: 'application/octet-stream' });
+  /**
+   * Upload one chunk; resolves when the server acknowledged it. Several may be in flight: the
+   * call waits while `maxUploads` chunks or `maxUploadBytes` bytes are on the way.
+   */
+  async uploadChunk(wid: number, chunk: ChunkData, kind: IndexKind = 'dynamic'): Promise<void> {
+    const release = await this.uploadSlot(chunk.blob.length);
+    try {
+      await this.sendChunk(kind, wid, hexOf(chunk.digest), chunk.size, chunk.blob);
+    } finally {
+      release();
+    }
+  }
+
+  private async uploadSlot(bytes: number): Promise<() => void> {
+    const releaseCount = await this.uploadCount.acquire();
+    const releaseBytes = await this.uploadBytes.acquire(bytes);
+    return () => {
+      releaseBytes();
+      releaseCount();
+    };
+  }
+
+  private async sendChunk(kind: IndexKind, wid: number, digest: string, size: number, blob: Uint8Array): Promise<void> {
+    const path = sessionPath(`/${kind}_chunk`, { wid, digest, size, 'encoded-size': blob.length });
+    const echoed = await this.conn.json('POST', path, { body: blob, contentType: 'application/octet-stream' });
     if (echoed !== digest) throw new ProtocolError(`chunk upload ${digest}: server answered ${JSON.stringify(echoed)}`);
-    this.known.set(digest, chunk.size);
+    this.known.set(digest, size);
   }
 
   /** Append entries (start offsets) to an index; sent in order, in batches. */
-  async appendChunks(kind: IndexKind, wid: number, entries: ReadonlyArray<{ digest: Uint8Array | string; offset: number }>): Promise<void> {
+  async appendChunks(wid: number, entries: ReadonlyArray<{ digest: Uint8Array | string; offset: number }>, kind: IndexKind = 'dynamic'): Promise<void> {
     for (let i = 0; i < entries.length; i += MAX_APPEND_ENTRIES) {
       const batch = entries.slice(i, i + MAX_APPEND_ENTRIES);
       const body = JSON.stringify({ wid, 'digest-list': batch.map((e) => hexOf(e.digest)), 'offset-list': batch.map((e) => e.offset) });
@@ -179,17 +199,17 @@ export class BackupSession {
     }
   }
 
-  async closeIndex(kind: IndexKind, wid: number, info: IndexCloseInfo): Promise<void> {
+  async closeIndex(wid: number, info: IndexCloseInfo, kind: IndexKind): Promise<void> {
     const csum = typeof info.csum === 'string' ? info.csum.toLowerCase() : Buffer.from(info.csum).toString('hex');
     await this.conn.json('POST', sessionPath(`/${kind}_close`, { wid, 'chunk-count': info.chunkCount, size: info.size, csum }));
   }
 
   closeDynamicIndex(wid: number, info: IndexCloseInfo): Promise<void> {
-    return this.closeIndex('dynamic', wid, info);
+    return this.closeIndex(wid, info, 'dynamic');
   }
 
   closeFixedIndex(wid: number, info: IndexCloseInfo): Promise<void> {
-    return this.closeIndex('fixed', wid, info);
+    return this.closeIndex(wid, info, 'fixed');
   }
 
   /** Stream a dynamic archive (`.didx`). */
@@ -213,18 +233,15 @@ export class BackupSession {
     const running = this.uploading.get(digest);
     if (running) return { ack: running, uploaded: false };
     if (!blob) throw new Error(`chunk ${digest} is not known to the server and no data was given for it`);
-    const releaseCount = await this.uploadCount.acquire();
-    const releaseBytes = await this.uploadBytes.acquire(blob.length);
+    const release = await this.uploadSlot(blob.length);
     // Another add may have started or finished the same digest while we waited.
     const again = this.known.has(digest) ? Promise.resolve() : this.uploading.get(digest);
     if (again) {
-      releaseBytes();
-      releaseCount();
+      release();
       return { ack: again, uploaded: false };
     }
-    const ack = this.uploadChunk(kind, wid, { digest, size, blob }).finally(() => {
-      releaseBytes();
-      releaseCount();
+    const ack = this.sendChunk(kind, wid, digest, size, blob).finally(() => {
+      release();
       this.uploading.delete(digest);
     });
     ack.catch(() => undefined);
@@ -283,6 +300,11 @@ export class IndexUploader {
     readonly name: string,
   ) {}
 
+  /** Stream bytes added so far (the start offset of the next chunk). */
+  get size(): number {
+    return this.offset;
+  }
+
   /**
    * Add the next chunk of the stream. `blob` may be left out for a chunk the server knows.
    * Resolves when the chunk is accepted into the pipeline (waits while too much is in flight).
@@ -325,7 +347,7 @@ export class IndexUploader {
     this.pendingBatches++;
     this.chain = this.chain
       .then(() => acked)
-      .then(() => this.session.appendChunks(this.kind, this.wid, entries))
+      .then(() => this.session.appendChunks(this.wid, entries, this.kind))
       .finally(() => this.pendingBatches--);
     this.chain.catch((e: Error) => this.fail(e));
     // Bound the appends waiting for acknowledgements (each holds its entries).
@@ -349,7 +371,7 @@ export class IndexUploader {
     this.check();
     this.closed = true;
     const csum = this.hash.digest();
-    await this.session.closeIndex(this.kind, this.wid, { chunkCount: this.count, size: this.offset, csum });
+    await this.session.closeIndex(this.wid, { chunkCount: this.count, size: this.offset, csum }, this.kind);
     return { name: this.name, size: this.offset, csum, chunkCount: this.count, ...this.stats };
   }
 }

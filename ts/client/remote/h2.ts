@@ -8,7 +8,7 @@
  * reading the request body early.
  */
 import { constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import { USER_AGENT } from '../../protocol/constants.js';
+import { MAX_H2_QUERY_LENGTH, USER_AGENT } from '../../protocol/constants.js';
 import { ProtocolError, RemoteError } from './errors.js';
 
 export interface H2RequestOptions {
@@ -49,6 +49,11 @@ export class H2Connection {
     return new Promise((resolve, reject) => {
       if (this.closed) {
         reject(this.failure ?? new ProtocolError(`${this.description}: the connection is closed`));
+        return;
+      }
+      const q = path.indexOf('?');
+      if (q >= 0 && path.length - q - 1 > MAX_H2_QUERY_LENGTH) {
+        reject(new Error(`${method} ${path.slice(0, q)}: query too large (${path.length - q - 1} > ${MAX_H2_QUERY_LENGTH} bytes)`));
         return;
       }
       const limit = o.maxResponse ?? 64 * 1024;

@@ -27,6 +27,8 @@ export interface TlsTarget {
   /** Extra trusted CA certificates (PEM). */
   ca?: string | Buffer | Array<string | Buffer>;
   signal?: AbortSignal;
+  /** Give up connecting after this many ms (default 20 000, as the PBS client). */
+  timeoutMs?: number;
 }
 
 /** Open a TLS connection and accept the server certificate or throw `CertificateError`. */
@@ -54,7 +56,9 @@ export async function connectTls(t: TlsTarget): Promise<TLSSocket> {
       cleanup();
       resolve();
     };
+    const timer = setTimeout(() => fail(new ProtocolError(`cannot connect to ${where}: timed out`)), t.timeoutMs ?? 20_000);
     const cleanup = () => {
+      clearTimeout(timer);
       socket.off('error', onError);
       socket.off('secureConnect', onSecure);
       t.signal?.removeEventListener('abort', onAbort);

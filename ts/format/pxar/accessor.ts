@@ -339,7 +339,7 @@ export class PxarAccessor {
    * the archive bytes from `bufStart`); null when `buf` ends before the entry does.
    * Same checks as `decodeAt`.
    */
-  parseEntrySync(buf: Buffer, bufStart: number, filenamePos: number, end: number, parent: Buffer): AccessorEntry | null {
+  parseEntrySync(buf: Buffer, bufStart: number, filenamePos: number, end: number, parent: Buffer | null): AccessorEntry | null {
     const what = this.reader.what;
     const avail = bufStart + buf.length;
     let pos = filenamePos;
@@ -363,7 +363,7 @@ export class PxarAccessor {
         throw formatError(what, h.pos, `HARDLINK offset ${link.offset} does not point back into the archive`);
       }
       return {
-        path: joinPath(parent, name),
+        path: parent ? joinPath(parent, name) : name,
         name,
         kind: 'hardlink',
         metadata: basicMetadata(0),
@@ -380,7 +380,7 @@ export class PxarAccessor {
     const sc = content(h);
     if (!sc) return null;
     const metadata = parseStat(sc, h.htype === PXAR_ENTRY_V1, what, h.pos);
-    const entry: AccessorEntry = { path: joinPath(parent, name), name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end, linkOffset: filenamePos };
+    const entry: AccessorEntry = { path: parent ? joinPath(parent, name) : name, name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end, linkOffset: filenamePos };
     pos = h.pos + HEADER_SIZE + h.contentSize;
     for (;;) {
       if (pos >= end) {
@@ -606,8 +606,10 @@ export class PxarDirectory {
    * All children in archive order, decoded in bulk: one positional read per run of up to
    * 256 KiB of entry headers (subdirectory contents are skipped, never read) and a synchronous
    * parse. Much cheaper than `entries()` for whole-directory comparisons (change detection).
+   * With `paths: false` an entry's `path` is just its name (saves an allocation per entry).
    */
-  async list(): Promise<AccessorEntry[]> {
+  async list(opts: { paths?: boolean } = {}): Promise<AccessorEntry[]> {
+    const withPaths = opts.paths ?? true;
     const t = this.table;
     const order = Array.from({ length: t.count }, (_, i) => i).sort((a, b) => t.position[a] - t.position[b]);
     const out: AccessorEntry[] = [];
@@ -618,7 +620,7 @@ export class PxarDirectory {
       const pos = t.position[i];
       let len = LIST_WINDOW;
       for (;;) {
-        const entry = pos >= winStart ? this.accessor.parseEntrySync(win, winStart, pos, t.end[i], this.path) : null;
+        const entry = pos >= winStart ? this.accessor.parseEntrySync(win, winStart, pos, t.end[i], withPaths ? this.path : null) : null;
         if (entry) {
           const h = sipHash24(entry.name);
           if (h[0] !== t.hashLo[i] || h[1] !== t.hashHi[i]) {
