@@ -2,7 +2,12 @@
  * pxb library entry point: everything the CLI does is a typed call here first.
  */
 // Backup, restore, inspection
-export { createBackup, parseBackupSpec, openPreviousArchive } from './client/backup.js';
+export { createBackup, parseBackupSpec } from './client/backup.js';
+export { localTarget, remoteTarget } from './client/target.js';
+export type { BackupTarget } from './client/target.js';
+export { PbsClient } from './client/remote/client.js';
+export { parseRepository } from './client/remote/repository.js';
+export { PxbServer } from './server/server.js';
 export type { BackupResult, BackupSpec, ChangeDetectionMode, CreateBackupOptions } from './client/backup.js';
 export { restore, resolveSnapshot, findArchive, openArchiveDecoder, listArchive } from './client/restore.js';
 export type { RestoreOptions, RestoreResult } from './client/restore.js';

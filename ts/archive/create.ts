@@ -508,6 +508,16 @@ class Archiver {
       this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
       await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode);
       if (this.cache) await this.flush(false);
+      if (this.mode === 'legacy' && cliLines.length) {
+        // Unified archives carry the CLI patterns as a synthetic last root entry (pxar.md §8.2).
+        const data = Buffer.from(ExcludeMatcher.serialize(cliLines));
+        const name = Buffer.from(PXAREXCLUDE_CLI);
+        const meta: Metadata = { ...emptyMetadata(0o100600), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+        this.encoder.beginFile(name, meta, data.length);
+        this.encoder.writeFileData(data);
+        this.encoder.endFile();
+        this.opts.catalog?.addFile(name, data.length, 0);
+      }
       this.opts.catalog?.endDirectory();
       this.encoder.finish();
       const files: ArchiveFile[] = [];
@@ -647,7 +657,6 @@ class Archiver {
           await this.flush(false);
         }
         await this.encodeFile(name, meta, size, abs, relName, key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
-        this.opts.catalog?.addFile(name, size, meta.mtime.secs);
         await this.drainIfFull();
         continue;
       }
@@ -749,17 +758,18 @@ class Archiver {
    * Encode a regular file with new data (PAYLOAD), or as a HARDLINK when its inode was encoded
    * before. `data` yields the content of small files (read in batches); large files are streamed.
    */
-  private async encodeFile(name: Buffer, meta: Metadata, size: number, abs: Buffer, relPath: Buffer, key: string | null, data: () => Promise<FileData | null>): Promise<void> {
+  private async encodeFile(name: Buffer, meta: Metadata, size: number, abs: Buffer, relPath: Buffer, key: string | null, data: () => Promise<FileData | null>): Promise<'file' | 'hardlink' | 'skipped'> {
     const link = key ? this.hardlinks.get(key) : undefined;
     if (link) {
       this.encoder.addHardlink(name, link.path, link.linkOffset);
-      return;
+      this.opts.catalog?.addHardlink(name);
+      return 'hardlink';
     }
     const d = size > 0 ? await data() : null;
     if (d && !d.data) {
       this.warn(`${relPath.toString()}: cannot read file (${d.error ?? 'unknown error'}), skipped`);
       this.stats.files--;
-      return;
+      return 'skipped';
     }
     if (!d && size > 0) {
       // Large file: open first so a vanished file is skipped before anything is encoded.
@@ -769,7 +779,7 @@ class Archiver {
       } catch (e) {
         this.warn(`${relPath.toString()}: cannot read file (${(e as Error).message}), skipped`);
         this.stats.files--;
-        return;
+        return 'skipped';
       }
       this.payloadOut?.stream.suggest(this.encoder.payloadPosition);
       const r = this.encoder.beginFile(name, meta, size);
@@ -780,7 +790,8 @@ class Archiver {
       }
       this.encoder.endFile();
       if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
-      return;
+      this.opts.catalog?.addFile(name, size, meta.mtime.secs);
+      return 'file';
     }
     if (d?.changed) this.warn(`${relPath.toString()}: file size changed while reading (${d.changed})`);
     this.stats.bytesRead += size;
@@ -788,7 +799,8 @@ class Archiver {
     const r = this.encoder.beginFile(name, meta, size);
     for (let o = 0; o < size; o += READ_SIZE) this.encoder.writeFileData(d!.data!.subarray(o, Math.min(size, o + READ_SIZE)));
     this.encoder.endFile();
-    if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+    if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });    this.opts.catalog?.addFile(name, size, meta.mtime.secs);
+    return 'file';
   }
 
   /** Stream a large file in 4 MiB reads (PBS's read size), exactly `size` bytes. */
@@ -895,6 +907,7 @@ class Archiver {
           } else {
             this.stats.reencodedFiles++;
             await this.encodeFile(e.name, e.meta, e.size, e.abs, e.relPath, e.key, () => batch!.get(e));
+            break;
           }
           this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
           break;
@@ -1036,6 +1049,9 @@ const joinAbs = (dir: Buffer, name: Buffer) => Buffer.concat([dir, SLASH, name])
 const SLASH = Buffer.from('/');
 
 const PXAREXCLUDE = Buffer.from('.pxarexclude');
+/** Root entry of unified archives holding the command-line exclude patterns. */
+export const PXAREXCLUDE_CLI = '.pxarexclude-cli';
+const emptyMetadata = (mode: number): Metadata => ({ mode, flags: 0n, uid: 0, gid: 0, mtime: { secs: 0, nanos: 0 }, xattrs: [], acl: emptyAcl() });
 
 function findName(list: DirEntries, name: Buffer): number {
   let lo = 0;

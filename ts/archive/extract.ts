@@ -57,6 +57,7 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 const MAX_BATCHES_IN_FLIGHT = 2;
 const SMALL_FILE = 1024 * 1024;
 const S_IFMT = 0o170000;
+const PXAREXCLUDE_CLI = Buffer.from('.pxarexclude-cli');
 
 interface PendingDir {
   entry: PxarEntry;
@@ -257,6 +258,9 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
       continue;
     }
     const parent = stack[stack.length - 1];
+    // The exclude patterns of a unified archive are metadata, not part of the tree: restored
+    // only when a pattern asks for them explicitly.
+    if (stack.length === 1 && e.kind === 'file' && e.name.equals(PXAREXCLUDE_CLI) && !(filtered && matches(e.path))) continue;
     const abs = join(parent.abs, e.name);
     const included = !filtered || parent.matched || matches(e.path);
     if (e.kind === 'directory') {

@@ -26,7 +26,6 @@ export function buildProgram(ctx: CliContext): Command {
   const program = new Command('pxb')
     .description('Fast, deduplicated, incremental backups in Proxmox Backup Server formats')
     .version('0.1.0')
-    .showHelpAfterError()
     .exitOverride();
   registerBackup(program, ctx);
   registerRestore(program, ctx);
@@ -41,6 +40,11 @@ export function buildProgram(ctx: CliContext): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // Output piped into a reader that went away (`pxb catalog dump … | head`): stop quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   const ac = new AbortController();
   const onSignal = () => ac.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);

@@ -1,24 +1,54 @@
 /**
- * Repository resolution for the CLI: `--repository PATH` (or `$PBS_REPOSITORY` when it is a
- * path) names a local datastore; without one the default location is used and created on
- * first use.
+ * Repository resolution for the CLI (PBS's conventions): `--repository` or `$PBS_REPOSITORY`.
+ * A path (absolute, `./…`, `~/…`) names a local datastore; `[[user@realm!token@]host[:port]:]store`
+ * names a server, authenticated with the token secret in `$PBS_PASSWORD` and pinned to
+ * `--fingerprint` / `$PBS_FINGERPRINT`. Without either the default local datastore is used
+ * and created on first use.
  */
 import { DataStore } from '../datastore/datastore.js';
 import { defaultDatastorePath } from '../datastore/location.js';
+import { PbsClient } from '../client/remote/client.js';
+import { parseRepository } from '../client/remote/repository.js';
 import { UsageError } from './output.js';
+
+export type Repository = { kind: 'local'; ds: DataStore; path: string } | { kind: 'remote'; client: PbsClient; spec: string };
+
+export function isLocalPath(r: string): boolean {
+  return r.startsWith('/') || r.startsWith('./') || r.startsWith('../') || r.startsWith('~') || r === '.';
+}
 
 export function repositoryPath(flag: string | undefined, env: NodeJS.ProcessEnv): string {
   const r = flag ?? env.PBS_REPOSITORY;
   if (!r) return defaultDatastorePath(env);
-  if (r.startsWith('/') || r.startsWith('.') || r.startsWith('~')) {
-    return r.startsWith('~') ? r.replace(/^~/, env.HOME ?? '~') : r;
-  }
-  throw new UsageError(`remote repositories (${r}) are not supported yet; give a local datastore path (absolute or ./relative)`);
+  if (isLocalPath(r)) return r.startsWith('~') ? r.replace(/^~/, env.HOME ?? '~') : r;
+  throw new UsageError(`${r} is a remote repository; this command needs a local datastore path`);
 }
 
 export async function openRepository(flag: string | undefined, env: NodeJS.ProcessEnv, create: boolean): Promise<DataStore> {
-  const p = repositoryPath(flag, env);
   // Chunks are not fsynced one by one (PBS's default sync level syncs the file system at the
   // end of a backup instead); indexes and the manifest are written atomically.
-  return DataStore.open(p, { create, fsync: false });
+  return DataStore.open(repositoryPath(flag, env), { create, fsync: false });
+}
+
+/** Local datastore or remote server, as the repository string says. */
+export async function openAnyRepository(
+  o: { repository?: string; fingerprint?: string },
+  env: NodeJS.ProcessEnv,
+  create: boolean,
+): Promise<Repository> {
+  const r = o.repository ?? env.PBS_REPOSITORY;
+  if (!r || isLocalPath(r)) {
+    const p = repositoryPath(r, env);
+    return { kind: 'local', ds: await openRepository(p, env, create), path: p };
+  }
+  let repo;
+  try {
+    repo = parseRepository(r);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const secret = env.PBS_PASSWORD;
+  if (!secret) throw new UsageError('remote repository: set PBS_PASSWORD to the API token secret');
+  const fingerprint = o.fingerprint ?? env.PBS_FINGERPRINT;
+  return { kind: 'remote', client: new PbsClient({ repository: repo, secret, fingerprint }), spec: r };
 }

@@ -11,15 +11,14 @@
 import os from 'node:os';
 import { BackupManifest } from '../format/manifest.js';
 import { CatalogWriter } from '../format/catalog.js';
-import { DynamicIndex, DynamicIndexWriter } from '../format/dynamic-index.js';
-import { PxarAccessor } from '../format/pxar/accessor.js';
-import { IndexReadAt, type ChunkSource } from '../datastore/index-reader.js';
+import { DynamicIndexWriter } from '../format/dynamic-index.js';
+import type { PbsClient } from './remote/client.js';
+import { localTarget, remoteTarget } from './target.js';
 import { ChunkStream, type ChunkRecord } from '../archive/chunk-stream.js';
 import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
-import type { BackupDir } from '../datastore/backup-dir.js';
 
 export interface BackupSpec {
   /** Archive name, `<name>.pxar`. */
@@ -39,7 +38,10 @@ export function parseBackupSpec(s: string): BackupSpec {
 export type ChangeDetectionMode = 'legacy' | 'data' | 'metadata';
 
 export interface CreateBackupOptions {
-  datastore: DataStore;
+  /** Local datastore (one of `datastore` / `remote`). */
+  datastore?: DataStore;
+  /** Remote server (`pxb serve` or PBS). */
+  remote?: PbsClient;
   specs: BackupSpec[];
   backupType?: 'host' | 'vm' | 'ct';
   /** Default: the host name. */
@@ -78,44 +80,6 @@ export interface BackupResult {
   seconds: number;
 }
 
-function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle(): Promise<void> } {
-  // Reused chunks of the previous snapshot must exist; touching them also protects them from a
-  // concurrent garbage collection (atime is GC's mark). Touches run concurrently (bounded) and
-  // are all settled before the snapshot is committed.
-  const pending = new Set<Promise<void>>();
-  let missing: string | null = null;
-  const touch = (digest: Buffer) => {
-    const p: Promise<void> = ds.chunks.touch(digest).then(
-      (ok) => {
-        if (!ok && !missing) missing = digest.toString('hex');
-      },
-      (e: Error) => {
-        if (!missing) missing = `${digest.toString('hex')} (${e.message})`;
-      },
-    );
-    const tracked = p.finally(() => pending.delete(tracked));
-    pending.add(tracked);
-  };
-  return {
-    async upload(_archive: string, rec: ChunkRecord) {
-      if (!rec.blob) {
-        if (pending.size >= 64) await Promise.race(pending);
-        touch(rec.digest);
-        return { isDuplicate: true, storedBytes: 0 };
-      }
-      if (dryRun) return { isDuplicate: false, storedBytes: 0 };
-      const r = await ds.chunks.insert(rec.digest, rec.blob);
-      return { isDuplicate: r.isDuplicate, storedBytes: r.isDuplicate ? 0 : r.encodedSize };
-    },
-    async settle() {
-      await Promise.all([...pending]);
-      if (missing) {
-        throw new Error(`chunk ${missing} of the previous snapshot is missing from the datastore (run "pxb verify"; a backup with --change-detection-mode data re-uploads it)`);
-      }
-    },
-  };
-}
-
 export async function createBackup(opts: CreateBackupOptions): Promise<BackupResult> {
   const t0 = performance.now();
   if (!opts.specs.length) throw new Error('nothing to back up: give at least one <name>.pxar:<directory>');
@@ -131,22 +95,23 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   const group = new BackupGroup(opts.backupType ?? 'host', opts.backupId ?? os.hostname().split('.')[0], ns);
   const time = opts.backupTime ?? Math.floor(Date.now() / 1000);
   const owner = opts.owner ?? `${os.userInfo().username}@pam`;
-  const ds = opts.datastore;
   const dryRun = !!opts.dryRun;
-
-  const writer = dryRun ? null : await ds.beginBackup(ns, group, time, { owner });
+  if (!opts.datastore && !opts.remote) throw new Error('createBackup needs a datastore or a remote client');
+  if (dryRun && opts.remote) throw new Error('--dry-run is only supported for local datastores');
+  const target = opts.remote ? await remoteTarget(opts.remote, ns, group, time) : await localTarget(opts.datastore!, ns, group, time, owner, dryRun);
   const manifest = new BackupManifest(group.type, group.id, time);
   const archives: ArchiveStats[] = [];
-  const uploader = localUploader(ds, dryRun);
+  const uploader = target.uploader;
   try {
     const catalogStream = mode === 'legacy' ? makeCatalogStream(uploader) : null;
     for (const spec of opts.specs) {
       let previous: PreviousArchive | undefined;
       if (mode === 'metadata') {
-        const prev = await openPreviousArchive(ds, writer?.previous ?? (await ds.lastSuccessfulSnapshot(group)), spec.archiveName);
+        const prev = await target.previous(spec.archiveName);
         if ('why' in prev) opts.onNotice?.(`${spec.archiveName}: ${prev.why}; encoding as data (every file is read)`);
         else previous = prev;
       }
+      await target.prepare(spec.archiveName);
       const r = await createArchive({
         previous,
         source: spec.path,
@@ -166,59 +131,30 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         lookaheadCapacity: opts.lookaheadCapacity,
       });
       for (const f of r.files) {
-        if (writer) await writer.addIndex(f.filename, f.data, { csum: f.csum, size: f.size });
+        await target.addIndex(f.filename, f.data, { csum: f.csum, size: f.size });
         manifest.addFile(f.filename, f.size, f.csum);
       }
       archives.push(r.stats);
     }
-    await uploader.settle();
     if (catalogStream) {
       const f = await catalogStream.finish();
-      if (writer) await writer.addIndex('catalog.pcat1.didx', f.data, { csum: f.csum, size: f.size });
+      await target.addIndex('catalog.pcat1.didx', f.data, { csum: f.csum, size: f.size });
       manifest.addFile('catalog.pcat1.didx', f.size, f.csum);
     }
     opts.signal?.throwIfAborted();
-    if (writer) await writer.finish(manifest);
+    await target.finish(manifest);
   } catch (e) {
-    if (writer) await writer.abort().catch(() => undefined);
+    await target.abort().catch(() => undefined);
     throw e;
   }
-  const dir: BackupDir | null = writer ? writer.dir : null;
   return {
-    snapshot: dir ? dir.toString() : `${group.type}/${group.id}/(dry-run)`,
+    snapshot: target.snapshot,
     backupTime: time,
     archives,
     files: manifest.files.map((f) => ({ filename: f.filename, size: f.size, csum: f.csum.toString('hex') })),
     dryRun,
     seconds: (performance.now() - t0) / 1000,
   };
-}
-
-/**
- * The previous snapshot's split archive for metadata-mode reuse (change-detection.md §2), or
- * the reason there is none.
- */
-export async function openPreviousArchive(ds: DataStore, dir: BackupDir | null, archiveName: string): Promise<PreviousArchive | { why: string }> {
-  if (!dir) return { why: 'no previous snapshot in this group' };
-  const base = archiveBaseName(archiveName);
-  try {
-    const manifest = await ds.loadManifest(dir);
-    if (manifest.verifyState?.state === 'failed') return { why: `previous snapshot ${dir} failed verification` };
-    const meta = manifest.lookup(`${base}.mpxar.didx`);
-    const payload = manifest.lookup(`${base}.ppxar.didx`);
-    if (!meta || !payload) {
-      return { why: manifest.lookup(`${base}.pxar.didx`) ? `previous snapshot ${dir} was made in legacy mode` : `previous snapshot ${dir} has no archive ${archiveName}` };
-    }
-    if (meta.cryptMode !== 'none' || payload.cryptMode !== 'none') return { why: `previous snapshot ${dir} has a different crypt mode` };
-    const metaIdx = await ds.readIndex(dir, meta.filename, manifest);
-    const payloadIdx = await ds.readIndex(dir, payload.filename, manifest);
-    if (!(metaIdx instanceof DynamicIndex) || !(payloadIdx instanceof DynamicIndex)) return { why: 'previous indexes are not dynamic indexes' };
-    const source: ChunkSource = { readChunk: (d, size) => ds.chunks.readChunk(d, size) };
-    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, source, meta.filename, 16), { name: `${dir} ${meta.filename}` });
-    return { accessor, payloadIndex: payloadIdx };
-  } catch (e) {
-    return { why: `previous snapshot ${dir} is not usable (${(e as Error).message})` };
-  }
 }
 
 /** The legacy-mode catalog: its own chunk stream (512 KiB average, as PBS) and index. */

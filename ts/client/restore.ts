@@ -3,7 +3,7 @@
  * archive name as PBS accepts it (`root.pxar` → `root.mpxar.didx` + `root.ppxar.didx`, or
  * `root.pxar.didx`), and stream the archive through the pxar decoder.
  */
-import type { DataStore } from '../datastore/datastore.js';
+import { DataStore } from '../datastore/datastore.js';
 import { BackupDir } from '../datastore/backup-dir.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -12,6 +12,7 @@ import type { BackupManifest } from '../format/manifest.js';
 import { PxarDecoder, type DecoderEvent } from '../format/pxar/decoder.js';
 import { indexStream, type ChunkSource } from '../datastore/index-reader.js';
 import { extractArchive, type ExtractOptions, type ExtractStats } from '../archive/extract.js';
+import type { PbsClient } from './remote/client.js';
 
 /** `host/<id>` (latest finished snapshot) or `host/<id>/<RFC3339>`. */
 export async function resolveSnapshot(ds: DataStore, spec: string, ns: BackupNamespace = BackupNamespace.root): Promise<BackupDir> {
@@ -62,27 +63,91 @@ function chunkSource(ds: DataStore): ChunkSource {
   return { readChunk: (digest, size) => ds.chunks.readChunk(digest, size) };
 }
 
-/** A sequential decoder over an archive of a snapshot. */
-export async function openArchiveDecoder(ds: DataStore, dir: BackupDir, archiveName: string): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }> {
-  const manifest = await ds.loadManifest(dir);
-  const files = findArchive(manifest, archiveName);
-  const readIdx = async (f: string) => {
-    const idx = await ds.readIndex(dir, f, manifest);
-    if (!(idx instanceof DynamicIndex)) throw new Error(`${f} is not a dynamic index`);
-    return idx;
+/** One snapshot to read from: a local datastore's, or a remote reader session's. */
+export interface SnapshotSource {
+  /** `host/<id>/<time>` */
+  readonly label: string;
+  manifest(): Promise<BackupManifest>;
+  /** An index file of the snapshot, checked against the manifest. */
+  readIndex(name: string, manifest: BackupManifest): Promise<DynamicIndex>;
+  readonly chunks: ChunkSource;
+  close(): Promise<void>;
+}
+
+export async function localSnapshot(ds: DataStore, spec: string, ns: BackupNamespace = BackupNamespace.root): Promise<SnapshotSource> {
+  return localSnapshotAt(ds, await resolveSnapshot(ds, spec, ns));
+}
+
+/** `host/<id>` (latest) or `host/<id>/<time>` on a server, opened as a reader session. */
+export async function remoteSnapshot(client: PbsClient, spec: string, ns: BackupNamespace = BackupNamespace.root): Promise<SnapshotSource> {
+  const parts = spec.split('/');
+  let dir: BackupDir;
+  if (parts.length === 2) {
+    const group = BackupGroup.parse(spec, ns);
+    const snaps = (await client.listSnapshots({ ns: ns.isRoot ? undefined : ns.name, backupType: group.type, backupId: group.id })).sort((a, b) => a['backup-time'] - b['backup-time']);
+    if (!snaps.length) throw new Error(`backup group ${group} has no snapshot on the server`);
+    dir = new BackupDir(group, snaps[snaps.length - 1]['backup-time']);
+  } else if (parts.length === 3) {
+    dir = BackupDir.parse(spec, ns);
+  } else {
+    throw new Error(`invalid snapshot ${JSON.stringify(spec)} (expected <type>/<id> or <type>/<id>/<time>)`);
+  }
+  const reader = await client.startReader({ ns: ns.isRoot ? undefined : ns.name, backupType: dir.group.type, backupId: dir.group.id, backupTime: dir.time });
+  return {
+    label: dir.toString(),
+    manifest: () => reader.downloadManifest(),
+    async readIndex(name, manifest) {
+      const idx = await reader.downloadIndex(name, manifest);
+      if (!(idx instanceof DynamicIndex)) throw new Error(`${name} is not a dynamic index`);
+      return idx;
+    },
+    chunks: reader,
+    close: () => reader.close(),
   };
-  const src = chunkSource(ds);
-  const meta = await readIdx(files.metadata);
-  const payload = files.payload ? await readIdx(files.payload) : null;
-  const decoder = new PxarDecoder(indexStream(meta, src, files.metadata), {
+}
+
+/** A snapshot of a local datastore as a SnapshotSource. */
+export function localSnapshotAt(ds: DataStore, dir: BackupDir): SnapshotSource {
+  return {
+    label: dir.toString(),
+    manifest: () => ds.loadManifest(dir),
+    async readIndex(name, manifest) {
+      const idx = await ds.readIndex(dir, name, manifest);
+      if (!(idx instanceof DynamicIndex)) throw new Error(`${name} is not a dynamic index`);
+      return idx;
+    },
+    chunks: chunkSource(ds),
+    close: async () => undefined,
+  };
+}
+
+/** A sequential decoder over an archive of a snapshot. */
+export async function openArchiveDecoder(src: SnapshotSource, archiveName: string, opts?: { payload?: boolean }): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }>;
+export async function openArchiveDecoder(ds: DataStore, dir: BackupDir, archiveName: string): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }>;
+export async function openArchiveDecoder(
+  a: SnapshotSource | DataStore,
+  b: string | BackupDir,
+  c?: string | { payload?: boolean },
+): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }> {
+  const src = a instanceof DataStore ? localSnapshotAt(a, b as BackupDir) : a;
+  const archiveName = typeof b === 'string' ? b : (c as string);
+  const opts = typeof c === 'object' ? c : {};
+  const manifest = await src.manifest();
+  const files = findArchive(manifest, archiveName);
+  const meta = await src.readIndex(files.metadata, manifest);
+  const payload = files.payload && opts.payload !== false ? await src.readIndex(files.payload, manifest) : null;
+  const decoder = new PxarDecoder(indexStream(meta, src.chunks, files.metadata), {
     name: files.metadata,
-    payload: payload ? indexStream(payload, src, files.payload!) : undefined,
+    payload: payload ? indexStream(payload, src.chunks, files.payload!) : undefined,
   });
   return { decoder, files };
 }
 
 export interface RestoreOptions extends Omit<ExtractOptions, 'target'> {
-  datastore: DataStore;
+  /** Local datastore (one of `datastore` / `remote`). */
+  datastore?: DataStore;
+  /** Remote server. */
+  remote?: PbsClient;
   snapshot: string;
   archiveName: string;
   target: string;
@@ -94,21 +159,31 @@ export interface RestoreResult extends ExtractStats {
   archive: string;
 }
 
+export async function openSnapshot(o: { datastore?: DataStore; remote?: PbsClient }, spec: string, ns?: BackupNamespace): Promise<SnapshotSource> {
+  if (o.remote) return remoteSnapshot(o.remote, spec, ns);
+  if (o.datastore) return localSnapshot(o.datastore, spec, ns);
+  throw new Error('a datastore or a remote client is needed');
+}
+
 export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
-  const dir = await resolveSnapshot(opts.datastore, opts.snapshot, opts.namespace);
-  const { decoder, files } = await openArchiveDecoder(opts.datastore, dir, opts.archiveName);
-  const stats = await extractArchive(decoder, { ...opts, target: opts.target });
-  return { ...stats, snapshot: dir.toString(), archive: files.name };
+  const src = await openSnapshot(opts, opts.snapshot, opts.namespace);
+  try {
+    const { decoder, files } = await openArchiveDecoder(src, opts.archiveName);
+    const stats = await extractArchive(decoder, { ...opts, target: opts.target });
+    return { ...stats, snapshot: src.label, archive: files.name };
+  } finally {
+    await src.close().catch(() => undefined);
+  }
 }
 
 /** Every path of an archive (the catalog of a snapshot), in archive order. */
-export async function* listArchive(ds: DataStore, dir: BackupDir, archiveName: string): AsyncGenerator<DecoderEvent['entry']> {
-  const manifest = await ds.loadManifest(dir);
-  const files = findArchive(manifest, archiveName);
-  const idx = await ds.readIndex(dir, files.metadata, manifest);
-  if (!(idx instanceof DynamicIndex)) throw new Error(`${files.metadata} is not a dynamic index`);
+export function listArchive(src: SnapshotSource, archiveName: string): AsyncGenerator<DecoderEvent['entry']>;
+export function listArchive(ds: DataStore, dir: BackupDir, archiveName: string): AsyncGenerator<DecoderEvent['entry']>;
+export async function* listArchive(a: SnapshotSource | DataStore, b: string | BackupDir, c?: string): AsyncGenerator<DecoderEvent['entry']> {
+  const src = a instanceof DataStore ? localSnapshotAt(a, b as BackupDir) : a;
+  const archiveName = typeof b === 'string' ? b : c!;
   // Metadata only: split archives need no payload stream for a listing.
-  const decoder = new PxarDecoder(indexStream(idx, chunkSource(ds), files.metadata), { name: files.metadata });
+  const { decoder } = await openArchiveDecoder(src, archiveName, { payload: false });
   for (;;) {
     const ev = await decoder.next();
     if (!ev) return;

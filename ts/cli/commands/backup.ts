@@ -4,7 +4,7 @@ import { createBackup, parseBackupSpec, type ChangeDetectionMode } from '../../c
 import { BackupNamespace } from '../../datastore/namespace.js';
 import { formatBytes, printJSON, ProgressLine, table, UsageError, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
-import { openRepository } from '../repository.js';
+import { openAnyRepository } from '../repository.js';
 
 const CHUNK_SIZES = [64, 128, 256, 512, 1024, 2048, 4096];
 
@@ -13,7 +13,8 @@ export function registerBackup(program: Command, ctx: CliContext): void {
     .command('backup')
     .description('back up directories: pxb backup root.pxar:/path [more.pxar:/other …]')
     .argument('<specs...>', '<name>.pxar:<directory>')
-    .option('--repository <repo>', 'datastore path (default: $PBS_REPOSITORY or ~/.local/share/pxb/datastore)')
+    .option('--repository <repo>', 'datastore path or [[user@realm!token@]host[:port]:]store (default: $PBS_REPOSITORY, else ~/.local/share/pxb/datastore)')
+    .option('--fingerprint <fp>', 'server certificate fingerprint (default: $PBS_FINGERPRINT)')
     .addOption(new Option('--backup-type <type>', 'backup type').choices(['host', 'vm', 'ct']).default('host'))
     .option('--backup-id <id>', 'backup id (default: host name)')
     .option('--backup-time <epoch>', 'backup time in epoch seconds (default: now)')
@@ -54,11 +55,12 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         const { statSync } = await import('node:fs');
         includeDevices.push(statSync(p, { bigint: true }).dev);
       }
-      const ds = await openRepository(o.repository, ctx.env, true);
+      const repo = await openAnyRepository(o, ctx.env, true);
       const progress = ProgressLine.forStderr(format);
       const warnings: string[] = [];
       const result = await createBackup({
-        datastore: ds,
+        datastore: repo.kind === 'local' ? repo.ds : undefined,
+        remote: repo.kind === 'remote' ? repo.client : undefined,
         specs: parsed,
         backupType: o.backupType,
         backupId: o.backupId,

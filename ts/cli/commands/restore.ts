@@ -4,7 +4,7 @@ import { restore } from '../../client/restore.js';
 import { BackupNamespace } from '../../datastore/namespace.js';
 import { formatBytes, printJSON, ProgressLine, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
-import { openRepository } from '../repository.js';
+import { openAnyRepository } from '../repository.js';
 
 export function registerRestore(program: Command, ctx: CliContext): void {
   program
@@ -13,7 +13,8 @@ export function registerRestore(program: Command, ctx: CliContext): void {
     .argument('<snapshot>', 'host/<id> (latest) or host/<id>/<time>')
     .argument('<archive>', 'archive name, e.g. root.pxar')
     .argument('<target>', 'target directory (created if missing)')
-    .option('--repository <repo>', 'datastore path')
+    .option('--repository <repo>', 'datastore path or [[user@realm!token@]host[:port]:]store')
+    .option('--fingerprint <fp>', 'server certificate fingerprint (default: $PBS_FINGERPRINT)')
     .option('--ns <namespace>', 'namespace')
     .option('--pattern <glob>', 'restore only matching paths (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--overwrite', 'replace existing files in the target')
@@ -21,11 +22,12 @@ export function registerRestore(program: Command, ctx: CliContext): void {
     .addOption(outputFormatOption())
     .action(async (snapshot: string, archive: string, target: string, o) => {
       const format = o.outputFormat as OutputFormat;
-      const ds = await openRepository(o.repository, ctx.env, false);
+      const repo = await openAnyRepository(o, ctx.env, false);
       const progress = ProgressLine.forStderr(format);
       const warnings: string[] = [];
       const r = await restore({
-        datastore: ds,
+        datastore: repo.kind === 'local' ? repo.ds : undefined,
+        remote: repo.kind === 'remote' ? repo.client : undefined,
         snapshot,
         archiveName: archive,
         target,

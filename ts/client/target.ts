@@ -1,0 +1,188 @@
+/**
+ * Where a backup goes: a local datastore or a remote server session. `createBackup` drives a
+ * `BackupTarget` the same way for both:
+ *   begin → per archive: previous(name) [metadata mode], chunks through `uploader`,
+ *   addIndex(file) → finish(manifest) | abort().
+ * Local: the datastore's BackupWriter transaction (manifest last, abort removes the snapshot).
+ * Remote: a PBS backup protocol session (the server does the same on finish / disconnect).
+ */
+import type { BackupManifest } from '../format/manifest.js';
+import { DynamicIndex } from '../format/dynamic-index.js';
+import { PxarAccessor } from '../format/pxar/accessor.js';
+import type { ChunkRecord } from '../archive/chunk-stream.js';
+import { archiveBaseName, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
+import type { DataStore } from '../datastore/datastore.js';
+import type { BackupDir } from '../datastore/backup-dir.js';
+import type { BackupGroup } from '../datastore/backup-group.js';
+import type { BackupNamespace } from '../datastore/namespace.js';
+import { IndexReadAt, type ChunkSource } from '../datastore/index-reader.js';
+import type { PbsClient } from './remote/client.js';
+import type { BackupSession } from './remote/backup-session.js';
+import { RemoteChunkUploader } from './remote/chunk-uploader.js';
+
+export interface BackupTarget {
+  /** `host/<id>/<time>` of the snapshot being written. */
+  readonly snapshot: string;
+  readonly uploader: ChunkUploader;
+  /** The previous snapshot's archive for metadata-mode reuse, or why there is none. */
+  previous(archiveName: string): Promise<PreviousArchive | { why: string }>;
+  /** Seed known chunks from the previous snapshot's indexes of this archive (dedup only). */
+  prepare(archiveName: string): Promise<void>;
+  addIndex(filename: string, data: Buffer, info: { csum: Buffer; size: number }): Promise<void>;
+  finish(manifest: BackupManifest): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Previous split archive from a manifest + index reader + chunk source (local or remote). */
+async function previousFrom(
+  label: string,
+  manifest: BackupManifest | null,
+  archiveName: string,
+  readIndex: (name: string) => Promise<Buffer | DynamicIndex>,
+  chunks: ChunkSource,
+): Promise<PreviousArchive | { why: string }> {
+  if (!manifest) return { why: 'no previous snapshot in this group' };
+  const base = archiveBaseName(archiveName);
+  try {
+    if (manifest.verifyState?.state === 'failed') return { why: `previous snapshot ${label} failed verification` };
+    const meta = manifest.lookup(`${base}.mpxar.didx`);
+    const payload = manifest.lookup(`${base}.ppxar.didx`);
+    if (!meta || !payload) {
+      return { why: manifest.lookup(`${base}.pxar.didx`) ? `previous snapshot ${label} was made in legacy mode` : `previous snapshot ${label} has no archive ${archiveName}` };
+    }
+    if (meta.cryptMode !== 'none' || payload.cryptMode !== 'none') return { why: `previous snapshot ${label} has a different crypt mode` };
+    const asIndex = async (name: string, csum: Buffer, size: number) => {
+      const v = await readIndex(name);
+      const idx = v instanceof DynamicIndex ? v : DynamicIndex.parse(v, name);
+      if (!idx.computeCsum().equals(csum) || idx.size !== size) throw new Error(`${name} does not match the manifest`);
+      return idx;
+    };
+    const metaIdx = await asIndex(meta.filename, meta.csum, meta.size);
+    const payloadIdx = await asIndex(payload.filename, payload.csum, payload.size);
+    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, chunks, meta.filename, 16), { name: `${label} ${meta.filename}` });
+    return { accessor, payloadIndex: payloadIdx };
+  } catch (e) {
+    return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };
+  }
+}
+
+// ---- local --------------------------------------------------------------------------------
+
+function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle(): Promise<void> } {
+  // Reused chunks of the previous snapshot must exist; touching them also protects them from a
+  // concurrent garbage collection (atime is GC's mark). Touches run concurrently (bounded) and
+  // are all settled before the snapshot is committed.
+  const pending = new Set<Promise<void>>();
+  let missing: string | null = null;
+  const touch = (digest: Buffer) => {
+    const p: Promise<void> = ds.chunks.touch(digest).then(
+      (ok) => {
+        if (!ok && !missing) missing = digest.toString('hex');
+      },
+      (e: Error) => {
+        if (!missing) missing = `${digest.toString('hex')} (${e.message})`;
+      },
+    );
+    const tracked = p.finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
+  return {
+    async upload(_archive: string, rec: ChunkRecord) {
+      if (!rec.blob) {
+        if (pending.size >= 64) await Promise.race(pending);
+        touch(rec.digest);
+        return { isDuplicate: true, storedBytes: 0 };
+      }
+      if (dryRun) return { isDuplicate: false, storedBytes: 0 };
+      const r = await ds.chunks.insert(rec.digest, rec.blob);
+      return { isDuplicate: r.isDuplicate, storedBytes: r.isDuplicate ? 0 : r.encodedSize };
+    },
+    async settle() {
+      await Promise.all([...pending]);
+      if (missing) {
+        throw new Error(`chunk ${missing} of the previous snapshot is missing from the datastore (run "pxb verify"; a backup with --change-detection-mode data re-uploads it)`);
+      }
+    },
+  };
+}
+
+export async function localTarget(ds: DataStore, ns: BackupNamespace, group: BackupGroup, time: number, owner: string, dryRun: boolean): Promise<BackupTarget> {
+  const writer = dryRun ? null : await ds.beginBackup(ns, group, time, { owner });
+  const uploader = localUploader(ds, dryRun);
+  const prevDir: BackupDir | null = writer ? writer.previous : await ds.lastSuccessfulSnapshot(group);
+  const source: ChunkSource = { readChunk: (d, size) => ds.chunks.readChunk(d, size) };
+  let prevManifest: BackupManifest | null | undefined;
+  return {
+    snapshot: writer ? writer.dir.toString() : `${group.type}/${group.id}/(dry-run)`,
+    uploader,
+    async previous(archiveName) {
+      if (prevManifest === undefined) prevManifest = prevDir ? await ds.loadManifest(prevDir).catch(() => null) : null;
+      const m = prevManifest;
+      return previousFrom(prevDir?.toString() ?? '', m, archiveName, async (name) => {
+        const idx = await ds.readIndex(prevDir!, name, m ?? undefined);
+        if (!(idx instanceof DynamicIndex)) throw new Error(`${name} is not a dynamic index`);
+        return idx;
+      }, source);
+    },
+    async prepare() {
+      // Local dedup needs no seeding: inserting an existing chunk is a cheap no-op.
+    },
+    async addIndex(filename, data, info) {
+      if (writer) await writer.addIndex(filename, data, info);
+    },
+    async finish(manifest) {
+      await uploader.settle();
+      if (writer) await writer.finish(manifest);
+    },
+    async abort() {
+      if (writer) await writer.abort();
+    },
+  };
+}
+
+// ---- remote -------------------------------------------------------------------------------
+
+export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group: BackupGroup, time: number): Promise<BackupTarget> {
+  const session: BackupSession = await client.startBackup({ ns: ns.isRoot ? undefined : ns.name, backupType: group.type, backupId: group.id, backupTime: time });
+  const uploader = new RemoteChunkUploader(session);
+  let prevManifest: BackupManifest | null | undefined;
+  const manifest = async () => {
+    if (prevManifest === undefined) prevManifest = await session.previousManifest().catch(() => null);
+    return prevManifest;
+  };
+  const seeded = new Set<string>();
+  const seed = async (name: string) => {
+    const m = await manifest();
+    if (!m || seeded.has(name) || !m.lookup(name)) return null;
+    seeded.add(name);
+    return session.downloadPrevious(name);
+  };
+  const label = `${group.type}/${group.id} (previous)`;
+  return {
+    snapshot: `${group.type}/${group.id}/${new Date(time * 1000).toISOString().replace('.000Z', 'Z')}`,
+    uploader,
+    async previous(archiveName) {
+      const m = await manifest();
+      if (!m) return { why: 'no previous snapshot in this group' };
+      const prevTime = m.backupTime;
+      const reader = await client.startReader({ ns: ns.isRoot ? undefined : ns.name, backupType: group.type, backupId: group.id, backupTime: prevTime });
+      // The metadata archive is read through the reader session; the payload index comes from
+      // the writer's `previous` download, which registers its chunks as known on the server.
+      return previousFrom(label, m, archiveName, async (name) => (name.endsWith('.ppxar.didx') ? ((await seed(name)) ?? (await session.downloadPrevious(name))) : reader.download(name)), reader);
+    },
+    async prepare(archiveName) {
+      const base = archiveBaseName(archiveName);
+      for (const n of [`${base}.mpxar.didx`, `${base}.ppxar.didx`, `${base}.pxar.didx`]) await seed(n).catch(() => null);
+    },
+    async addIndex(filename, _data, info) {
+      await uploader.close(filename, info);
+    },
+    async finish(m) {
+      await session.uploadManifest(m);
+      await session.finish();
+    },
+    async abort() {
+      session.abort();
+    },
+  };
+}
