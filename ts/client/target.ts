@@ -158,6 +158,10 @@ export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group
     return session.downloadPrevious(name);
   };
   const label = `${group.type}/${group.id} (previous)`;
+  const readers: Array<{ close(): Promise<void>; abort(): void }> = [];
+  const closeReaders = async () => {
+    for (const r of readers.splice(0)) await r.close().catch(() => r.abort());
+  };
   return {
     snapshot: `${group.type}/${group.id}/${new Date(time * 1000).toISOString().replace('.000Z', 'Z')}`,
     uploader,
@@ -166,6 +170,7 @@ export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group
       if (!m) return { why: 'no previous snapshot in this group' };
       const prevTime = m.backupTime;
       const reader = await client.startReader({ ns: ns.isRoot ? undefined : ns.name, backupType: group.type, backupId: group.id, backupTime: prevTime });
+      readers.push(reader);
       // The metadata archive is read through the reader session; the payload index comes from
       // the writer's `previous` download, which registers its chunks as known on the server.
       return previousFrom(label, m, archiveName, async (name) => (name.endsWith('.ppxar.didx') ? ((await seed(name)) ?? (await session.downloadPrevious(name))) : reader.download(name)), reader);
@@ -178,11 +183,16 @@ export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group
       await uploader.close(filename, info);
     },
     async finish(m) {
-      await session.uploadManifest(m);
-      await session.finish();
+      try {
+        await session.uploadManifest(m);
+        await session.finish();
+      } finally {
+        await closeReaders();
+      }
     },
     async abort() {
       session.abort();
+      for (const r of readers.splice(0)) r.abort();
     },
   };
 }

@@ -80,7 +80,8 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           process.stderr.write(`warning: ${m}\n`);
         },
         onNotice: (m) => {
-          if (format === 'text') process.stderr.write(`${m}\n`);
+          progress.clear();
+          process.stderr.write(`${m}\n`);
         },
         onProgress: (p) => progress.update(`${p.archive}: ${p.entries} entries, ${formatBytes(p.bytesRead)} read  ${p.path}`),
       });

@@ -1,0 +1,156 @@
+/**
+ * Remote repositories end to end: a real `pxb serve` child process on loopback and the `pxb`
+ * CLI as a client — backup, metadata-mode incremental, restore, listings, two clients on
+ * different groups at once, a second writer on the same group refused, wrong credentials.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tempDir } from '../helpers/tmp.js';
+
+const bin = fileURLToPath(new URL('../../bin/pxb.js', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function pxb(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    // A client that finished its work must also exit (no connection left open).
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function makeTree(root: string, seed: number): void {
+  let x = seed;
+  for (let d = 0; d < 8; d++) {
+    fs.mkdirSync(path.join(root, `d${d}`), { recursive: true });
+    for (let f = 0; f < 25; f++) {
+      const words: string[] = [];
+      for (let i = 0; i < 200 + (x % 3000); i++) words.push(`w${(x = (x * 1103515245 + 12345) >>> 0) % 5000}`);
+      fs.writeFileSync(path.join(root, `d${d}`, `f${f}.txt`), words.join(' '));
+    }
+  }
+}
+
+function sameTree(a: string, b: string): boolean {
+  const list = (r: string): string[] => fs.readdirSync(r, { recursive: true, encoding: 'utf8' }).sort();
+  const la = list(a);
+  if (JSON.stringify(la) !== JSON.stringify(list(b))) return false;
+  return la.every((p) => {
+    const sa = fs.lstatSync(path.join(a, p));
+    return sa.isDirectory() || fs.readFileSync(path.join(a, p)).equals(fs.readFileSync(path.join(b, p)));
+  });
+}
+
+describe('remote repository through a real pxb serve process', () => {
+  const base = tempDir();
+  let server: ChildProcess;
+  let env: NodeJS.ProcessEnv;
+  let port = 0;
+
+  beforeAll(async () => {
+    const cfg = path.join(base, 'cfg');
+    server = spawn(process.execPath, [bin, 'serve', '--listen', '127.0.0.1:0', '--datastore', `store1=${path.join(base, 'ds')}`, '--config', cfg, '--no-fsync'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      server.stdout!.on('data', (d) => {
+        out += d;
+        if (/listening on https:\/\/127\.0\.0\.1:(\d+)/.test(out)) resolve();
+      });
+      server.on('exit', (c) => reject(new Error(`pxb serve exited (${c}): ${out}`)));
+    });
+    port = Number(/listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+    const fingerprint = /fingerprint: ([0-9a-f:]+)/.exec(out)![1];
+    const tok = await pxb(['token', 'create', 'backup@pbs!ci', '--datastore', 'store1', '--role', 'backup', '--config', cfg], {});
+    expect(tok.code).toBe(0);
+    const secret = tok.stdout.trim().split('\n').pop()!;
+    env = { PBS_REPOSITORY: `backup@pbs!ci@127.0.0.1:${port}:store1`, PBS_PASSWORD: secret, PBS_FINGERPRINT: fingerprint, XDG_DATA_HOME: path.join(base, 'xdg') };
+  }, 60_000);
+
+  afterAll(() => {
+    server?.kill('SIGTERM');
+  });
+
+  it('backs up, backs up incrementally (reusing chunks), lists and restores', async () => {
+    const src = path.join(base, 'src');
+    makeTree(src, 1);
+    // 64 KiB chunks: with 4 MiB ones this small tree is a single chunk, and any change makes
+    // PBS's padding rule re-encode everything.
+    const first = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'web1', '--backup-time', '1700000000', '--chunk-size', '64', '--output-format', 'json'], env);
+    expect(first.stderr).toMatch(/no previous snapshot/);
+    expect(first.code).toBe(0);
+    fs.appendFileSync(path.join(src, 'd3', 'f7.txt'), ' changed');
+    const second = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'web1', '--backup-time', '1700000100', '--chunk-size', '64', '--output-format', 'json'], env);
+    expect(second.code).toBe(0);
+    const stats = JSON.parse(second.stdout).archives[0];
+    expect(stats.mode).toBe('metadata');
+    expect(stats.reusedFiles).toBeGreaterThan(100);
+    expect(stats.injectedChunks).toBeGreaterThan(0);
+    expect(stats.bytesRead).toBeLessThan(JSON.parse(first.stdout).archives[0].bytesRead / 2);
+
+    const list = await pxb(['snapshot', 'list', 'host/web1', '--output-format', 'json'], env);
+    expect(list.code).toBe(0);
+    expect(JSON.parse(list.stdout).map((s: { 'backup-time': number }) => s['backup-time'])).toEqual([1700000000, 1700000100]);
+    const groups = await pxb(['list', '--output-format', 'json'], env);
+    expect(JSON.parse(groups.stdout)[0]['backup-id']).toBe('web1');
+
+    const out = path.join(base, 'restored');
+    const r = await pxb(['restore', 'host/web1', 'root.pxar', out], env);
+    expect(r.code).toBe(0);
+    expect(sameTree(src, out)).toBe(true);
+    const cat = await pxb(['catalog', 'dump', 'host/web1/2023-11-14T22:13:20Z'], env);
+    expect(cat.code).toBe(0);
+    expect(cat.stdout).toContain('"root.pxar/d3/f7.txt"');
+  }, 120_000);
+
+  it('serves two clients on different groups at once and refuses a second writer on one group', async () => {
+    const a = path.join(base, 'a');
+    const b = path.join(base, 'b');
+    makeTree(a, 2);
+    makeTree(b, 3);
+    const [ra, rb] = await Promise.all([
+      pxb(['backup', `root.pxar:${a}`, '--backup-id', 'ga', '--backup-time', '1700000000'], env),
+      pxb(['backup', `root.pxar:${b}`, '--backup-id', 'gb', '--backup-time', '1700000000'], env),
+    ]);
+    expect([ra.code, rb.code]).toEqual([0, 0]);
+    // Two writers on one group: exactly one succeeds, the other gets a clear refusal.
+    const big = path.join(base, 'big');
+    makeTree(big, 4);
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(big, `blob${i}`), Buffer.alloc(2_000_000, i));
+    const [w1, w2] = await Promise.all([
+      pxb(['backup', `root.pxar:${big}`, '--backup-id', 'same', '--backup-time', '1700000001'], env),
+      pxb(['backup', `root.pxar:${big}`, '--backup-id', 'same', '--backup-time', '1700000002'], env),
+    ]);
+    const codes = [w1.code, w2.code].sort();
+    expect(codes[0]).toBe(0);
+    if (codes[1] !== 0) expect(`${w1.stderr}${w2.stderr}`).toMatch(/lock|already|running|not newer/i);
+    // the group still works afterwards
+    const again = await pxb(['backup', `root.pxar:${a}`, '--backup-id', 'same', '--backup-time', '1700000010'], env);
+    expect(again.code).toBe(0);
+  }, 120_000);
+
+  it('refuses a wrong secret and a wrong fingerprint with one line and exit 1', async () => {
+    const bad = await pxb(['list'], { ...env, PBS_PASSWORD: 'wrong' });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    const fp = await pxb(['list'], { ...env, PBS_FINGERPRINT: 'aa:'.repeat(31) + 'aa' });
+    expect(fp.code).toBe(1);
+    expect(fp.stderr).toMatch(/fingerprint/i);
+  }, 60_000);
+});
