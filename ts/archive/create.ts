@@ -21,7 +21,7 @@
  * archive stays consistent.
  */
 import { open } from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   readDir,
@@ -300,8 +300,29 @@ export interface PreviousArchive {
 
 /** Upstream re-encodes a cache flush whose unreferenced bytes exceed this share. */
 export const CHUNK_PADDING_THRESHOLD = 0.1;
-/** Default lookahead cache capacity in entries (PBS derives it from RLIMIT_NOFILE; tests use 512). */
-export const DEFAULT_LOOKAHEAD_CAPACITY = 8192;
+/** Lookahead cache capacity when RLIMIT_NOFILE cannot be read (upstream's value when unset). */
+export const FALLBACK_LOOKAHEAD_CAPACITY = 512;
+
+/**
+ * PBS's lookahead cache capacity (change-detection.md §2 step 3): `hard − soft/2` of
+ * RLIMIT_NOFILE, read from `/proc/self/limits`. It bounds the cache's memory and how long a
+ * run of reused files can grow: with tiny files, a small capacity keeps ranges far shorter
+ * than a chunk, the 10 % padding rule then re-encodes them (as upstream does).
+ */
+export function defaultLookaheadCapacity(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) {
+      const soft = m[1] === 'unlimited' ? 2 ** 20 : Number(m[1]);
+      const hard = m[2] === 'unlimited' ? 2 ** 20 : Number(m[2]);
+      const cap = hard - Math.floor(soft / 2);
+      if (cap > 0) return Math.min(cap, 2 ** 22);
+    }
+  } catch {
+    // not Linux / no procfs
+  }
+  return FALLBACK_LOOKAHEAD_CAPACITY;
+}
 const U64 = 2n ** 64n;
 
 interface ReuseChunk {
@@ -312,7 +333,7 @@ interface ReuseChunk {
 }
 
 type Cached =
-  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; abs: Buffer; relPath: Buffer; key: string | null }
+  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; dirAbs: Buffer; dirRel: Buffer; key: string | null }
   | { kind: 'symlink'; name: Buffer; meta: Metadata; target: Buffer }
   | { kind: 'device'; name: Buffer; meta: Metadata; major: number; minor: number; block: boolean }
   | { kind: 'fifo' | 'socket'; name: Buffer; meta: Metadata }
@@ -401,7 +422,7 @@ class Archiver {
     this.previous = opts.mode === 'metadata' ? opts.previous ?? null : null;
     this.mode = opts.mode === 'metadata' && !this.previous ? 'data' : opts.mode;
     this.cache = this.previous ? new LookaheadCache() : null;
-    this.capacity = opts.lookaheadCapacity ?? DEFAULT_LOOKAHEAD_CAPACITY;
+    this.capacity = opts.lookaheadCapacity ?? defaultLookaheadCapacity();
     this.xattrs = opts.xattrs ?? true;
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
     this.stats = {
@@ -640,7 +661,7 @@ class Archiver {
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name, meta, size, rel: 0, abs, relPath: relName, key });
+            cache.push({ kind: 'file', name, meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key });
             continue;
           }
           if (key) cache.hardlinks.add(key);
@@ -651,7 +672,7 @@ class Archiver {
               cache.rangeStart = r[0];
               cache.rangeEnd = r[1];
             }
-            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, abs, relPath: relName, key });
+            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key });
             continue;
           }
           await this.flush(false);
@@ -901,12 +922,12 @@ class Archiver {
           if (base !== null) {
             this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
             const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
-            if (e.key) this.hardlinks.set(e.key, { linkOffset, path: e.relPath });
+            if (e.key) this.hardlinks.set(e.key, { linkOffset, path: joinRel(e.dirRel, e.name) });
             this.stats.reusedFiles++;
             this.stats.reusedBytes += e.size;
           } else {
             this.stats.reencodedFiles++;
-            await this.encodeFile(e.name, e.meta, e.size, e.abs, e.relPath, e.key, () => batch!.get(e));
+            await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch!.get(e));
             break;
           }
           this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
@@ -1013,7 +1034,7 @@ class PathBatchReader {
   private readonly results = new Map<object, Promise<Map<number, FileData>>>();
   private readonly jobOf = new Map<object, { batch: object; index: number }>();
 
-  constructor(archiver: Archiver, files: Array<{ abs: Buffer; size: number }>) {
+  constructor(archiver: Archiver, files: Array<{ dirAbs: Buffer; name: Buffer; size: number }>) {
     let cur: FileJob[] = [];
     let bytes = 0;
     let id = 0;
@@ -1030,7 +1051,7 @@ class PathBatchReader {
     };
     for (const f of files) {
       if (f.size === 0 || f.size > SMALL_FILE) continue;
-      cur.push({ index: id++, path: f.abs, size: f.size, owner: f } as FileJob & { owner: object });
+      cur.push({ index: id++, path: joinAbs(f.dirAbs, f.name), size: f.size, owner: f } as FileJob & { owner: object });
       bytes += f.size;
       if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) flush();
     }

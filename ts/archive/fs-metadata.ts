@@ -81,6 +81,10 @@ function defaultAcl(acl: Acl, p: PosixAcl): void {
   acl.defaultGroups = p.groups.map((g) => ({ gid: g.gid, permissions: g.perms })).sort(byGroup);
 }
 
+/** Shared by every entry without ACLs (never mutated: entries with ACLs get their own). */
+const NO_ACL = Object.freeze({ users: Object.freeze([]), groups: Object.freeze([]), defaultUsers: Object.freeze([]), defaultGroups: Object.freeze([]) }) as unknown as Acl;
+const NO_XATTRS = Object.freeze([]) as unknown as Xattr[];
+
 export interface MetadataOptions {
   /** Archive xattrs, ACLs and fcaps (PBS: on by default). */
   xattrs: boolean;
@@ -98,8 +102,8 @@ export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions
     uid: list.uid(i),
     gid: list.gid(i),
     mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) },
-    xattrs: [],
-    acl: emptyAcl(),
+    xattrs: NO_XATTRS,
+    acl: NO_ACL,
   };
   if (type !== 0o100000 && type !== 0o040000) return meta;
   const chattr = list.flags(i);
@@ -109,19 +113,20 @@ export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions
   if (projid && PROJID_FS.has(list.fsMagic)) meta.quotaProjectId = projid;
   if (!opts.xattrs) return meta;
   const xattrs: Xattr[] = [];
+  const own = () => (meta.acl === NO_ACL ? (meta.acl = emptyAcl()) : meta.acl);
   for (const x of list.xattrs(i)) {
     const name = x.name.toString('latin1');
     if (name === FCAPS_NAME) {
       meta.fcaps = Buffer.from(x.value);
     } else if (name === ACL_XATTR_ACCESS) {
-      accessAcl(meta.acl, decodeAclXattr(x.value, `${opts.describe(i)}: access ACL`));
+      accessAcl(own(), decodeAclXattr(x.value, `${opts.describe(i)}: access ACL`));
     } else if (name === ACL_XATTR_DEFAULT) {
-      if (type === 0o040000) defaultAcl(meta.acl, decodeAclXattr(x.value, `${opts.describe(i)}: default ACL`));
+      if (type === 0o040000) defaultAcl(own(), decodeAclXattr(x.value, `${opts.describe(i)}: default ACL`));
     } else if (archivedXattrName(x.name)) {
       xattrs.push({ name: Buffer.from(x.name), value: Buffer.from(x.value) });
     }
   }
-  meta.xattrs = xattrs;
+  if (xattrs.length) meta.xattrs = xattrs;
   return meta;
 }
 

@@ -65,7 +65,7 @@ export interface CreateBackupOptions {
   onProgress?: (p: { archive: string; entries: number; bytesRead: number; path: string }) => void;
   /** Minimum milliseconds between progress events (default 200; 0 = before every entry). */
   progressIntervalMs?: number;
-  /** Metadata mode: lookahead cache capacity in entries (default 8192). */
+  /** Metadata mode: lookahead cache capacity in entries (default: PBS's RLIMIT_NOFILE rule). */
   lookaheadCapacity?: number;
   onNotice?: (message: string) => void;
 }
