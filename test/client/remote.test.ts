@@ -60,6 +60,7 @@ describe('remote repository through a real pxb serve process', () => {
   const base = tempDir();
   let server: ChildProcess;
   let env: NodeJS.ProcessEnv;
+  let adminEnv: NodeJS.ProcessEnv;
   let port = 0;
 
   beforeAll(async () => {
@@ -81,6 +82,8 @@ describe('remote repository through a real pxb serve process', () => {
     expect(tok.code).toBe(0);
     const secret = tok.stdout.trim().split('\n').pop()!;
     env = { PBS_REPOSITORY: `backup@pbs!ci@127.0.0.1:${port}:store1`, PBS_PASSWORD: secret, PBS_FINGERPRINT: fingerprint, XDG_DATA_HOME: path.join(base, 'xdg') };
+    const adm = await pxb(['token', 'create', 'admin@pbs!ops', '--datastore', 'store1', '--role', 'admin', '--config', cfg], {});
+    adminEnv = { ...env, PBS_REPOSITORY: `admin@pbs!ops@127.0.0.1:${port}:store1`, PBS_PASSWORD: adm.stdout.trim().split('\n').pop()! };
   }, 60_000);
 
   afterAll(() => {
@@ -153,4 +156,47 @@ describe('remote repository through a real pxb serve process', () => {
     expect(fp.code).toBe(1);
     expect(fp.stderr).toMatch(/fingerprint/i);
   }, 60_000);
+
+  it('runs maintenance through the server: notes, protection, prune, forget, verify, GC, namespaces', async () => {
+    const src = path.join(base, 'maint');
+    makeTree(src, 9);
+    for (let k = 0; k < 4; k++) {
+      const r = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'm', '--backup-time', String(1700000000 + k * 86400), '--change-detection-mode', 'data'], env);
+      expect(r.code).toBe(0);
+    }
+    const snap = (k: number) => `host/m/${new Date((1700000000 + k * 86400) * 1000).toISOString().replace('.000Z', 'Z')}`;
+    expect((await pxb(['snapshot', 'notes', 'update', snap(3), 'hello notes'], env)).code).toBe(0);
+    expect((await pxb(['snapshot', 'notes', 'show', 'host/m'], env)).stdout.trim()).toBe('hello notes');
+    expect((await pxb(['snapshot', 'protected', 'update', snap(0), 'true'], env)).code).toBe(0);
+    expect((await pxb(['snapshot', 'protected', 'show', snap(0)], env)).stdout.trim()).toBe('true');
+
+    const dry = await pxb(['prune', 'host/m', '--keep-last', '1', '--dry-run', '--output-format', 'json'], env);
+    expect(dry.code).toBe(0);
+    const plan = JSON.parse(dry.stdout) as Array<{ 'backup-time': number; keep: boolean; protected: boolean }>;
+    expect(plan.filter((e) => !e.keep).map((e) => e['backup-time'])).toEqual([1700000000 + 86400, 1700000000 + 2 * 86400]);
+    expect((await pxb(['prune', 'host/m', '--keep-last', '1'], env)).code).toBe(0);
+    let left = JSON.parse((await pxb(['snapshot', 'list', 'host/m', '--output-format', 'json'], env)).stdout) as Array<{ 'backup-time': number }>;
+    expect(left.map((s) => s['backup-time'])).toEqual([1700000000, 1700000000 + 3 * 86400]); // protected + newest
+
+    expect((await pxb(['snapshot', 'forget', snap(0)], env)).code).not.toBe(0); // protected
+    expect((await pxb(['snapshot', 'protected', 'update', snap(0), 'false'], env)).code).toBe(0);
+    expect((await pxb(['snapshot', 'forget', snap(0)], env)).code).toBe(0);
+    left = JSON.parse((await pxb(['snapshot', 'list', 'host/m', '--output-format', 'json'], env)).stdout);
+    expect(left).toHaveLength(1);
+
+    // Verify and GC need Datastore.Modify: refused for the backup token, done with an admin one.
+    expect((await pxb(['verify', 'host/m'], env)).code).toBe(1);
+    const v = await pxb(['verify', 'host/m', '--output-format', 'json'], adminEnv);
+    expect(v.code).toBe(0);
+    expect(JSON.parse(v.stdout).snapshots[0].state).toBe('ok');
+    const gc = await pxb(['garbage-collect', '--output-format', 'json'], adminEnv);
+    expect(gc.code).toBe(0);
+    expect(JSON.parse(gc.stdout).upid).toMatch(/^UPID:/);
+
+    expect((await pxb(['namespace', 'create', 'team'], adminEnv)).code).toBe(0);
+    expect((await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'n', '--ns', 'team'], adminEnv)).code).toBe(0);
+    expect((await pxb(['namespace', 'list', '--output-format', 'json'], adminEnv)).stdout).toContain('"team"');
+    expect((await pxb(['namespace', 'delete', 'team'], adminEnv)).code).toBe(1); // has groups
+    expect((await pxb(['namespace', 'delete', 'team', '--delete-groups'], adminEnv)).code).toBe(0);
+  }, 180_000);
 });

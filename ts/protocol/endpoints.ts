@@ -54,7 +54,7 @@ export const schema = {
   flag: { type: 'boolean', optional: true },
 } satisfies Record<string, ParamSchema>;
 
-const snapshotParams = {
+export const snapshotParams = {
   'backup-type': schema.backupType,
   'backup-id': schema.backupId,
   'backup-time': schema.backupTime,

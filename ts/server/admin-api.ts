@@ -10,7 +10,10 @@
  *  - Snapshot files are the manifest entries, then `index.json.blob` (`sign-only` when the
  *    manifest is signed), then files present but not listed (without size).
  */
-import { stat } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
+import { prune, KEEP_OPTIONS, type KeepOptions } from '../datastore/prune.js';
+import { garbageCollect, readGcStatus, gcStatusToJSON } from '../datastore/gc.js';
+import { verify } from '../datastore/verify.js';
 import path from 'node:path';
 import { BackupDir } from '../datastore/backup-dir.js';
 import { BackupGroup } from '../datastore/backup-group.js';
@@ -19,9 +22,9 @@ import { ownerMatches } from '../datastore/names.js';
 import { BackupNamespace, MAX_NAMESPACE_DEPTH } from '../datastore/namespace.js';
 import { MANIFEST_BLOB_NAME, type BackupManifest } from '../format/manifest.js';
 import { API_PREFIX } from '../protocol/constants.js';
-import { ADMIN_ENDPOINTS } from '../protocol/endpoints.js';
+import { ADMIN_ENDPOINTS, schema, snapshotParams } from '../protocol/endpoints.js';
 import { badRequest, forbidden, notFound } from '../protocol/errors.js';
-import { param, parseParams, type Params } from '../protocol/params.js';
+import { param, parseParams, type ObjectSchema, type Params } from '../protocol/params.js';
 import type {
   BackupContent,
   DataStoreListItem,
@@ -41,12 +44,12 @@ export interface AdminContext {
   principal: TokenInfo;
 }
 
-const DATASTORE_SUB_RE = new RegExp(`^${API_PREFIX}/admin/datastore/([^/]+)/(groups|snapshots|files|namespace)$`);
+const DATASTORE_SUB_RE = new RegExp(`^${API_PREFIX}/admin/datastore/([^/]+)/(groups|snapshots|files|namespace|prune|gc|status|verify|protected|notes)$`);
 
 /** Handle a REST call; returns the `data` value. */
 export async function handleAdminRequest(method: string, pathname: string, query: URLSearchParams, ctx: AdminContext): Promise<unknown> {
   const notFoundError = () => notFound(`Path '${pathname}' not found.`);
-  if (method !== 'GET') throw notFoundError();
+  if (method !== 'GET' && !DATASTORE_SUB_RE.test(pathname)) throw notFoundError();
   if (pathname === `${API_PREFIX}/version`) {
     parseParams(ADMIN_ENDPOINTS.version.params, query, 'form');
     return API_VERSION;
@@ -68,6 +71,11 @@ export async function handleAdminRequest(method: string, pathname: string, query
   const ds = ctx.datastores.get(store);
   if (!ds) throw badRequest(`datastore '${store}' does not exist`);
   const call = { ds, privs, tokenId: ctx.principal.tokenId };
+  if (method !== 'GET' || ['prune', 'gc', 'status', 'verify', 'protected', 'notes'].includes(m[2])) {
+    const handled = await handleMaintenance(method, m[2], query, call, store);
+    if (handled === NOT_HANDLED) throw notFoundError();
+    return handled;
+  }
   switch (m[2]) {
     case 'groups':
       return listGroups(call, parseParams(ADMIN_ENDPOINTS.groups.params, query, 'form'));
@@ -77,6 +85,158 @@ export async function handleAdminRequest(method: string, pathname: string, query
       return listSnapshotFiles(call, parseParams(ADMIN_ENDPOINTS.files.params, query, 'form'));
     default:
       return listNamespaces(call, parseParams(ADMIN_ENDPOINTS.namespaces.params, query, 'form'));
+  }
+}
+
+// ---- maintenance (spec protocol.md §5): forget, prune, GC, verify, status, notes, protected,
+// namespaces. Parameters come in the query string (or a form body folded into it by the
+// caller). Permissions as PBS: pruning/forgetting/notes/protection need Modify (role admin)
+// or Backup on an owned group; GC, verify and namespace changes need Modify.
+
+const NOT_HANDLED = Symbol('not handled');
+
+const maintenanceSchemas = {
+  snapshot: { ns: schema.ns, ...snapshotParams },
+  group: { ns: schema.ns, 'backup-type': schema.backupType, 'backup-id': schema.backupId },
+  prune: {
+    ns: schema.ns,
+    'backup-type': schema.backupType,
+    'backup-id': schema.backupId,
+    'dry-run': { type: 'boolean', optional: true },
+    'keep-last': { type: 'integer', optional: true, min: 0 },
+    'keep-hourly': { type: 'integer', optional: true, min: 0 },
+    'keep-daily': { type: 'integer', optional: true, min: 0 },
+    'keep-weekly': { type: 'integer', optional: true, min: 0 },
+    'keep-monthly': { type: 'integer', optional: true, min: 0 },
+    'keep-yearly': { type: 'integer', optional: true, min: 0 },
+  },
+  verify: {
+    ns: schema.ns,
+    'backup-type': { ...schema.backupType, optional: true },
+    'backup-id': { ...schema.backupId, optional: true },
+    'backup-time': { type: 'integer', optional: true, min: 1 },
+  },
+  protectedPut: { ns: schema.ns, ...snapshotParams, protected: { type: 'boolean' } },
+  notesPut: { ns: schema.ns, ...snapshotParams, notes: { type: 'string' } },
+  nsCreate: { name: { type: 'string' }, parent: schema.ns },
+  nsDelete: { ns: { type: 'string' }, 'delete-groups': { type: 'boolean', optional: true } },
+} satisfies Record<string, ObjectSchema>;
+
+async function requireModifyOrOwner(call: Call, group: BackupGroup): Promise<void> {
+  if (call.privs.read && call.privs.backup && call.privs.audit) return; // admin (Modify)
+  if (!call.privs.backup) throw forbidden('permission check failed');
+  const owner = await call.ds.getOwner(group);
+  if (owner === null || !ownerMatches(owner, call.tokenId)) throw forbidden(`backup owner check failed (${call.tokenId} != ${owner})`);
+}
+
+function requireModify(call: Call): void {
+  if (!(call.privs.read && call.privs.backup && call.privs.audit)) throw forbidden('permission check failed (needs Datastore.Modify)');
+}
+
+async function snapshotOf(call: Call, p: Params): Promise<BackupDir> {
+  const ns = await namespaceOf(call, param.optStr(p, 'ns'));
+  const dir = new BackupDir(new BackupGroup(param.str(p, 'backup-type'), param.str(p, 'backup-id'), ns), param.int(p, 'backup-time'));
+  const info = (await call.ds.listSnapshots(dir.group, { includeUnfinished: true })).find((x) => x.dir.equals(dir));
+  if (!info) throw notFound(`snapshot ${dir} does not exist`);
+  return dir;
+}
+
+async function handleMaintenance(method: string, what: string, query: URLSearchParams, call: Call, store: string): Promise<unknown> {
+  const parse = (sch: ObjectSchema) => parseParams(sch, query, 'form');
+  const key = `${method} ${what}`;
+  switch (key) {
+    case 'DELETE snapshots': {
+      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot));
+      await requireModifyOrOwner(call, dir.group);
+      await call.ds.removeSnapshot(dir);
+      return null;
+    }
+    case 'POST prune': {
+      const p = parse(maintenanceSchemas.prune);
+      const ns = await namespaceOf(call, param.optStr(p, 'ns'));
+      const group = new BackupGroup(param.str(p, 'backup-type'), param.str(p, 'backup-id'), ns);
+      await requireModifyOrOwner(call, group);
+      const keep: KeepOptions = {};
+      for (const o of KEEP_OPTIONS) {
+        const v = param.optInt(p, `keep-${o}`);
+        if (v !== undefined) keep[o] = v;
+      }
+      const r = await prune(call.ds, group, keep, { dryRun: param.bool(p, 'dry-run', false) });
+      return r.entries.map((e) => ({ 'backup-type': group.type, 'backup-id': group.id, 'backup-time': e.dir.time, keep: e.keep, protected: e.protected }));
+    }
+    case 'POST gc': {
+      requireModify(call);
+      parse({});
+      return (await garbageCollect(call.ds, { authId: call.tokenId })).status.upid;
+    }
+    case 'GET status': {
+      parse({});
+      const fsStat = await statfs(call.ds.path);
+      const gc = await readGcStatus(call.ds).catch(() => null);
+      return {
+        total: fsStat.blocks * fsStat.bsize,
+        used: (fsStat.blocks - fsStat.bfree) * fsStat.bsize,
+        avail: fsStat.bavail * fsStat.bsize,
+        'gc-status': gc ? gcStatusToJSON(gc) : undefined,
+        'backend-type': 'filesystem',
+      };
+    }
+    case 'POST verify': {
+      requireModify(call);
+      const p = parse(maintenanceSchemas.verify);
+      const ns = await namespaceOf(call, param.optStr(p, 'ns'));
+      const type = param.optStr(p, 'backup-type');
+      const id = param.optStr(p, 'backup-id');
+      const time = param.optInt(p, 'backup-time');
+      const target =
+        type && id && time !== undefined
+          ? { snapshot: new BackupDir(new BackupGroup(type, id, ns), time) }
+          : type && id
+            ? { group: new BackupGroup(type, id, ns) }
+            : { all: true as const, ns };
+      const r = await verify(call.ds, target, { authId: call.tokenId });
+      return r.upid;
+    }
+    case 'GET protected':
+    case 'GET notes': {
+      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot));
+      if (!call.privs.audit) await requireModifyOrOwner(call, dir.group);
+      return what === 'protected' ? call.ds.isProtected(dir) : ((await call.ds.getSnapshotNotes(dir)) ?? '');
+    }
+    case 'PUT protected': {
+      const p = parse(maintenanceSchemas.protectedPut);
+      const dir = await snapshotOf(call, p);
+      await requireModifyOrOwner(call, dir.group);
+      await call.ds.setProtected(dir, param.bool(p, 'protected'));
+      return null;
+    }
+    case 'PUT notes': {
+      const p = parse(maintenanceSchemas.notesPut);
+      const dir = await snapshotOf(call, p);
+      await requireModifyOrOwner(call, dir.group);
+      await call.ds.setSnapshotNotes(dir, param.str(p, 'notes'));
+      return null;
+    }
+    case 'POST namespace': {
+      requireModify(call);
+      const p = parse(maintenanceSchemas.nsCreate);
+      const parent = await namespaceOf(call, param.optStr(p, 'parent'));
+      const ns = parent.child(param.str(p, 'name'));
+      if (!(await call.ds.createNamespace(ns))) throw badRequest(`namespace '${ns.name}' already exists`);
+      return null;
+    }
+    case 'DELETE namespace': {
+      requireModify(call);
+      const p = parse(maintenanceSchemas.nsDelete);
+      const ns = BackupNamespace.parse(param.str(p, 'ns'));
+      if (ns.isRoot) throw badRequest('the root namespace cannot be deleted');
+      await namespaceOf(call, ns.name);
+      await call.ds.removeNamespace(ns, { deleteGroups: param.bool(p, 'delete-groups', false) });
+      return null;
+    }
+    default:
+      void store;
+      return NOT_HANDLED;
   }
 }
 

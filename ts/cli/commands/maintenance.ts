@@ -15,7 +15,9 @@ import { KEEP_OPTIONS, prune, type KeepOptions, type PruneResult } from '../../d
 import { verify, type VerifyResult, type VerifyTarget } from '../../datastore/verify.js';
 import { formatBytes, printJSON, ProgressLine, table, UsageError, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
-import { openRepository } from '../repository.js';
+import { openAnyRepository, type Repository } from '../repository.js';
+import type { PbsClient } from '../../client/remote/client.js';
+import type { SnapshotRef } from '../../client/remote/backup-session.js';
 
 const nsOf = (o: { ns?: string }) => (o.ns ? BackupNamespace.parse(o.ns) : BackupNamespace.root);
 
@@ -33,6 +35,31 @@ function parseBool(v: string): boolean {
   if (['true', '1', 'yes', 'on'].includes(s)) return true;
   if (['false', '0', 'no', 'off'].includes(s)) return false;
   throw new UsageError(`expected true or false, got ${JSON.stringify(v)}`);
+}
+
+/** A local datastore, or the server a command is run against (maintenance through the API). */
+async function open(o: { repository?: string; fingerprint?: string }, env: NodeJS.ProcessEnv): Promise<Repository> {
+  return openAnyRepository(o, env, false);
+}
+
+const nsParam = (ns: BackupNamespace) => (ns.isRoot ? undefined : ns.name);
+
+/** `<type>/<id>/<time>` (or `<type>/<id>` = latest, when allowed) on a server. */
+async function remoteSnapshot(client: PbsClient, spec: string, ns: BackupNamespace, latestOk: boolean): Promise<{ dir: BackupDir; ref: SnapshotRef }> {
+  let dir: BackupDir;
+  if (spec.split('/').length === 2 && latestOk) {
+    const group = BackupGroup.parse(spec, ns);
+    const snaps = await client.listSnapshots({ ns: nsParam(ns), backupType: group.type, backupId: group.id });
+    if (!snaps.length) throw new Error(`backup group ${group} has no snapshot`);
+    dir = new BackupDir(group, Math.max(...snaps.map((x) => x['backup-time'])));
+  } else {
+    try {
+      dir = BackupDir.parse(spec, ns);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  return { dir, ref: { ns: nsParam(ns), backupType: dir.group.type, backupId: dir.group.id, backupTime: dir.time } };
 }
 
 /** PBS snapshot/group reference fields (`ns` only outside the root namespace). */
@@ -55,7 +82,8 @@ async function exactSnapshot(ds: DataStore, spec: string, ns: BackupNamespace): 
 }
 
 function repoOptions(cmd: Command, withNs = true): Command {
-  cmd.option('--repository <repo>', 'datastore path (default: $PBS_REPOSITORY or ~/.local/share/pxb/datastore)');
+  cmd.option('--repository <repo>', 'datastore path or [[user@realm!token@]host[:port]:]store (default: $PBS_REPOSITORY or ~/.local/share/pxb/datastore)');
+  cmd.option('--fingerprint <fp>', 'server certificate fingerprint (default: $PBS_FINGERPRINT)');
   if (withNs) cmd.option('--ns <namespace>', 'namespace (a/b/c)');
   return cmd.addOption(outputFormatOption());
 }
@@ -151,7 +179,14 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
       const v = intOption(o[camel] as string | undefined, `--keep-${k}`, 1);
       if (v !== undefined) keep[k] = v;
     }
-    const ds = await openRepository(o.repository, ctx.env, false);
+    const repo = await open(o, ctx.env);
+    if (repo.kind === 'remote') {
+      const list = await repo.client.prune({ ns: nsParam(group.ns), backupType: group.type, backupId: group.id }, keep, !!o.dryRun);
+      if (format !== 'text') return printJSON(format, list);
+      process.stdout.write(table(['snapshot', 'decision'], list.map((e) => [new BackupDir(group, e['backup-time']).toString(), e.keep ? (e.protected ? 'keep (protected)' : 'keep') : o.dryRun ? 'would remove' : 'removed'])));
+      return;
+    }
+    const ds = repo.ds;
     const r = await prune(ds, group, keep, { dryRun: !!o.dryRun });
     printPrune(format, r);
     const failed = r.entries.filter((e) => e.error);
@@ -167,7 +202,16 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
   ).action(async (o) => {
     const format = o.outputFormat as OutputFormat;
     const minutes = intOption(o.gcAtimeCutoff as string | undefined, '--gc-atime-cutoff', 1, 2880);
-    const ds = await openRepository(o.repository, ctx.env, false);
+    const repo = await open(o, ctx.env);
+    if (repo.kind === 'remote') {
+      if (minutes !== undefined) throw new UsageError('--gc-atime-cutoff applies to local datastores only');
+      const upid = await repo.client.garbageCollect();
+      const st = await repo.client.status();
+      if (format !== 'text') return printJSON(format, { upid, status: st['gc-status'] ?? null });
+      process.stdout.write(`garbage collection finished: ${upid}\n${JSON.stringify(st['gc-status'] ?? {}, null, 2)}\n`);
+      return;
+    }
+    const ds = repo.ds;
     const progress = ProgressLine.forStderr(format);
     const r = await garbageCollect(ds, {
       cutoffSeconds: minutes === undefined ? undefined : minutes * 60,
@@ -196,7 +240,28 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
     const ns = nsOf(o);
     if (spec && o.all) throw new UsageError('give either a snapshot/group or --all, not both');
     if (!spec && !o.all) throw new UsageError('nothing to verify: give <type>/<id>[/<time>] or --all');
-    const ds = await openRepository(o.repository, ctx.env, false);
+    const repo = await open(o, ctx.env);
+    if (repo.kind === 'remote') {
+      let t: { ns?: string; backupType?: string; backupId?: string; backupTime?: number } = { ns: nsParam(ns) };
+      if (spec) {
+        const parts = spec.split('/');
+        if (parts.length === 2) {
+          const g = BackupGroup.parse(spec, ns);
+          t = { ...t, backupType: g.type, backupId: g.id };
+        } else {
+          t = (await remoteSnapshot(repo.client, spec, ns, false)).ref;
+        }
+      }
+      const upid = await repo.client.verify(t);
+      const snaps = await repo.client.listSnapshots({ ns: nsParam(ns), backupType: t.backupType, backupId: t.backupId });
+      const rows = snaps.filter((x) => t.backupTime === undefined || x['backup-time'] === t.backupTime);
+      const failed = rows.filter((x) => x.verification?.state === 'failed').length;
+      if (format !== 'text') printJSON(format, { upid, snapshots: rows.map((x) => ({ 'backup-type': x['backup-type'], 'backup-id': x['backup-id'], 'backup-time': x['backup-time'], state: x.verification?.state })), failed });
+      else process.stdout.write(table(['snapshot', 'state'], rows.map((x) => [`${x['backup-type']}/${x['backup-id']}/${new BackupDir(new BackupGroup(x['backup-type'], x['backup-id'], ns), x['backup-time']).timeString}`, x.verification?.state ?? '-'])));
+      if (failed) throw new Error(`verification failed for ${failed} snapshot(s)`);
+      return;
+    }
+    const ds = repo.ds;
     let target: VerifyTarget;
     if (o.all) {
       target = { all: true, ns, maxDepth: intOption(o.maxDepth as string | undefined, '--max-depth', 0, MAX_NAMESPACE_DEPTH) };
@@ -226,8 +291,10 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
     async (name: string, o) => {
       const ns = parseNamespace(name);
       if (ns.isRoot) throw new UsageError('the root namespace always exists');
-      const ds = await openRepository(o.repository, ctx.env, false);
-      if (!(await ds.createNamespace(ns))) throw new Error(`namespace ${ns} already exists`);
+      const repo = await open(o, ctx.env);
+      if (repo.kind === 'remote') {
+        await repo.client.createNamespace(ns.components[ns.components.length - 1], ns.parent?.isRoot ? undefined : ns.parent?.name);
+      } else if (!(await repo.ds.createNamespace(ns))) throw new Error(`namespace ${ns} already exists`);
       const format = o.outputFormat as OutputFormat;
       if (format !== 'text') printJSON(format, { ns: ns.name });
       else process.stdout.write(`created namespace ${ns}\n`);
@@ -239,9 +306,12 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
       .description('list namespaces below --ns (default: all)')
       .option('--max-depth <n>', 'levels below --ns to include'),
   ).action(async (o) => {
-    const ds = await openRepository(o.repository, ctx.env, false);
+    const repo = await open(o, ctx.env);
     const depth = intOption(o.maxDepth as string | undefined, '--max-depth', 0, MAX_NAMESPACE_DEPTH);
-    const list = await ds.listNamespaces(nsOf(o), depth);
+    const list =
+      repo.kind === 'remote'
+        ? (await repo.client.listNamespaces({ parent: nsParam(nsOf(o)), maxDepth: depth })).map((n) => BackupNamespace.parse(n.ns))
+        : await repo.ds.listNamespaces(nsOf(o), depth);
     const format = o.outputFormat as OutputFormat;
     if (format !== 'text') printJSON(format, list.map((n) => ({ ns: n.name })));
     else process.stdout.write(list.map((n) => `${n}\n`).join(''));
@@ -256,7 +326,15 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
   ).action(async (name: string, o) => {
     const ns = parseNamespace(name);
     if (ns.isRoot) throw new UsageError('the root namespace cannot be deleted');
-    const ds = await openRepository(o.repository, ctx.env, false);
+    const repo = await open(o, ctx.env);
+    if (repo.kind === 'remote') {
+      await repo.client.deleteNamespace(ns.name, !!o.deleteGroups);
+      const f = o.outputFormat as OutputFormat;
+      if (f !== 'text') printJSON(f, { ns: ns.name });
+      else process.stdout.write(`deleted namespace ${ns}\n`);
+      return;
+    }
+    const ds = repo.ds;
     if (!(await ds.namespaceExists(ns))) throw new Error(`namespace ${ns} does not exist`);
     const r = await ds.removeNamespace(ns, { deleteGroups: !!o.deleteGroups });
     const format = o.outputFormat as OutputFormat;
@@ -280,9 +358,16 @@ function parseNamespace(name: string): BackupNamespace {
 export function registerSnapshotMaintenance(snapshot: Command, ctx: CliContext): void {
   repoOptions(snapshot.command('forget').description('remove a snapshot (not protected ones)').argument('<snapshot>', '<type>/<id>/<time>')).action(
     async (spec: string, o) => {
-      const ds = await openRepository(o.repository, ctx.env, false);
-      const dir = await exactSnapshot(ds, spec, nsOf(o));
-      await ds.removeSnapshot(dir);
+      const repo = await open(o, ctx.env);
+      let dir: BackupDir;
+      if (repo.kind === 'remote') {
+        const r = await remoteSnapshot(repo.client, spec, nsOf(o), false);
+        await repo.client.forgetSnapshot(r.ref);
+        dir = r.dir;
+      } else {
+        dir = await exactSnapshot(repo.ds, spec, nsOf(o));
+        await repo.ds.removeSnapshot(dir);
+      }
       const format = o.outputFormat as OutputFormat;
       if (format !== 'text') printJSON(format, snapshotFields(dir));
       else process.stdout.write(`removed snapshot ${dir}\n`);
@@ -291,9 +376,17 @@ export function registerSnapshotMaintenance(snapshot: Command, ctx: CliContext):
 
   const prot = snapshot.command('protected').description('snapshot protection (protected snapshots are never pruned)');
   repoOptions(prot.command('show').argument('<snapshot>', '<type>/<id>[/<time>]')).action(async (spec: string, o) => {
-    const ds = await openRepository(o.repository, ctx.env, false);
-    const dir = await resolveSnapshot(ds, spec, nsOf(o));
-    const on = await ds.isProtected(dir);
+    const repo = await open(o, ctx.env);
+    let dir: BackupDir;
+    let on: boolean;
+    if (repo.kind === 'remote') {
+      const r = await remoteSnapshot(repo.client, spec, nsOf(o), true);
+      dir = r.dir;
+      on = await repo.client.getProtected(r.ref);
+    } else {
+      dir = await resolveSnapshot(repo.ds, spec, nsOf(o));
+      on = await repo.ds.isProtected(dir);
+    }
     const format = o.outputFormat as OutputFormat;
     if (format !== 'text') printJSON(format, { ...snapshotFields(dir), protected: on });
     else process.stdout.write(`${on}\n`);
@@ -301,9 +394,16 @@ export function registerSnapshotMaintenance(snapshot: Command, ctx: CliContext):
   repoOptions(prot.command('update').argument('<snapshot>', '<type>/<id>/<time>').argument('<protected>', 'true or false')).action(
     async (spec: string, value: string, o) => {
       const on = parseBool(value);
-      const ds = await openRepository(o.repository, ctx.env, false);
-      const dir = await exactSnapshot(ds, spec, nsOf(o));
-      await ds.setProtected(dir, on);
+      const repo = await open(o, ctx.env);
+      let dir: BackupDir;
+      if (repo.kind === 'remote') {
+        const r = await remoteSnapshot(repo.client, spec, nsOf(o), false);
+        dir = r.dir;
+        await repo.client.setProtected(r.ref, on);
+      } else {
+        dir = await exactSnapshot(repo.ds, spec, nsOf(o));
+        await repo.ds.setProtected(dir, on);
+      }
       const format = o.outputFormat as OutputFormat;
       if (format !== 'text') printJSON(format, { ...snapshotFields(dir), protected: on });
       else process.stdout.write(`snapshot ${dir} is ${on ? 'now' : 'no longer'} protected\n`);
@@ -312,18 +412,29 @@ export function registerSnapshotMaintenance(snapshot: Command, ctx: CliContext):
 
   const notes = snapshot.command('notes').description('snapshot notes (manifest unprotected.notes)');
   repoOptions(notes.command('show').argument('<snapshot>', '<type>/<id>[/<time>]')).action(async (spec: string, o) => {
-    const ds = await openRepository(o.repository, ctx.env, false);
-    const dir = await resolveSnapshot(ds, spec, nsOf(o));
-    const text = (await ds.getSnapshotNotes(dir)) ?? '';
+    const repo = await open(o, ctx.env);
+    let text: string;
+    if (repo.kind === 'remote') {
+      text = await repo.client.getNotes((await remoteSnapshot(repo.client, spec, nsOf(o), true)).ref);
+    } else {
+      text = (await repo.ds.getSnapshotNotes(await resolveSnapshot(repo.ds, spec, nsOf(o)))) ?? '';
+    }
     const format = o.outputFormat as OutputFormat;
     if (format !== 'text') printJSON(format, text);
     else process.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
   });
   repoOptions(notes.command('update').argument('<snapshot>', '<type>/<id>/<time>').argument('<notes>', 'new notes text')).action(
     async (spec: string, text: string, o) => {
-      const ds = await openRepository(o.repository, ctx.env, false);
-      const dir = await exactSnapshot(ds, spec, nsOf(o));
-      await ds.setSnapshotNotes(dir, text);
+      const repo = await open(o, ctx.env);
+      let dir: BackupDir;
+      if (repo.kind === 'remote') {
+        const r = await remoteSnapshot(repo.client, spec, nsOf(o), false);
+        dir = r.dir;
+        await repo.client.setNotes(r.ref, text);
+      } else {
+        dir = await exactSnapshot(repo.ds, spec, nsOf(o));
+        await repo.ds.setSnapshotNotes(dir, text);
+      }
       const format = o.outputFormat as OutputFormat;
       if (format !== 'text') printJSON(format, { ...snapshotFields(dir), notes: text });
     },

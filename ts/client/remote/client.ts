@@ -82,18 +82,80 @@ export class PbsClient {
   }
 
   /** One REST GET; the `data` value. */
-  async get(path: string): Promise<unknown> {
+  get(path: string): Promise<unknown> {
+    return this.request('GET', path);
+  }
+
+  /** One REST call (parameters in the query string); the `data` value. */
+  async request(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string): Promise<unknown> {
     const socket = await this.connect();
-    const res = await http1Request(socket, { method: 'GET', path, headers: { host: this.hostHeader(), authorization: this.authorization } });
+    const res = await http1Request(socket, { method, path, headers: { host: this.hostHeader(), authorization: this.authorization } });
     if (res.status !== 200) throw new RemoteError(res.status, path, res.body.toString('utf8').trim().slice(0, 2000));
     let v: unknown;
     try {
       v = JSON.parse(res.body.toString('utf8'));
     } catch {
-      throw new ProtocolError(`GET ${path.split('?')[0]}: response is not JSON`);
+      throw new ProtocolError(`${method} ${path.split('?')[0]}: response is not JSON`);
     }
-    if (!v || typeof v !== 'object' || !('data' in v)) throw new ProtocolError(`GET ${path.split('?')[0]}: response has no data`);
+    if (!v || typeof v !== 'object' || !('data' in v)) throw new ProtocolError(`${method} ${path.split('?')[0]}: response has no data`);
     return (v as { data: unknown }).data;
+  }
+
+  // ---- maintenance (spec protocol.md §5) ------------------------------------------------
+
+  private snapQ(s: SnapshotRef): Record<string, QueryValue> {
+    const q = snapshotQuery(this.repository.store, s);
+    delete q.store;
+    return q;
+  }
+
+  async forgetSnapshot(s: SnapshotRef): Promise<void> {
+    await this.request('DELETE', datastorePath(this.repository.store, 'snapshots', this.snapQ(s)));
+  }
+
+  async prune(g: { ns?: string; backupType: string; backupId: string }, keep: Partial<Record<'last' | 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly', number>>, dryRun: boolean): Promise<Array<{ 'backup-type': string; 'backup-id': string; 'backup-time': number; keep: boolean; protected: boolean }>> {
+    const q: Record<string, QueryValue> = { ns: g.ns || undefined, 'backup-type': g.backupType, 'backup-id': g.backupId, 'dry-run': dryRun };
+    for (const [k, v] of Object.entries(keep)) if (v !== undefined) q[`keep-${k}`] = v;
+    return (await this.request('POST', datastorePath(this.repository.store, 'prune', q))) as Array<{ 'backup-type': string; 'backup-id': string; 'backup-time': number; keep: boolean; protected: boolean }>;
+  }
+
+  /** Runs garbage collection on the server; returns its task id (UPID). */
+  async garbageCollect(): Promise<string> {
+    return (await this.request('POST', datastorePath(this.repository.store, 'gc', {}))) as string;
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    return (await this.get(datastorePath(this.repository.store, 'status', {}))) as Record<string, unknown>;
+  }
+
+  /** Verifies a snapshot, a group or everything (no type/id); returns the task id. */
+  async verify(t: { ns?: string; backupType?: string; backupId?: string; backupTime?: number }): Promise<string> {
+    const q = { ns: t.ns || undefined, 'backup-type': t.backupType, 'backup-id': t.backupId, 'backup-time': t.backupTime };
+    return (await this.request('POST', datastorePath(this.repository.store, 'verify', q))) as string;
+  }
+
+  async getProtected(s: SnapshotRef): Promise<boolean> {
+    return (await this.get(datastorePath(this.repository.store, 'protected', this.snapQ(s)))) as boolean;
+  }
+
+  async setProtected(s: SnapshotRef, on: boolean): Promise<void> {
+    await this.request('PUT', datastorePath(this.repository.store, 'protected', { ...this.snapQ(s), protected: on }));
+  }
+
+  async getNotes(s: SnapshotRef): Promise<string> {
+    return (await this.get(datastorePath(this.repository.store, 'notes', this.snapQ(s)))) as string;
+  }
+
+  async setNotes(s: SnapshotRef, notes: string): Promise<void> {
+    await this.request('PUT', datastorePath(this.repository.store, 'notes', { ...this.snapQ(s), notes }));
+  }
+
+  async createNamespace(name: string, parent?: string): Promise<void> {
+    await this.request('POST', datastorePath(this.repository.store, 'namespace', { name, parent: parent || undefined }));
+  }
+
+  async deleteNamespace(ns: string, deleteGroups: boolean): Promise<void> {
+    await this.request('DELETE', datastorePath(this.repository.store, 'namespace', { ns, 'delete-groups': deleteGroups }));
   }
 
   async version(): Promise<VersionInfo> {
