@@ -52,9 +52,11 @@ describe('interrupted backups', () => {
 
     for (const [k, delayMs] of [150, 400, 900].entries()) {
       const child = spawn(process.execPath, [bin, 'backup', `root.pxar:${src}`, '--repository', dsPath, '--backup-id', 'kill', '--backup-time', String(1_700_000_100 + k), '--change-detection-mode', k % 2 ? 'metadata' : 'data'], { stdio: 'ignore' });
+      // Listen before waiting: a child that finishes before the kill has exited already.
+      const exited = new Promise((r) => child.on('exit', r));
       await new Promise((r) => setTimeout(r, delayMs));
       child.kill('SIGKILL');
-      await new Promise((r) => child.on('exit', r));
+      await exited;
       const snaps = await ds.listSnapshots(new BackupGroup('host', 'kill'), { includeUnfinished: true });
       // Either the kill came after the commit (then that snapshot is complete) or nothing new is listed as finished.
       for (const s of snaps.filter((x) => x.finished)) {
