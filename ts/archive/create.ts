@@ -15,7 +15,8 @@
  * prefetched in DFS order with bounded look-ahead; small files are read in batches by one
  * native call each (exactly their stat size: shrunk → zero-padded, grown → truncated, as PBS),
  * large files in 4 MiB reads. Payload bytes go disk → chunk stream → chunk store without
- * per-byte JS work. Memory is bounded by the look-ahead windows, not by the tree size.
+ * per-byte JS work. Memory is bounded by the look-ahead windows (and, in metadata mode, by the
+ * lookahead cache capacity), not by the tree size.
  *
  * Entries that vanish or cannot be read mid-backup produce a warning and are left out; the
  * archive stays consistent.

@@ -14,7 +14,7 @@ import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter } from '../format/dynamic-index.js';
 import type { PbsClient } from './remote/client.js';
 import { localTarget, remoteTarget } from './target.js';
-import { ChunkStream, type ChunkRecord } from '../archive/chunk-stream.js';
+import { ChunkStream } from '../archive/chunk-stream.js';
 import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
