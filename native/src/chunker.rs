@@ -139,22 +139,10 @@ impl Chunker {
                 let (mask, brk) = (self.mask, self.break_min);
                 let enter = &data[pos..limit];
                 let leave = &data[pos - WINDOW..limit - WINDOW];
-                // Four bytes per step: h4 depends on h through one rotate and one xor, the
-                // intermediate hashes (needed for the test) are computed off that chain.
                 let n = enter.len();
                 let mut i = 0usize;
                 while i + 4 <= n {
-                    let x0 = t[leave[i] as usize] ^ t[enter[i] as usize];
-                    let x1 = t[leave[i + 1] as usize] ^ t[enter[i + 1] as usize];
-                    let x2 = t[leave[i + 2] as usize] ^ t[enter[i + 2] as usize];
-                    let x3 = t[leave[i + 3] as usize] ^ t[enter[i + 3] as usize];
-                    let h1 = h.rotate_left(1) ^ x0;
-                    let k2 = x0.rotate_left(1) ^ x1;
-                    let k3 = k2.rotate_left(1) ^ x2;
-                    let k4 = k3.rotate_left(1) ^ x3;
-                    let h2 = h.rotate_left(2) ^ k2;
-                    let h3 = h.rotate_left(3) ^ k3;
-                    let h4 = h.rotate_left(4) ^ k4;
+                    let [h1, h2, h3, h4] = step4(h, &leave[i..i + 4], &enter[i..i + 4]);
                     let hit = ((h1 & mask) >= brk) | ((h2 & mask) >= brk) | ((h3 & mask) >= brk) | ((h4 & mask) >= brk);
                     if hit {
                         let j = if (h1 & mask) >= brk { 1 } else if (h2 & mask) >= brk { 2 } else if (h3 & mask) >= brk { 3 } else { 4 };
@@ -196,6 +184,22 @@ impl Chunker {
     }
 }
 
+/// Four rolling steps. Only the last hash depends on `h` through one rotate and one xor, so
+/// the rotate/xor dependency chain advances four bytes at a time; the intermediate hashes
+/// (needed for the boundary test, dropped by the optimizer where unused) are computed off it.
+#[inline(always)]
+fn step4(h: u32, leave: &[u8], enter: &[u8]) -> [u32; 4] {
+    let t = &BUZHASH_TABLE;
+    let x0 = t[leave[0] as usize] ^ t[enter[0] as usize];
+    let x1 = t[leave[1] as usize] ^ t[enter[1] as usize];
+    let x2 = t[leave[2] as usize] ^ t[enter[2] as usize];
+    let x3 = t[leave[3] as usize] ^ t[enter[3] as usize];
+    let k2 = x0.rotate_left(1) ^ x1;
+    let k3 = k2.rotate_left(1) ^ x2;
+    let k4 = k3.rotate_left(1) ^ x3;
+    [h.rotate_left(1) ^ x0, h.rotate_left(2) ^ k2, h.rotate_left(3) ^ k3, h.rotate_left(4) ^ k4]
+}
+
 /// Roll the hash over `enter` (with the matching leaving bytes) without testing.
 #[inline(always)]
 fn roll(mut h: u32, enter: &[u8], leave: &[u8]) -> u32 {
@@ -203,12 +207,7 @@ fn roll(mut h: u32, enter: &[u8], leave: &[u8]) -> u32 {
     let n = enter.len().min(leave.len());
     let mut i = 0usize;
     while i + 4 <= n {
-        let x0 = t[leave[i] as usize] ^ t[enter[i] as usize];
-        let x1 = t[leave[i + 1] as usize] ^ t[enter[i + 1] as usize];
-        let x2 = t[leave[i + 2] as usize] ^ t[enter[i + 2] as usize];
-        let x3 = t[leave[i + 3] as usize] ^ t[enter[i + 3] as usize];
-        let k = x0.rotate_left(3) ^ x1.rotate_left(2) ^ x2.rotate_left(1) ^ x3;
-        h = h.rotate_left(4) ^ k;
+        h = step4(h, &leave[i..i + 4], &enter[i..i + 4])[3];
         i += 4;
     }
     while i < n {

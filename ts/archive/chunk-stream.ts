@@ -119,17 +119,6 @@ export class ChunkStream {
     this.sink = opts.sink;
   }
 
-  /** Stream position of the next byte written (injected bytes included). */
-  get position(): number {
-    return this.consumed + this.bufLen + this.bwLen + this.sentLen();
-  }
-
-  private sentLen(): number {
-    let n = 0;
-    for (const b of this.sent) n += b.length;
-    return n;
-  }
-
   /**
    * Append bytes. Returns false when the caller should `await drain()` before writing more.
    * Throws if an earlier chunk failed (hashing, encoding or the sink).

@@ -27,7 +27,7 @@ import path from 'node:path';
 import {
   readDir,
   readFilesExact,
-  statPath,
+  statEntries,
   READ_GREW,
   READ_OK,
   READ_SHRUNK,
@@ -495,11 +495,11 @@ class Archiver {
   async run(): Promise<CreateArchiveResult> {
     const opts = this.opts;
     const rootPath = path.resolve(opts.source);
-    const root = await statPath(rootPath, this.dirOpts).catch((e: Error) => {
+    const rootList = await statEntries(rootPath, this.dirOpts).catch((e: Error) => {
       throw new Error(`cannot back up ${rootPath}: ${e.message}`);
     });
-    if ((root.mode & S_IFMT) !== S_IFDIR) throw new Error(`cannot back up ${rootPath}: not a directory`);
-    this.allowedDevs.add(root.dev);
+    if ((rootList.mode(0) & S_IFMT) !== S_IFDIR) throw new Error(`cannot back up ${rootPath}: not a directory`);
+    this.allowedDevs.add(rootList.dev(0));
     for (const d of opts.includeDevices ?? []) this.allowedDevs.add(d);
 
     const cliPatterns = (opts.excludes ?? []).map((p) => parsePattern(p)).filter((p): p is ExcludePattern => !!p);
@@ -514,13 +514,8 @@ class Archiver {
         ? new PxarEncoder({ variant: 'unified', output: new StreamSink(this.metaOut.stream) })
         : new PxarEncoder({ variant: 'split', output: new StreamSink(this.metaOut.stream), payloadOutput: new StreamSink(this.payloadOut!.stream), prelude });
 
-    // Root metadata through the same policy as every other directory.
-    let rootMeta: Metadata = { mode: root.mode, flags: 0n, uid: root.uid, gid: root.gid, mtime: { secs: root.mtimeSec, nanos: root.mtimeNsec }, xattrs: [], acl: emptyAcl() };
-    const parentList = await readDir(path.dirname(rootPath), this.dirOpts).catch(() => null);
-    if (parentList) {
-      const i = findName(parentList, Buffer.from(path.basename(rootPath)));
-      if (i >= 0) rootMeta = entryMetadata(parentList, i, { xattrs: this.xattrs, describe: () => rootPath });
-    }
+    // Root metadata through the same policy as every other entry.
+    const rootMeta = entryMetadata(rootList, 0, { xattrs: this.xattrs, describe: () => rootPath });
 
     try {
       this.encoder.begin(rootMeta);

@@ -38,6 +38,7 @@ async function previousFrom(
   label: string,
   manifest: BackupManifest | null,
   archiveName: string,
+  /** Raw index bytes (checked here), or an index its reader already checked against the manifest. */
   readIndex: (name: string) => Promise<Buffer | DynamicIndex>,
   chunks: ChunkSource,
 ): Promise<PreviousArchive | { why: string }> {
@@ -51,9 +52,12 @@ async function previousFrom(
       return { why: manifest.lookup(`${base}.pxar.didx`) ? `previous snapshot ${label} was made in legacy mode` : `previous snapshot ${label} has no archive ${archiveName}` };
     }
     if (meta.cryptMode !== 'none' || payload.cryptMode !== 'none') return { why: `previous snapshot ${label} has a different crypt mode` };
+    // An index object was verified against the manifest by its reader (local datastore);
+    // downloaded bytes are checked here.
     const asIndex = async (name: string, csum: Buffer, size: number) => {
       const v = await readIndex(name);
-      const idx = v instanceof DynamicIndex ? v : DynamicIndex.parse(v, name);
+      if (v instanceof DynamicIndex) return v;
+      const idx = DynamicIndex.parse(v, name);
       if (!idx.computeCsum().equals(csum) || idx.size !== size) throw new Error(`${name} does not match the manifest`);
       return idx;
     };

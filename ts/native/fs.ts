@@ -354,8 +354,13 @@ export async function readDir(path: RawPath, opts: ReadDirOptions = {}): Promise
  * entry; `name` is the path itself. Rejects when the path cannot be lstat'ed.
  */
 export async function statPath(path: RawPath, opts: ReadDirOptions = {}): Promise<DirEntry & { fsMagic: number }> {
-  const d = new DirEntries(await fsNative.fsStatPath(path, opts));
+  const d = await statEntries(path, opts);
   return { ...d.entry(0), fsMagic: d.fsMagic };
+}
+
+/** `statPath` as a one-entry listing (for code that reads entries column-wise). */
+export async function statEntries(path: RawPath, opts: ReadDirOptions = {}): Promise<DirEntries> {
+  return new DirEntries(await fsNative.fsStatPath(path, opts));
 }
 
 /**

@@ -314,10 +314,10 @@ unsafe impl Send for OutPtr {}
 
 type ReadResult = (Vec<i32>, Vec<(usize, FsError)>);
 
-unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<napi_value> {
-    let (status, errors) = r;
+/// `{status: Int32Array, errors: [{index, code, errno, syscall, message}]}`: the per-file
+/// outcome of a batch (readFilesExact, writeFilesBatch).
+unsafe fn batch_result_js(env: napi_env, status: &[i32], errors: &[(usize, FsError)]) -> NResult<napi_value> {
     let o = object(env)?;
-    set(env, o, b"data\0", data)?;
     let mut mem: *mut c_void = null_mut();
     let mut ab = null_mut();
     napi!(env, napi_create_arraybuffer(env, status.len() * 4, &mut mem, &mut ab))?;
@@ -340,6 +340,12 @@ unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<na
         push(env, arr, k as u32, x)?;
     }
     set(env, o, b"errors\0", arr)?;
+    Ok(o)
+}
+
+unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<napi_value> {
+    let o = batch_result_js(env, &r.0, &r.1)?;
+    set(env, o, b"data\0", data)?;
     Ok(o)
 }
 
@@ -501,31 +507,7 @@ const WRITE_NUMS: [&str; 7] = ["offset", "size", "mode", "uid", "gid", "mtimeSec
 type WriteResult = (Vec<i32>, Vec<(usize, FsError)>);
 
 unsafe fn write_js(env: napi_env, r: WriteResult, _kept: napi_value) -> NResult<napi_value> {
-    let (status, errors) = r;
-    let o = object(env)?;
-    let mut mem: *mut c_void = null_mut();
-    let mut ab = null_mut();
-    napi!(env, napi_create_arraybuffer(env, status.len() * 4, &mut mem, &mut ab))?;
-    if !status.is_empty() {
-        std::ptr::copy_nonoverlapping(status.as_ptr(), mem as *mut i32, status.len());
-    }
-    let mut ta = null_mut();
-    napi!(env, napi_create_typedarray(env, NAPI_INT32_ARRAY, status.len(), ab, 0, &mut ta))?;
-    set(env, o, b"status\0", ta)?;
-    let arr = array(env, errors.len())?;
-    for (k, (index, e)) in errors.iter().enumerate() {
-        let x = object(env)?;
-        set(env, x, b"index\0", f64_val(env, *index as f64)?)?;
-        set(env, x, b"code\0", str_val(env, &e.code())?)?;
-        let mut errno = null_mut();
-        napi!(env, napi_create_int32(env, -e.errno, &mut errno))?;
-        set(env, x, b"errno\0", errno)?;
-        set(env, x, b"syscall\0", str_val(env, e.syscall)?)?;
-        set(env, x, b"message\0", str_val(env, &e.message())?)?;
-        push(env, arr, k as u32, x)?;
-    }
-    set(env, o, b"errors\0", arr)?;
-    Ok(o)
+    batch_result_js(env, &r.0, &r.1)
 }
 
 /// `files[i].<field>` from the packed numbers: an integer in `lo..=hi`.

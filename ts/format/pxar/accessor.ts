@@ -335,27 +335,32 @@ export class PxarAccessor {
   }
 
   /**
-   * @internal Decode the child entry whose FILENAME is at absolute `pos` from `buf` (which holds
-   * the archive bytes from `bufStart`); null when `buf` ends before the entry does.
-   * Same checks as `decodeAt`.
+   * @internal Decode the entry whose FILENAME is at absolute `filenamePos` (undefined: the root
+   * ENTRY at `rootEntryOffset`) from `buf`, which holds the archive bytes from `bufStart`; null
+   * when `buf` ends before the entry does. `path` overrides the entry's path; without it the
+   * path is `parent/name` (just the name when `parent` is null).
    */
-  parseEntrySync(buf: Buffer, bufStart: number, filenamePos: number, end: number, parent: Buffer | null): AccessorEntry | null {
+  parseEntrySync(buf: Buffer, bufStart: number, filenamePos: number | undefined, end: number, parent: Buffer | null, path?: Buffer): AccessorEntry | null {
     const what = this.reader.what;
     const avail = bufStart + buf.length;
-    let pos = filenamePos;
     const header = (p: number): ItemHeader | null => (p + HEADER_SIZE > avail ? null : parseHeader(buf, p - bufStart, p, what));
     const content = (h: ItemHeader): Buffer | null =>
       h.pos + HEADER_SIZE + h.contentSize > avail ? null : buf.subarray(h.pos + HEADER_SIZE - bufStart, h.pos + HEADER_SIZE + h.contentSize - bufStart);
-    const fh = header(pos);
-    if (!fh) return null;
-    if (fh.htype !== PXAR_FILENAME) throw formatError(what, pos, `expected FILENAME, found ${itemName(fh.htype)}`);
-    const fc = content(fh);
-    if (!fc) return null;
-    const name = Buffer.from(parseFileName(fc, what, pos));
-    pos += HEADER_SIZE + fh.contentSize;
+    let name = EMPTY;
+    let pos = this.rootEntryOffset;
+    if (filenamePos !== undefined) {
+      const fh = header(filenamePos);
+      if (!fh) return null;
+      if (fh.htype !== PXAR_FILENAME) throw formatError(what, filenamePos, `expected FILENAME, found ${itemName(fh.htype)}`);
+      const fc = content(fh);
+      if (!fc) return null;
+      name = Buffer.from(parseFileName(fc, what, filenamePos));
+      pos = filenamePos + HEADER_SIZE + fh.contentSize;
+    }
+    const fullPath = path ?? (parent ? joinPath(parent, name) : name);
     const h = header(pos);
     if (!h) return null;
-    if (h.htype === PXAR_HARDLINK) {
+    if (h.htype === PXAR_HARDLINK && filenamePos !== undefined) {
       const c = content(h);
       if (!c) return null;
       const link = parseHardlink(c, what, h.pos);
@@ -363,7 +368,7 @@ export class PxarAccessor {
         throw formatError(what, h.pos, `HARDLINK offset ${link.offset} does not point back into the archive`);
       }
       return {
-        path: parent ? joinPath(parent, name) : name,
+        path: fullPath,
         name,
         kind: 'hardlink',
         metadata: basicMetadata(0),
@@ -375,12 +380,13 @@ export class PxarAccessor {
       };
     }
     if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
-      throw formatError(what, h.pos, `expected ENTRY or HARDLINK, found ${itemName(h.htype)}`);
+      throw formatError(what, h.pos, `expected ENTRY${filenamePos !== undefined ? ' or HARDLINK' : ''}, found ${itemName(h.htype)}`);
     }
     const sc = content(h);
     if (!sc) return null;
     const metadata = parseStat(sc, h.htype === PXAR_ENTRY_V1, what, h.pos);
-    const entry: AccessorEntry = { path: parent ? joinPath(parent, name) : name, name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end, linkOffset: filenamePos };
+    const entry: AccessorEntry = { path: fullPath, name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end };
+    if (filenamePos !== undefined) entry.linkOffset = filenamePos;
     pos = h.pos + HEADER_SIZE + h.contentSize;
     for (;;) {
       if (pos >= end) {
@@ -448,87 +454,19 @@ export class PxarAccessor {
   }
 
   /**
-   * @internal Decode the entry whose FILENAME is at `filenamePos` (undefined: the root at `rootEntryOffset`)
-   * and whose range ends at `end`.
+   * @internal Decode the entry whose FILENAME is at `filenamePos` (undefined: the root at
+   * `rootEntryOffset`) and whose range ends at `end`: reads a window from the entry's start
+   * (doubling it while the entry runs on) and parses it with `parseEntrySync`.
    */
   async decodeAt(filenamePos: number | undefined, end: number, parent: Buffer | undefined, path?: Buffer): Promise<AccessorEntry> {
-    const what = this.reader.what;
-    let name = EMPTY;
-    let pos = this.rootEntryOffset;
-    if (filenamePos !== undefined) {
-      const n = await this.readName(filenamePos);
-      name = Buffer.from(n.name);
-      pos = n.next;
-    }
-    const fullPath = path ?? (parent ? joinPath(parent, name) : name);
-    const h = await this.reader.header(pos);
-    if (h.htype === PXAR_HARDLINK && filenamePos !== undefined) {
-      const link = parseHardlink(await this.reader.content(h), what, h.pos);
-      if (link.offset <= 0 || link.offset > filenamePos) {
-        throw formatError(what, h.pos, `HARDLINK offset ${link.offset} does not point back into the archive`);
-      }
-      return {
-        path: fullPath,
-        name,
-        kind: 'hardlink',
-        metadata: basicMetadata(0),
-        linkOffset: filenamePos,
-        entryOffset: h.pos,
-        endOffset: end,
-        hardlinkTarget: link.target,
-        hardlinkTargetOffset: filenamePos - link.offset,
-      };
-    }
-    if (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1) {
-      throw formatError(what, h.pos, `expected ENTRY${filenamePos !== undefined ? ' or HARDLINK' : ''}, found ${itemName(h.htype)}`);
-    }
-    const metadata = parseStat(await this.reader.content(h), h.htype === PXAR_ENTRY_V1, what, h.pos);
-    const entry: AccessorEntry = { path: fullPath, name, kind: 'directory', metadata, entryOffset: h.pos, endOffset: end };
-    if (filenamePos !== undefined) entry.linkOffset = filenamePos;
-    pos = h.pos + HEADER_SIZE + h.contentSize;
-    for (;;) {
-      if (pos >= end) {
-        // a fifo/socket range ends right after its attributes
-        entry.kind = this.kindWithoutData(metadata, h.pos);
-        if (entry.kind === 'directory') throw formatError(what, h.pos, 'directory range ends before its GOODBYE');
-        return entry;
-      }
-      const item = await this.reader.header(pos);
-      const t = item.htype;
-      if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
-        entry.kind = this.kindWithoutData(metadata, h.pos);
-        return entry;
-      }
-      if (t === PXAR_PAYLOAD) {
-        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
-        entry.kind = 'file';
-        entry.size = item.contentSize;
-        entry.contentOffset = item.pos + HEADER_SIZE;
-        return entry;
-      }
-      if (t === PXAR_PAYLOAD_REF) {
-        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
-        const ref = parsePayloadRef(await this.reader.content(item), what, item.pos);
-        entry.kind = 'file';
-        entry.size = ref.size;
-        entry.payloadOffset = ref.offset;
-        return entry;
-      }
-      if (t === PXAR_SYMLINK) {
-        this.expectMode(metadata, isSymlink, 'symlink', item.pos);
-        entry.kind = 'symlink';
-        entry.symlinkTarget = parseSymlink(await this.reader.content(item), what, item.pos);
-        return entry;
-      }
-      if (t === PXAR_DEVICE) {
-        this.expectMode(metadata, isDevice, 'device', item.pos);
-        entry.kind = 'device';
-        entry.device = parseDevice(await this.reader.content(item), what, item.pos);
-        return entry;
-      }
-      if (!isAttribute(t)) throw formatError(what, item.pos, `unexpected ${itemName(t)} inside an entry`);
-      applyAttribute(metadata, t, await this.reader.content(item), what, item.pos);
-      pos = item.pos + HEADER_SIZE + item.contentSize;
+    const start = filenamePos ?? this.rootEntryOffset;
+    const limit = this.reader.size;
+    for (let len = READ_AHEAD; ; len *= 2) {
+      const n = Math.min(len, limit - start);
+      const win = await this.readRaw(start, n);
+      const entry = this.parseEntrySync(win, start, filenamePos, end, parent ?? null, path);
+      if (entry) return entry;
+      if (start + n >= limit) throw formatError(this.reader.what, start, 'entry runs past the end of the archive (truncated?)');
     }
   }
 
