@@ -101,6 +101,36 @@ describe('ChunkStream (plain chunker)', () => {
       expect(recs).toEqual(whole);
     }
   }, 60_000);
+
+  it('copies what it is given: one reused input buffer, recycled windows, correct chunks', async () => {
+    // 3 MiB of pseudo-random data with avg 64 KiB: windows of 320 KiB are retired and reused
+    // many times while chunks cut from them are still being hashed.
+    let x = 777;
+    const data = Buffer.allocUnsafe(3 << 20);
+    for (let i = 0; i < data.length; i++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      data[i] = x >>> 24;
+    }
+    const expected = await run(data, data.length, { avg: 65536 });
+    expect(expected.length).toBeGreaterThan(20);
+    for (const payload of [false, true]) {
+      const recs: ChunkRecord[] = [];
+      const cs = new ChunkStream({ avg: 65536, payload, maxInFlight: 4, sink: (r) => void recs.push(r) });
+      const scratch = Buffer.allocUnsafe(70_001);
+      for (let off = 0; off < data.length; ) {
+        const n = Math.min(off % 3 === 0 ? 70_001 : 1234, data.length - off);
+        data.copy(scratch, 0, off, off + n);
+        const more = cs.write(scratch.subarray(0, n));
+        scratch.fill(0xee); // the stream must not see this
+        off += n;
+        if (!more) await cs.drain();
+      }
+      await cs.end();
+      if (!payload) expect(recs.map((r) => r.size)).toEqual(expected.map((r) => r.size));
+      expect(Buffer.concat(recs.map((r) => decodeBlob(r.blob!))).equals(data)).toBe(true);
+      for (const r of recs) expect(r.digest.toString('hex')).toBe(sha(data.subarray(r.offset, r.offset + r.size)));
+    }
+  }, 60_000);
 });
 
 describe('ChunkStream (payload chunker)', () => {

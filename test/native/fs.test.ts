@@ -516,6 +516,18 @@ describe('readFilesExact', () => {
     expect(r.errors[3].message).toMatch(/not a regular file/);
   });
 
+  it('reads into a caller-given buffer and refuses one that is too small', async () => {
+    fs.writeFileSync(path.join(dir, 'into-a'), 'first');
+    fs.writeFileSync(path.join(dir, 'into-b'), 'second!');
+    const into = Buffer.alloc(32, 0x55);
+    const r = await readFilesExact([path.join(dir, 'into-a'), path.join(dir, 'into-b')], [5, 7], into);
+    expect(r.data).toBe(into);
+    expect([...r.status]).toEqual([READ_OK, READ_OK]);
+    expect(into.subarray(0, 12).toString()).toBe('firstsecond!');
+    expect(into[12]).toBe(0x55);
+    await expect(readFilesExact([path.join(dir, 'into-a')], [5], Buffer.alloc(4))).rejects.toThrow(/into holds 4 bytes, the files need 5/);
+  });
+
   it('reads nothing (and counts nothing) for an empty batch', async () => {
     const before = bytesReadFromFiles();
     const r = await readFilesExact([], []);

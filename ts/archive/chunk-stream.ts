@@ -7,9 +7,12 @@
  * - Cut positions are found by the native buzhash scanner; JS never touches payload bytes one
  *   by one. Hashing and blob encoding run on the libuv pool (`native.processChunk`), several
  *   chunks at once, and records reach the sink strictly in stream order.
- * - Buffers handed to `write()` are owned by the stream from then on (no defensive copy): the
- *   caller must not reuse them. Bytes are copied only where PBS copies them too (the 256 KiB
- *   BufWriter of the payload stream) and when a chunk spans several input buffers.
+ * - `write()` copies its bytes once, into a window: one contiguous buffer holding the current
+ *   chunk and what follows it, so every chunk is a zero-copy view of a window. The caller may
+ *   reuse its buffer as soon as `write()` returns. A window that is full is retired and goes
+ *   back to a small free list once every chunk cut from it has been hashed/encoded, so a
+ *   backup allocates a few windows, not a buffer per chunk (external-memory churn drives V8
+ *   into full GCs).
  * - Memory is bounded: at most `maxInFlight` chunks are being hashed/encoded or waiting for the
  *   sink; `write()` returns false when the caller must `await drain()` before writing more.
  * - Payload streams reproduce upstream's deterministic reference behaviour (§1.4.1): writes are
@@ -48,12 +51,24 @@ export interface ChunkRecord {
 
 export type ChunkSink = (rec: ChunkRecord) => void | Promise<void>;
 
+/** A stretch of stream buffer; `refs` chunks cut from it are still being processed. */
+interface Window {
+  buf: Buffer;
+  refs: number;
+  retired: boolean;
+}
+
+/** First window of a stream (small archives stay small); later ones are `windowSize`. */
+const FIRST_WINDOW = 256 * 1024;
+/** Retired windows kept for reuse. */
+const SPARE_WINDOWS = 2;
+
 export interface ChunkStreamOptions {
   /** Average chunk size, a power of two (PBS: 64 KiB .. 4 MiB). */
   avg?: number;
   /** zstd-1 compress blobs when smaller (default true). */
   compress?: boolean;
-  /** Chunks hashed/encoded/written concurrently (default 10: keeps both cores busy). */
+  /** Chunks hashed/encoded/written concurrently (default 6: keeps both cores busy). */
   maxInFlight?: number;
   /** Payload stream: BufWriter piece timing, suggested boundaries, injections. */
   payload?: boolean;
@@ -75,15 +90,17 @@ export class ChunkStream {
   private readonly maxInFlight: number;
   private readonly payload: boolean;
   private readonly sink: ChunkSink;
+  private readonly windowSize: number;
 
-  // §1.3 buffer: bytes of the current (not yet emitted) chunk, as a list of pieces
-  // parts[head..]. `scanPos` bytes of it are scanned; (cursorPart, cursorOff) is that position.
-  private parts: Buffer[] = [];
-  private head = 0;
+  // §1.3 buffer: the current (not yet emitted) chunk is win.buf[start, start + bufLen), of which
+  // `scanPos` bytes are scanned. Written bytes not yet appended to it (deferred pieces, then the
+  // BufWriter's bytes) follow it up to `wEnd`.
+  private win: Window | null = null;
+  private spare: Window[] = [];
+  private start = 0;
   private bufLen = 0;
   private scanPos = 0;
-  private cursorPart = 0;
-  private cursorOff = 0;
+  private wEnd = 0;
   /** Bytes emitted as chunks so far, injected ones included (`base` / `consumed`). */
   private consumed = 0;
 
@@ -94,10 +111,10 @@ export class ChunkStream {
   private injections: InjectChunks[] = [];
   private pendingInject: InjectChunks | null = null;
 
-  // §1.4.1 BufWriter emulation and deferred pieces.
-  private bw: Buffer | null = null;
+  // §1.4.1 BufWriter emulation: lengths of the deferred pieces (flushed BufWriter contents and
+  // large writes), and the BufWriter's fill; all of them are bytes of the window after bufLen.
   private bwLen = 0;
-  private sent: Buffer[] = [];
+  private sent: number[] = [];
 
   // Ordered output.
   private queue: Promise<ChunkRecord>[] = [];
@@ -114,32 +131,32 @@ export class ChunkStream {
     this.min = avg >> 2;
     this.max = avg * 4;
     this.compress = opts.compress ?? true;
-    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 10);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 6);
     this.payload = opts.payload ?? false;
     this.sink = opts.sink;
+    // Room for a maximal chunk plus a large write behind it.
+    this.windowSize = this.max + avg;
   }
 
   /**
    * Append bytes. Returns false when the caller should `await drain()` before writing more.
    * Throws if an earlier chunk failed (hashing, encoding or the sink).
    */
-  write(buf: Buffer): boolean {
+  write(buf: Uint8Array): boolean {
     this.check();
-    if (buf.length === 0) return this.queue.length < this.maxInFlight;
+    const n = buf.length;
+    if (n === 0) return this.queue.length < this.maxInFlight;
     if (!this.payload) {
-      this.scanPiece(buf);
+      this.append(buf);
+      this.scanPiece(n);
     } else {
       // The archiver reached its next payload write: everything queued so far is visible.
       this.scanSent();
       const cap = PAYLOAD_BUFWRITER_CAPACITY;
-      if (this.bwLen + buf.length > cap) this.flushBufWriter();
-      if (buf.length >= cap) {
-        this.sent.push(buf);
-      } else {
-        if (!this.bw) this.bw = Buffer.allocUnsafe(cap);
-        buf.copy(this.bw, this.bwLen);
-        this.bwLen += buf.length;
-      }
+      if (this.bwLen + n > cap) this.flushBufWriter();
+      this.append(buf);
+      if (n >= cap) this.sent.push(n);
+      else this.bwLen += n;
     }
     return this.queue.length < this.maxInFlight;
   }
@@ -196,9 +213,46 @@ export class ChunkStream {
 
   // --- scanning -----------------------------------------------------------------------
 
+  // --- windows ------------------------------------------------------------------------
+
+  /** Copy `buf` behind the written bytes, moving to a fresh window when it does not fit. */
+  private append(buf: Uint8Array): void {
+    const n = buf.length;
+    let w = this.win;
+    if (!w || this.wEnd + n > w.buf.length) w = this.nextWindow(n);
+    w.buf.set(buf, this.wEnd);
+    this.wEnd += n;
+  }
+
+  /** Retire the current window; carry its live bytes (current chunk + deferred) over. */
+  private nextWindow(need: number): Window {
+    const old = this.win;
+    const live = old ? this.wEnd - this.start : 0;
+    const size = Math.max(old ? this.windowSize : FIRST_WINDOW, live + need);
+    let w: Window | undefined;
+    if (size === this.windowSize) w = this.spare.pop();
+    if (!w) w = { buf: Buffer.allocUnsafe(size), refs: 0, retired: false };
+    w.retired = false;
+    if (old) {
+      old.buf.copy(w.buf, 0, this.start, this.wEnd);
+      old.retired = true;
+      this.recycle(old);
+    }
+    this.win = w;
+    this.start = 0;
+    this.wEnd = live;
+    return w;
+  }
+
+  private recycle(w: Window): void {
+    if (w.retired && w.refs === 0 && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
+      this.spare.push(w);
+    }
+  }
+
   private flushBufWriter(): void {
-    if (this.bwLen > 0 && this.bw) {
-      this.sent.push(Buffer.from(this.bw.subarray(0, this.bwLen)));
+    if (this.bwLen > 0) {
+      this.sent.push(this.bwLen);
       this.bwLen = 0;
     }
   }
@@ -207,13 +261,12 @@ export class ChunkStream {
     if (!this.sent.length) return;
     const pieces = this.sent;
     this.sent = [];
-    for (const p of pieces) this.scanPiece(p);
+    for (const n of pieces) this.scanPiece(n);
   }
 
-  /** §1.3/§1.5: append one input piece and cut as long as the unscanned tail allows. */
-  private scanPiece(piece: Buffer): void {
-    this.parts.push(piece);
-    this.bufLen += piece.length;
+  /** §1.3/§1.5: append the next `len` written bytes as one input piece and cut as long as the unscanned tail allows. */
+  private scanPiece(len: number): void {
+    this.bufLen += len;
     for (;;) {
       if (!this.pendingInject && this.injections.length) this.pendingInject = this.injections.shift()!;
       const inj = this.pendingInject;
@@ -289,41 +342,45 @@ export class ChunkStream {
 
   private scannedAll(): void {
     this.scanPos = this.bufLen;
-    this.cursorPart = this.parts.length;
-    this.cursorOff = 0;
   }
 
   /**
-   * Native buzhash over the unscanned tail, which may span several parts. Returns bytes after
-   * scanPos up to the cut or 0; the caller either cuts (cursor reset by take) or marks all
-   * scanned, so the cursor need not be advanced here.
+   * Native buzhash over the unscanned tail. Returns bytes after scanPos up to the cut or 0; the
+   * caller either cuts (take resets scanPos) or marks all scanned.
    */
   private regularScan(): number {
-    let scanned = 0;
-    let off = this.cursorOff;
-    for (let i = this.cursorPart; i < this.parts.length; i++) {
-      const part = this.parts[i];
-      const n = this.chunker.scan(part, off);
-      if (n) return scanned + n;
-      scanned += part.length - off;
-      off = 0;
-    }
-    return 0;
+    return this.chunker.scan(this.win!.buf, this.start + this.scanPos, this.start + this.bufLen);
   }
 
   // --- emitting -----------------------------------------------------------------------
 
   /** Split off buffer[0..len) as a new chunk (len may be 0: nothing is emitted). */
   private emitRaw(len: number): void {
-    const data = this.take(len);
     this.scanPos = 0;
     if (len === 0) return;
+    // Zero-copy view of the window; it is not reused before processChunk settles.
+    const w = this.win!;
+    const data = w.buf.subarray(this.start, this.start + len);
+    this.start += len;
+    this.bufLen -= len;
+    w.refs++;
+    const release = () => {
+      w.refs--;
+      this.recycle(w);
+    };
     const offset = this.consumed;
     this.consumed += len;
     this.stats.chunks++;
     this.stats.size += len;
     const promise = native.processChunk(data, this.compress).then(
-      (r) => ({ offset, size: len, digest: r.digest, blob: r.blob }),
+      (r) => {
+        release();
+        return { offset, size: len, digest: r.digest, blob: r.blob };
+      },
+      (e: unknown) => {
+        release();
+        throw e;
+      },
     );
     this.enqueue(promise);
   }
@@ -349,37 +406,6 @@ export class ChunkStream {
     this.stats.injectedChunks += inj.chunks.length;
     this.stats.injectedBytes += inj.size;
     this.stats.size += inj.size;
-  }
-
-  /** Remove and return buffer[0..len) as one contiguous Buffer (zero-copy when possible). */
-  private take(len: number): Buffer {
-    let out: Buffer;
-    if (len === 0) {
-      out = Buffer.alloc(0);
-    } else if (this.parts[this.head].length >= len) {
-      const first = this.parts[this.head];
-      out = first.subarray(0, len);
-      if (first.length === len) this.head++;
-      else this.parts[this.head] = first.subarray(len);
-    } else {
-      out = Buffer.allocUnsafe(len);
-      let filled = 0;
-      while (filled < len) {
-        const p = this.parts[this.head];
-        const n = Math.min(p.length, len - filled);
-        p.copy(out, filled, 0, n);
-        filled += n;
-        if (n === p.length) this.head++;
-        else this.parts[this.head] = p.subarray(n);
-      }
-    }
-    this.bufLen -= len;
-    // Compact so the array does not grow without bound; the scan cursor restarts at the head.
-    this.parts = this.parts.slice(this.head);
-    this.head = 0;
-    this.cursorPart = 0;
-    this.cursorOff = 0;
-    return out;
   }
 
   private enqueue(promise: Promise<ChunkRecord>): void {

@@ -144,8 +144,11 @@ export function archiveBaseName(archiveName: string): string {
 }
 
 const SMALL_FILE = 1024 * 1024;
-const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_FILES = 256;
+/** Size of a recycled read buffer: a batch stops at the first file that reaches BATCH_BYTES. */
+const READ_BUFFER = BATCH_BYTES + SMALL_FILE;
+const SPARE_READ_BUFFERS = 6;
 const READ_SIZE = 4 * 1024 * 1024;
 const DIR_LOOKAHEAD = 64;
 const FILE_BATCHES_AHEAD = 2;
@@ -637,8 +640,30 @@ class Archiver {
 
     // Read ahead only files that will certainly be encoded with data: not reusable, and not
     // hardlinked (another name may be encoded first; those are read when they are reached).
-    const reader = new BatchReader(this, absDir, list, keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1));
+    const reader = new FileBatches<number>(
+      this,
+      keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1).map((i) => ({ key: i, path: () => joinAbs(absDir, list.name(i)), size: list.size(i) })),
+    );
+    try {
+      await this.encodeEntries(absDir, rel, list, keep, metas, ranges, prevOf, listings, excl, reader);
+    } finally {
+      reader.close();
+    }
+    this.prefetch.drop([...listings.values()]);
+  }
 
+  private async encodeEntries(
+    absDir: Buffer,
+    rel: Buffer,
+    list: DirEntries,
+    keep: number[],
+    metas: Metadata[],
+    ranges: Array<[number, number] | null>,
+    prevOf: Array<AccessorEntry | undefined>,
+    listings: Map<number, PrefetchNode>,
+    excl: ExcludeMatcher,
+    reader: FileBatches<number>,
+  ): Promise<void> {
     for (const i of keep) {
       this.checkAbort();
       const name = list.name(i);
@@ -743,7 +768,6 @@ class Archiver {
         this.encodeOther(entry);
       }
     }
-    this.prefetch.drop([...listings.values()]);
   }
 
   private encodeOther(e: Cached): void {
@@ -824,24 +848,30 @@ class Archiver {
   private async streamFile(fh: Awaited<ReturnType<typeof open>>, size: number, relPath: Buffer): Promise<void> {
     let done = 0;
     let result: 'ok' | 'shrunk' | 'grew' = 'ok';
-    while (done < size) {
-      const want = Math.min(READ_SIZE, size - done);
-      const buf = Buffer.allocUnsafe(want);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await fh.read(buf, got, want - got, done + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
+    // One recycled buffer for the whole file: the chunk stream copies what it is given.
+    const pooled = this.readBuffers.acquire(READ_SIZE);
+    try {
+      while (done < size) {
+        const want = Math.min(READ_SIZE, size - done);
+        const buf = pooled.subarray(0, want);
+        let got = 0;
+        while (got < want) {
+          const { bytesRead } = await fh.read(buf, got, want - got, done + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        this.stats.bytesRead += got;
+        if (got < want) {
+          buf.fill(0, got);
+          result = 'shrunk';
+        }
+        this.encoder.writeFileData(buf);
+        done += want;
+        await this.drainIfFull();
+        this.checkAbort();
       }
-      this.stats.bytesRead += got;
-      if (got < want) {
-        buf.fill(0, got);
-        result = 'shrunk';
-      }
-      this.encoder.writeFileData(buf);
-      done += want;
-      await this.drainIfFull();
-      this.checkAbort();
+    } finally {
+      this.readBuffers.release(pooled);
     }
     if (result === 'ok') {
       const { bytesRead } = await fh.read(Buffer.allocUnsafe(1), 0, 1, size);
@@ -905,7 +935,15 @@ class Archiver {
             return true;
           })
         : [];
-    const batch = reread.length ? new PathBatchReader(this, reread) : null;
+    const batch = new FileBatches<object>(this, reread.map((e) => ({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size })));
+    try {
+      await this.replay(entries, base, batch);
+    } finally {
+      batch.close();
+    }
+  }
+
+  private async replay(entries: Cached[], base: number | null, batch: FileBatches<object>): Promise<void> {
     for (const e of entries) {
       switch (e.kind) {
         case 'file': {
@@ -923,7 +961,7 @@ class Archiver {
             this.stats.reusedBytes += e.size;
           } else {
             this.stats.reencodedFiles++;
-            await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch!.get(e));
+            await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)));
             break;
           }
           this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
@@ -957,44 +995,79 @@ class Archiver {
   /** A small file not read ahead (hardlinked): read now; null for a large one (streamed). */
   async readOne(abs: Buffer, size: number): Promise<FileData | null> {
     if (size === 0 || size > SMALL_FILE) return null;
-    return (await this.readBatch([{ index: 0, path: abs, size }])).get(0) ?? null;
+    return (await this.readBatch([{ index: 0, path: abs, size }])).files.get(0) ?? null;
   }
 
-  /** Batched native read of small files (used by BatchReader/PathBatchReader). */
-  async readBatch(jobs: FileJob[]): Promise<Map<number, FileData>> {
-    const out = new Map<number, FileData>();
-    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size));
+  /**
+   * Batched native read of small files (used by FileBatches). With `into` the files land in
+   * that buffer (recycled by the caller once every file of the batch has been encoded).
+   */
+  async readBatch(jobs: FileJob[], into?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
+    const files = new Map<number, FileData>();
+    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into);
     let off = 0;
     jobs.forEach((j, k) => {
       const st = r.status[k];
       const data = r.data.subarray(off, off + j.size);
       off += j.size;
-      if (st === READ_OK) out.set(j.index, { data });
-      else if (st === READ_SHRUNK) out.set(j.index, { data, changed: 'shrunk' });
-      else if (st === READ_GREW) out.set(j.index, { data, changed: 'grew' });
+      if (st === READ_OK) files.set(j.index, { data });
+      else if (st === READ_SHRUNK) files.set(j.index, { data, changed: 'shrunk' });
+      else if (st === READ_GREW) files.set(j.index, { data, changed: 'grew' });
       else {
         const e = r.errors.find((x) => x.index === k);
-        out.set(j.index, { data: null, error: e ? e.message : errnoCode(-st) });
+        files.set(j.index, { data: null, error: e ? e.message : errnoCode(-st) });
       }
     });
-    return out;
+    return { files, buf: r.data };
+  }
+
+  /** Recycled buffers for batched reads (their bytes are copied into the chunk stream). */
+  readonly readBuffers = new BufferPool(READ_BUFFER, SPARE_READ_BUFFERS);
+}
+
+/** Fixed-size buffers handed out again once released (larger requests are plain allocations). */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly spare: number,
+  ) {}
+
+  acquire(need: number): Buffer {
+    if (need > this.size) return Buffer.allocUnsafe(need);
+    return this.free.pop() ?? Buffer.allocUnsafe(this.size);
+  }
+
+  release(buf: Buffer): void {
+    if (buf.length === this.size && this.free.length < this.spare) this.free.push(buf);
   }
 }
 
-/** Reads the small files of one directory listing in native batches, a few batches ahead. */
-class BatchReader {
-  private readonly batchOf = new Map<number, number>();
+/**
+ * Small files read in native batches a few batches ahead of the encoder, into recycled
+ * buffers. Files must be asked for in the order given; a batch's buffer is recycled when a file
+ * of a later batch is asked for (the encoder has copied the earlier files into the chunk stream
+ * by then) or at `close()`. A file asked for out of order yields null (the caller reads it alone).
+ */
+class FileBatches<K> {
+  private readonly jobOf = new Map<K, { batch: number; index: number }>();
   private readonly batches: FileJob[][] = [];
-  private readonly results: Array<Promise<Map<number, FileData>> | undefined> = [];
+  private readonly results: Array<Promise<{ files: Map<number, FileData>; buf: Buffer }> | undefined> = [];
+  /** Batches below this one are released. */
+  private done = 0;
 
-  constructor(private readonly archiver: Archiver, absDir: Buffer, list: DirEntries, indices: number[]) {
+  constructor(
+    private readonly archiver: Archiver,
+    files: Iterable<{ key: K; path: () => Buffer; size: number }>,
+  ) {
     let cur: FileJob[] = [];
     let bytes = 0;
-    for (const i of indices) {
-      const size = list.size(i);
-      if (size === 0 || size > SMALL_FILE) continue;
-      cur.push({ index: i, path: joinAbs(absDir, list.name(i)), size });
-      bytes += size;
+    for (const f of files) {
+      if (f.size === 0 || f.size > SMALL_FILE) continue;
+      this.jobOf.set(f.key, { batch: this.batches.length, index: cur.length });
+      cur.push({ index: cur.length, path: f.path(), size: f.size });
+      bytes += f.size;
       if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) {
         this.batches.push(cur);
         cur = [];
@@ -1002,62 +1075,41 @@ class BatchReader {
       }
     }
     if (cur.length) this.batches.push(cur);
-    this.batches.forEach((b, k) => b.forEach((j) => this.batchOf.set(j.index, k)));
     for (let k = 0; k < FILE_BATCHES_AHEAD; k++) this.start(k);
   }
 
   private start(k: number): void {
-    if (k < this.batches.length && !this.results[k]) {
-      const p = this.archiver.readBatch(this.batches[k]);
+    if (k >= this.done && k < this.batches.length && !this.results[k]) {
+      const jobs = this.batches[k];
+      const need = jobs.reduce((a, j) => a + j.size, 0);
+      const p = this.archiver.readBatch(jobs, this.archiver.readBuffers.acquire(need));
       p.catch(() => undefined);
       this.results[k] = p;
     }
   }
 
-  /** Data of entry `i`, or null for a file that is streamed instead (large). */
-  async get(i: number): Promise<FileData | null> {
-    const b = this.batchOf.get(i);
-    if (b === undefined) return null;
-    for (let k = b; k <= b + FILE_BATCHES_AHEAD; k++) this.start(k);
-    const m = await this.results[b]!;
-    this.results[b - 1] = undefined;
-    return m.get(i) ?? null;
-  }
-}
-
-/** Batched reads for cached files that are re-encoded after all (paths, not a listing). */
-class PathBatchReader {
-  private readonly results = new Map<object, Promise<Map<number, FileData>>>();
-  private readonly jobOf = new Map<object, { batch: object; index: number }>();
-
-  constructor(archiver: Archiver, files: Array<{ dirAbs: Buffer; name: Buffer; size: number }>) {
-    let cur: FileJob[] = [];
-    let bytes = 0;
-    let id = 0;
-    const flush = () => {
-      if (!cur.length) return;
-      const key = {};
-      const jobs = cur;
-      for (const j of jobs) this.jobOf.set((j as FileJob & { owner: object }).owner, { batch: key, index: j.index });
-      const p = archiver.readBatch(jobs);
-      p.catch(() => undefined);
-      this.results.set(key, p);
-      cur = [];
-      bytes = 0;
-    };
-    for (const f of files) {
-      if (f.size === 0 || f.size > SMALL_FILE) continue;
-      cur.push({ index: id++, path: joinAbs(f.dirAbs, f.name), size: f.size, owner: f } as FileJob & { owner: object });
-      bytes += f.size;
-      if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) flush();
-    }
-    flush();
+  private release(k: number): void {
+    const p = this.results[k];
+    this.results[k] = undefined;
+    p?.then(
+      (r) => this.archiver.readBuffers.release(r.buf),
+      () => undefined,
+    );
   }
 
-  async get(f: object): Promise<FileData | null> {
-    const j = this.jobOf.get(f);
-    if (!j) return null;
-    return (await this.results.get(j.batch)!).get(j.index) ?? null;
+  /** Data of file `key`, or null for one that is not in a batch (large, empty, out of order). */
+  async get(key: K): Promise<FileData | null> {
+    const j = this.jobOf.get(key);
+    if (!j || j.batch < this.done) return null;
+    for (; this.done < j.batch; this.done++) this.release(this.done);
+    for (let k = j.batch; k <= j.batch + FILE_BATCHES_AHEAD; k++) this.start(k);
+    const r = await this.results[j.batch]!;
+    return r.files.get(j.index) ?? null;
+  }
+
+  /** Recycle every buffer (after the last file was encoded, or on failure). */
+  close(): void {
+    for (; this.done < this.batches.length; this.done++) this.release(this.done);
   }
 }
 

@@ -326,7 +326,7 @@ export const XATTR_REPLACE = 2;
 interface NativeFs {
   fsReadDir(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
   fsStatPath(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
-  fsReadFilesExact(paths: RawPath[], sizes: number[]): Promise<ReadFilesResult>;
+  fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array): Promise<ReadFilesResult>;
   fsBytesRead(): number;
   fsMknod(path: RawPath, mode: number, major: number, minor: number): void;
   fsLchown(path: RawPath, uid: number, gid: number): void;
@@ -367,9 +367,11 @@ export async function statEntries(path: RawPath, opts: ReadDirOptions = {}): Pro
  * Read many small files into one Buffer on the libuv pool, each exactly `sizes[i]` bytes
  * (PBS semantics: shrunk → zero-padded, grew → truncated, vanished/failed → zeros + error).
  * Files are opened O_NOFOLLOW|O_NOATIME (NOATIME dropped on EPERM) and must be regular files.
+ * With `into` (at least the summed sizes) the files are read into it and `data` is `into`, so a
+ * caller can recycle read buffers; it must not touch `into` until the promise settles.
  */
-export async function readFilesExact(paths: RawPath[], sizes: number[]): Promise<ReadFilesResult> {
-  return fsNative.fsReadFilesExact(paths, sizes);
+export async function readFilesExact(paths: RawPath[], sizes: number[], into?: Buffer): Promise<ReadFilesResult> {
+  return fsNative.fsReadFilesExact(paths, sizes, into);
 }
 
 /** Bytes stored from files by `readFilesExact` in this process (all threads) so far. */

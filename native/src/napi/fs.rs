@@ -349,10 +349,12 @@ unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<na
     Ok(o)
 }
 
-/// fsReadFilesExact(paths, sizes) -> Promise<{data, status, errors}>
+/// fsReadFilesExact(paths, sizes, into?) -> Promise<{data, status, errors}>. With `into` (a
+/// Buffer of at least the summed sizes, pinned until the job completes) the files are read into
+/// it and `data` is `into` itself, so callers can recycle read buffers.
 unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let ([ps, ss], _, _) = args::<2>(env, info)?;
+        let ([ps, ss, into], argc, _) = args::<3>(env, info)?;
         let pv = array_items(env, ps, "paths")?;
         let sv = array_items(env, ss, "sizes")?;
         if pv.len() != sv.len() {
@@ -372,7 +374,17 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
         }
         let mut data: *mut c_void = null_mut();
         let mut buf = null_mut();
-        napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
+        if argc >= 3 && !is_undefined(env, into)? {
+            let mut len = 0usize;
+            napi!(env, napi_get_buffer_info(env, into, &mut data, &mut len))
+                .map_err(|_| type_error(env, "into must be a Buffer or Uint8Array"))?;
+            if len < total {
+                return Err(type_error(env, &format!("into holds {} bytes, the files need {}", len, total)));
+            }
+            buf = into;
+        } else {
+            napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
+        }
         let out = OutPtr(data as *mut u8, total);
         spawn(env, "pxb.fs.readFilesExact", Some(buf), move || {
             let out = out;
