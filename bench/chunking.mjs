@@ -8,7 +8,7 @@ import path from 'node:path';
 import { runBenchmark } from '../dist/client/benchmark.js';
 
 const args = process.argv.slice(2);
-const dir = args.find((a) => !a.startsWith('--')) ?? '/var/tmp/pxb-bench/src/linux-source-6.1';
+const dir = args.find((a, i) => !a.startsWith('--') && !(i > 0 && args[i - 1].startsWith('--'))) ?? '/var/tmp/pxb-bench/src/linux-source-6.1';
 const minGiB = Number(args[args.indexOf('--min-gib') + 1] ?? 1) || 1;
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : null;
 

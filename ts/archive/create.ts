@@ -216,13 +216,14 @@ class TreePrefetcher {
 
   /** The encoder will not descend into these: abandon them and their speculative subtrees. */
   drop(nodes: Iterable<PrefetchNode>): void {
-    for (const n of nodes) this.dropTree(n);
-    this.stack = this.stack.filter((n) => !n.dropped);
-    this.pump();
+    let any = false;
+    for (const n of nodes) any = this.dropTree(n) || any;
+    // Dropped nodes still on the stack are skipped when popped.
+    if (any) this.pump();
   }
 
-  private dropTree(n: PrefetchNode): void {
-    if (n.dropped || n.taken) return;
+  private dropTree(n: PrefetchNode): boolean {
+    if (n.dropped || n.taken) return false;
     n.dropped = true;
     if (n.promise) {
       // fetched or in flight: it counts as ready until it settles
@@ -232,6 +233,7 @@ class TreePrefetcher {
       );
     }
     if (n.children) for (const c of n.children.values()) this.dropTree(c);
+    return true;
   }
 
   private start(n: PrefetchNode): void {
@@ -481,12 +483,14 @@ class Archiver {
     if (this.opts.signal?.aborted) throw new AbortedError('backup aborted');
   }
 
-  private progress(rel: Buffer): void {
-    if (!this.opts.onProgress) return;
+  /** Progress event for entry `name` of directory `rel` (at most one per interval). */
+  private progress(rel: Buffer, name: Buffer): void {
+    const interval = this.opts.progressIntervalMs ?? 200;
+    if (!this.opts.onProgress || (interval > 0 && (this.stats.entries & 63) !== 0)) return;
     const t = performance.now();
-    if (t - this.lastProgress < (this.opts.progressIntervalMs ?? 200)) return;
+    if (t - this.lastProgress < interval) return;
     this.lastProgress = t;
-    this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: rel.toString() });
+    this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: joinRel(rel, name).toString() });
   }
 
   private async drainIfFull(): Promise<void> {
@@ -667,18 +671,16 @@ class Archiver {
     for (const i of keep) {
       this.checkAbort();
       const name = list.name(i);
-      const relName = joinRel(rel, name);
       const meta = metas[i];
       const type = list.mode(i) & S_IFMT;
       this.stats.entries++;
-      this.progress(relName);
+      this.progress(rel, name);
       const cache = this.cache;
       if (cache && cache.fdEntries >= this.capacity) await this.flush(true);
 
       if (type === S_IFREG) {
         const size = list.size(i);
         const key = list.nlink(i) > 1 ? `${list.dev(i)}:${list.ino(i)}` : null;
-        const abs = joinAbs(absDir, name);
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
@@ -698,11 +700,13 @@ class Archiver {
           }
           await this.flush(false);
         }
-        await this.encodeFile(name, meta, size, abs, relName, key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
+        const abs = joinAbs(absDir, name);
+        await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
         await this.drainIfFull();
         continue;
       }
 
+      const relName = joinRel(rel, name);
       if (type === S_IFDIR) {
         this.stats.directories++;
         const item = listings.get(i);
