@@ -23,6 +23,17 @@ function inputB(): Buffer {
   return out;
 }
 
+/** Deterministic pseudo-random bytes (LCG). */
+function lcgBytes(n: number, seed: number): Buffer {
+  const data = Buffer.allocUnsafe(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    data[i] = x >>> 24;
+  }
+  return data;
+}
+
 async function run(
   data: Buffer,
   piece: number,
@@ -75,12 +86,7 @@ describe('ChunkStream (plain chunker)', () => {
   }, 60_000);
 
   it('gives the same cuts fed one byte at a time as whole (random data, small avg)', async () => {
-    let x = 12345;
-    const data = Buffer.allocUnsafe(300_000);
-    for (let i = 0; i < data.length; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      data[i] = x >>> 24;
-    }
+    const data = lcgBytes(300_000, 12345);
     const whole = (await run(data, data.length, { avg: 4096 })).map((r) => r.size);
     expect(whole.length).toBeGreaterThan(20);
     expect((await run(data, 1, { avg: 4096 })).map((r) => r.size)).toEqual(whole);
@@ -102,15 +108,34 @@ describe('ChunkStream (plain chunker)', () => {
     }
   }, 60_000);
 
+  it('does not encode chunks that `known` accepts (dedup before compression)', async () => {
+    const data = lcgBytes(1 << 20, 99);
+    const all = await run(data, data.length, { avg: 65536 });
+    const have = new Set(all.filter((_, k) => k % 2 === 0).map((r) => r.digest.toString('hex')));
+    const asked: string[] = [];
+    const recs: ChunkRecord[] = [];
+    const cs = new ChunkStream({
+      avg: 65536,
+      known: async (d) => {
+        asked.push(d.toString('hex'));
+        return have.has(d.toString('hex'));
+      },
+      sink: (r) => void recs.push(r),
+    });
+    cs.write(data);
+    await cs.end();
+    expect(asked.sort()).toEqual(all.map((r) => r.digest.toString('hex')).sort()); // hashed on the pool: any order
+    expect(recs.map((r) => [r.offset, r.size, r.digest.toString('hex')])).toEqual(all.map((r) => [r.offset, r.size, r.digest.toString('hex')]));
+    recs.forEach((r, k) => {
+      if (k % 2 === 0) expect(r.blob).toBeNull();
+      else expect(decodeBlob(r.blob!).equals(data.subarray(r.offset, r.offset + r.size))).toBe(true);
+    });
+  });
+
   it('copies what it is given: one reused input buffer, recycled windows, correct chunks', async () => {
     // 3 MiB of pseudo-random data with avg 64 KiB: windows of 320 KiB are retired and reused
     // many times while chunks cut from them are still being hashed.
-    let x = 777;
-    const data = Buffer.allocUnsafe(3 << 20);
-    for (let i = 0; i < data.length; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      data[i] = x >>> 24;
-    }
+    const data = lcgBytes(3 << 20, 777);
     const expected = await run(data, data.length, { avg: 65536 });
     expect(expected.length).toBeGreaterThan(20);
     for (const payload of [false, true]) {

@@ -45,7 +45,7 @@ export interface ChunkRecord {
   offset: number;
   size: number;
   digest: Buffer;
-  /** Encoded DataBlob; null for an injected (reused, already stored) chunk. */
+  /** Encoded DataBlob; null for a chunk already stored: injected (reused) or found by `known`. */
   blob: Buffer | null;
 }
 
@@ -72,6 +72,11 @@ export interface ChunkStreamOptions {
   maxInFlight?: number;
   /** Payload stream: BufWriter piece timing, suggested boundaries, injections. */
   payload?: boolean;
+  /**
+   * Dedup before encoding: asked once a chunk is hashed; a chunk it accepts (the store already
+   * has it) is emitted with `blob: null` and never compressed. Default: every chunk is encoded.
+   */
+  known?: (digest: Buffer) => boolean | Promise<boolean>;
   sink: ChunkSink;
 }
 
@@ -90,6 +95,7 @@ export class ChunkStream {
   private readonly maxInFlight: number;
   private readonly payload: boolean;
   private readonly sink: ChunkSink;
+  private readonly known: ChunkStreamOptions['known'];
   private readonly windowSize: number;
 
   // §1.3 buffer: the current (not yet emitted) chunk is win.buf[start, start + bufLen), of which
@@ -134,6 +140,7 @@ export class ChunkStream {
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 6);
     this.payload = opts.payload ?? false;
     this.sink = opts.sink;
+    this.known = opts.known;
     // Room for a maximal chunk plus a large write behind it.
     this.windowSize = this.max + avg;
   }
@@ -372,7 +379,12 @@ export class ChunkStream {
     this.consumed += len;
     this.stats.chunks++;
     this.stats.size += len;
-    const promise = native.processChunk(data, this.compress).then(
+    const known = this.known;
+    const compress = this.compress;
+    const work = known
+      ? native.sha256Async(data).then(async (digest) => ({ digest, blob: (await known(digest)) ? null : await native.encodeBlobAsync(data, compress) }))
+      : native.processChunk(data, compress);
+    const promise = work.then(
       (r) => {
         release();
         return { offset, size: len, digest: r.digest, blob: r.blob };

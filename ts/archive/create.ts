@@ -48,8 +48,13 @@ export type ArchiveMode = 'legacy' | 'data' | 'metadata';
 
 /** Where chunks go: the local chunk store or a remote writer session. */
 export interface ChunkUploader {
-  /** Store a new chunk (`rec.blob` set) or register a reused one (`blob` null). */
+  /** Store a new chunk (`rec.blob` set) or register a reused or known one (`blob` null). */
   upload(archive: string, rec: ChunkRecord): Promise<{ isDuplicate: boolean; storedBytes: number }>;
+  /**
+   * Whether the target already has this chunk (then it is not encoded, and `upload` gets it with
+   * `blob: null`). Without it every chunk is encoded and sent.
+   */
+  known?(digest: Buffer): boolean | Promise<boolean>;
 }
 
 export interface CreateArchiveOptions {
@@ -455,9 +460,11 @@ class Archiver {
     const avg = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     const makeStream = (filename: string, payload: boolean) => {
       const index = new DynamicIndexWriter();
+      const uploader = opts.uploader;
       const stream = new ChunkStream({
         avg,
         payload,
+        known: uploader.known ? (d) => uploader.known!(d) : undefined,
         sink: async (rec) => {
           const r = await opts.uploader.upload(filename, rec);
           index.add(rec.offset + rec.size, rec.digest);

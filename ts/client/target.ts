@@ -90,9 +90,20 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
     const tracked = p.finally(() => pending.delete(tracked));
     pending.add(tracked);
   };
+  // Chunks found in the store by `known` (touched there already, so not again on upload).
+  const touched = new Set<string>();
   return {
+    known: dryRun
+      ? undefined
+      : async (digest: Buffer) => {
+          // An existing chunk is touched (GC mark) and not encoded; errors fall back to insert.
+          const ok = await ds.chunks.touch(digest).catch(() => false);
+          if (ok) touched.add(digest.toString('latin1'));
+          return ok;
+        },
     async upload(_archive: string, rec: ChunkRecord) {
       if (!rec.blob) {
+        if (touched.has(rec.digest.toString('latin1'))) return { isDuplicate: true, storedBytes: 0 };
         if (pending.size >= 64) await Promise.race(pending);
         touch(rec.digest);
         return { isDuplicate: true, storedBytes: 0 };

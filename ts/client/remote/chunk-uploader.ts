@@ -26,6 +26,11 @@ export class RemoteChunkUploader implements ChunkUploader {
     return p;
   }
 
+  /** Known to the server (previous snapshot's indexes, or uploaded in this session). */
+  known(digest: Buffer): boolean {
+    return this.session.isKnown(digest);
+  }
+
   async upload(archive: string, rec: ChunkRecord): Promise<{ isDuplicate: boolean; storedBytes: number }> {
     const up = await this.uploader(archive);
     if (rec.offset !== up.size) throw new Error(`${archive}: chunk at offset ${rec.offset}, but the index ends at ${up.size}`);
