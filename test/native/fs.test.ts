@@ -528,6 +528,17 @@ describe('readFilesExact', () => {
     await expect(readFilesExact([path.join(dir, 'into-a')], [5], Buffer.alloc(4))).rejects.toThrow(/into holds 4 bytes, the files need 5/);
   });
 
+  it('reads names relative to a base directory, never through a symlinked base', async () => {
+    fs.writeFileSync(path.join(dir, 'rel-a'), 'first');
+    const r = await readFilesExact(['rel-a', 'nope'], [5, 2], undefined, dir);
+    expect([...r.status]).toEqual([READ_OK, -E.ENOENT]);
+    expect(r.data.subarray(0, 5).toString()).toBe('first');
+    expect(r.errors[0].message).toBe(`ENOENT: No such file or directory, open '${path.join(dir, 'nope')}'`);
+    fs.symlinkSync(dir, path.join(base, 'read-link'));
+    const l = await readFilesExact(['rel-a'], [5], undefined, path.join(base, 'read-link'));
+    expect([...l.status]).toEqual([-E.ENOTDIR]);
+  });
+
   it('reads nothing (and counts nothing) for an empty batch', async () => {
     const before = bytesReadFromFiles();
     const r = await readFilesExact([], []);

@@ -653,7 +653,8 @@ class Archiver {
     // hardlinked (another name may be encoded first; those are read when they are reached).
     const reader = new FileBatches<number>(
       this,
-      keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1).map((i) => ({ key: i, path: () => joinAbs(absDir, list.name(i)), size: list.size(i) })),
+      keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1).map((i) => ({ key: i, path: () => list.name(i), size: list.size(i) })),
+      absDir,
     );
     try {
       await this.encodeEntries(absDir, rel, list, keep, metas, ranges, prevOf, listings, excl, reader);
@@ -1011,11 +1012,12 @@ class Archiver {
 
   /**
    * Batched native read of small files (used by FileBatches). With `into` the files land in
-   * that buffer (recycled by the caller once every file of the batch has been encoded).
+   * that buffer (recycled by the caller once every file of the batch has been encoded); with
+   * `base` the job paths are names in that directory.
    */
-  async readBatch(jobs: FileJob[], into?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
+  async readBatch(jobs: FileJob[], into?: Buffer, base?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
     const files = new Map<number, FileData>();
-    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into);
+    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into, base);
     let off = 0;
     jobs.forEach((j, k) => {
       const st = r.status[k];
@@ -1068,9 +1070,14 @@ class FileBatches<K> {
   /** Batches below this one are released. */
   private done = 0;
 
+  /**
+   * `files` in encoding order; with `base`, their paths are names in that directory (read
+   * relative to it), otherwise absolute paths.
+   */
   constructor(
     private readonly archiver: Archiver,
     files: Iterable<{ key: K; path: () => Buffer; size: number }>,
+    private readonly base?: Buffer,
   ) {
     let cur: FileJob[] = [];
     let bytes = 0;
@@ -1093,7 +1100,7 @@ class FileBatches<K> {
     if (k >= this.done && k < this.batches.length && !this.results[k]) {
       const jobs = this.batches[k];
       const need = jobs.reduce((a, j) => a + j.size, 0);
-      const p = this.archiver.readBatch(jobs, this.archiver.readBuffers.acquire(need));
+      const p = this.archiver.readBatch(jobs, this.archiver.readBuffers.acquire(need), this.base);
       p.catch(() => undefined);
       this.results[k] = p;
     }

@@ -326,7 +326,7 @@ export const XATTR_REPLACE = 2;
 interface NativeFs {
   fsReadDir(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
   fsStatPath(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
-  fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array): Promise<ReadFilesResult>;
+  fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array, base?: RawPath): Promise<ReadFilesResult>;
   fsBytesRead(): number;
   fsMknod(path: RawPath, mode: number, major: number, minor: number): void;
   fsLchown(path: RawPath, uid: number, gid: number): void;
@@ -369,9 +369,11 @@ export async function statEntries(path: RawPath, opts: ReadDirOptions = {}): Pro
  * Files are opened O_NOFOLLOW|O_NOATIME (NOATIME dropped on EPERM) and must be regular files.
  * With `into` (at least the summed sizes) the files are read into it and `data` is `into`, so a
  * caller can recycle read buffers; it must not touch `into` until the promise settles.
+ * With `base` the paths are names relative to that directory, opened once with O_NOFOLLOW
+ * (one path walk per batch; a parent swapped for a symlink cannot redirect the reads).
  */
-export async function readFilesExact(paths: RawPath[], sizes: number[], into?: Buffer): Promise<ReadFilesResult> {
-  return fsNative.fsReadFilesExact(paths, sizes, into);
+export async function readFilesExact(paths: RawPath[], sizes: number[], into?: Buffer, base?: RawPath): Promise<ReadFilesResult> {
+  return fsNative.fsReadFilesExact(paths, sizes, into, base);
 }
 
 /** Bytes stored from files by `readFilesExact` in this process (all threads) so far. */

@@ -23,10 +23,19 @@ pub fn bytes_read() -> u64 {
     BYTES_READ.load(Ordering::Relaxed)
 }
 
-/// Read one file into `slot` (its expected size). Returns READ_OK / READ_SHRUNK / READ_GREW.
-fn read_one(path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
-    let err = |e, syscall| FsError::new(e, syscall, path.as_bytes());
-    let fd = open_at(AT_FDCWD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME)
+/// `base/path` for messages (just `path` without a base).
+fn shown(base: Option<&CString>, path: &CString) -> Vec<u8> {
+    match base {
+        Some(b) => [b.as_bytes(), b"/", path.as_bytes()].concat(),
+        None => path.as_bytes().to_vec(),
+    }
+}
+
+/// Read one file (relative to `dirfd`) into `slot` (its expected size). Returns READ_OK /
+/// READ_SHRUNK / READ_GREW.
+fn read_one(dirfd: i32, base: Option<&CString>, path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
+    let err = |e, syscall| FsError::new(e, syscall, &shown(base, path));
+    let fd = open_at(dirfd, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME)
         .map_err(|e| err(e, "open"))?;
     let st = fstat(&fd).map_err(|e| err(e, "fstat"))?;
     if st.st_mode & S_IFMT != S_IFREG {
@@ -44,18 +53,32 @@ fn read_one(path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
 }
 
 /// Read `paths[i]` into `out[offset_i .. offset_i + sizes[i]]` (slots laid out back to back).
+/// With `base`, the paths are names relative to that directory, which is opened once
+/// (O_NOFOLLOW: one path walk per batch, and no symlinked parent can redirect the reads).
 /// `out.len()` must equal the sum of `sizes`. Returns per-file status (READ_* or `-errno`) and
 /// the errors of the failed files as (index, error).
-pub fn read_files_exact(paths: &[CString], sizes: &[usize], out: &mut [u8]) -> (Vec<i32>, Vec<(usize, FsError)>) {
+pub fn read_files_exact(base: Option<&CString>, paths: &[CString], sizes: &[usize], out: &mut [u8]) -> (Vec<i32>, Vec<(usize, FsError)>) {
     debug_assert_eq!(paths.len(), sizes.len());
     debug_assert_eq!(out.len(), sizes.iter().sum::<usize>());
+    let dir = match base {
+        Some(b) => Some(open_at(AT_FDCWD, b, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)),
+        None => None,
+    };
+    let dirfd = match &dir {
+        Some(Ok(fd)) => fd.0,
+        _ => AT_FDCWD,
+    };
     let mut status = Vec::with_capacity(paths.len());
     let mut errors = Vec::new();
     let mut off = 0;
     for (i, (p, &size)) in paths.iter().zip(sizes).enumerate() {
         let slot = &mut out[off..off + size];
         off += size;
-        match read_one(p, slot) {
+        let r = match &dir {
+            Some(Err(e)) => Err(FsError::new(*e, "open", &shown(base, p))),
+            _ => read_one(dirfd, base, p, slot),
+        };
+        match r {
             Ok(s) => status.push(s),
             Err(e) => {
                 slot.fill(0);
@@ -83,12 +106,24 @@ mod tests {
         let sizes = [5, 4, 3, 2];
         let mut out = vec![0xaau8; 14];
         let before = bytes_read();
-        let (st, errs) = read_files_exact(&paths, &sizes, &mut out);
+        let (st, errs) = read_files_exact(None, &paths, &sizes, &mut out);
         assert_eq!(st, vec![READ_OK, READ_SHRUNK, -ENOENT, READ_GREW]);
         assert_eq!(&out, b"hellohi\0\0\0\0\0he");
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].0, 2);
         assert!(bytes_read() - before >= 9);
+
+        // Relative to a base directory: same results; a missing base fails every file.
+        let base = CString::new(dir.to_str().unwrap()).unwrap();
+        let names = [CString::new("a").unwrap(), CString::new("missing").unwrap()];
+        let mut out = vec![0xaau8; 8];
+        let (st, errs) = read_files_exact(Some(&base), &names, &[5, 3], &mut out);
+        assert_eq!(st, vec![READ_OK, -ENOENT]);
+        assert_eq!(&out, b"hello\0\0\0");
+        assert_eq!(errs[0].1.path, [dir.to_str().unwrap().as_bytes(), b"/missing"].concat());
+        let gone = CString::new(dir.join("nope").to_str().unwrap()).unwrap();
+        let (st, _) = read_files_exact(Some(&gone), &names, &[5, 3], &mut out);
+        assert_eq!(st, vec![-ENOENT, -ENOENT]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

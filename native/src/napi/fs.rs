@@ -349,12 +349,14 @@ unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<na
     Ok(o)
 }
 
-/// fsReadFilesExact(paths, sizes, into?) -> Promise<{data, status, errors}>. With `into` (a
-/// Buffer of at least the summed sizes, pinned until the job completes) the files are read into
-/// it and `data` is `into` itself, so callers can recycle read buffers.
+/// fsReadFilesExact(paths, sizes, into?, base?) -> Promise<{data, status, errors}>. With `into`
+/// (a Buffer of at least the summed sizes, pinned until the job completes) the files are read
+/// into it and `data` is `into` itself, so callers can recycle read buffers. With `base` the
+/// paths are names relative to that directory.
 unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let ([ps, ss, into], argc, _) = args::<3>(env, info)?;
+        let ([ps, ss, into, bs], argc, _) = args::<4>(env, info)?;
+        let base = if argc >= 4 && !is_undefined(env, bs)? { Some(path_arg(env, bs, "base")?) } else { None };
         let pv = array_items(env, ps, "paths")?;
         let sv = array_items(env, ss, "sizes")?;
         if pv.len() != sv.len() {
@@ -389,7 +391,7 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
         spawn(env, "pxb.fs.readFilesExact", Some(buf), move || {
             let out = out;
             let slice: &mut [u8] = if out.1 == 0 { &mut [] } else { std::slice::from_raw_parts_mut(out.0, out.1) };
-            Ok(read::read_files_exact(&paths, &sizes, slice))
+            Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, slice))
         }, files_js)
     })
 }
