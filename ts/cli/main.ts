@@ -6,12 +6,6 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from './output.js';
-import { registerBenchmark } from './commands/benchmark.js';
-import { registerBackup } from './commands/backup.js';
-import { registerRestore } from './commands/restore.js';
-import { registerList } from './commands/list.js';
-import { registerMaintenance, registerSnapshotMaintenance } from './commands/maintenance.js';
-import { registerServe, registerToken } from './commands/serve.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -22,20 +16,51 @@ export interface CliContext {
 export const outputFormatOption = () =>
   new Option('--output-format <format>', 'output format').choices(['text', 'json', 'json-pretty']).default('text');
 
-export function buildProgram(ctx: CliContext): Command {
+type Group = 'backup' | 'restore' | 'list' | 'maintenance' | 'serve' | 'benchmark';
+const ALL_GROUPS: Group[] = ['backup', 'restore', 'list', 'maintenance', 'serve', 'benchmark'];
+/** Which command modules a top-level command needs (anything else, e.g. help: all of them). */
+const GROUPS_OF: Record<string, Group[]> = {
+  backup: ['backup'],
+  restore: ['restore'],
+  list: ['list'],
+  catalog: ['list'],
+  snapshot: ['list', 'maintenance'],
+  prune: ['maintenance'],
+  'garbage-collect': ['maintenance'],
+  verify: ['maintenance'],
+  namespace: ['maintenance'],
+  serve: ['serve'],
+  token: ['serve'],
+  benchmark: ['benchmark'],
+};
+
+/**
+ * The command tree. Command modules are loaded on demand: with `argv`, only the ones its first
+ * word needs (a backup does not load the server or the maintenance code), else all of them.
+ */
+export async function buildProgram(ctx: CliContext, argv?: string[]): Promise<Command> {
   const program = new Command('pxb')
     .description('Fast, deduplicated, incremental backups in Proxmox Backup Server formats')
     .version('0.1.0')
     .exitOverride();
-  registerBackup(program, ctx);
-  registerRestore(program, ctx);
-  registerList(program, ctx);
-  registerMaintenance(program, ctx);
-  const snapshot = program.commands.find((c) => c.name() === 'snapshot');
-  if (snapshot) registerSnapshotMaintenance(snapshot, ctx);
-  registerServe(program, ctx);
-  registerToken(program, ctx);
-  registerBenchmark(program, ctx);
+  const first = argv?.find((a) => !a.startsWith('-'));
+  const groups = new Set((first !== undefined && GROUPS_OF[first]) || ALL_GROUPS);
+  // Registration order fixes the order of `pxb --help`.
+  if (groups.has('backup')) (await import('./commands/backup.js')).registerBackup(program, ctx);
+  if (groups.has('restore')) (await import('./commands/restore.js')).registerRestore(program, ctx);
+  if (groups.has('list')) (await import('./commands/list.js')).registerList(program, ctx);
+  if (groups.has('maintenance')) {
+    const m = await import('./commands/maintenance.js');
+    m.registerMaintenance(program, ctx);
+    const snapshot = program.commands.find((c) => c.name() === 'snapshot');
+    if (snapshot) m.registerSnapshotMaintenance(snapshot, ctx);
+  }
+  if (groups.has('serve')) {
+    const m = await import('./commands/serve.js');
+    m.registerServe(program, ctx);
+    m.registerToken(program, ctx);
+  }
+  if (groups.has('benchmark')) (await import('./commands/benchmark.js')).registerBenchmark(program, ctx);
   return program;
 }
 
@@ -49,8 +74,8 @@ export async function main(argv: string[]): Promise<number> {
   const onSignal = () => ac.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const program = buildProgram({ env: process.env, signal: ac.signal });
   try {
+    const program = await buildProgram({ env: process.env, signal: ac.signal }, argv);
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (e) {

@@ -7,8 +7,7 @@
  */
 import { DataStore } from '../datastore/datastore.js';
 import { defaultDatastorePath } from '../datastore/location.js';
-import { PbsClient } from '../client/remote/client.js';
-import { parseRepository } from '../client/remote/repository.js';
+import type { PbsClient } from '../client/remote/client.js';
 import { UsageError } from './output.js';
 
 export type Repository = { kind: 'local'; ds: DataStore; path: string } | { kind: 'remote'; client: PbsClient; spec: string };
@@ -41,6 +40,8 @@ export async function openAnyRepository(
     const p = repositoryPath(r, env);
     return { kind: 'local', ds: await openRepository(p, env, create), path: p };
   }
+  // The remote client (HTTP/2, TLS) is loaded only for remote repositories.
+  const [{ PbsClient }, { parseRepository }] = await Promise.all([import('../client/remote/client.js'), import('../client/remote/repository.js')]);
   let repo;
   try {
     repo = parseRepository(r);
