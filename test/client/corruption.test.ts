@@ -128,6 +128,19 @@ describe('sanity', () => {
     await restore({ datastore: c.ds, snapshot: r.snapshot, archiveName: 'root.pxar', target: c.target });
     expect(fs.readFileSync(path.join(c.target, 'random.bin')).equals(fs.readFileSync(path.join(src, 'random.bin')))).toBe(true);
   });
+
+  it('a chunk that cannot be stored fails the backup and leaves no snapshot', async () => {
+    const c = await freshCase('data');
+    const idx = await c.index('root.ppxar.didx');
+    // The chunk's prefix directory becomes a regular file: storing it again must fail.
+    const prefixDir = path.dirname(c.ds.chunks.chunkPath(Buffer.from(idx.chunk(1).digest).toString('hex')));
+    fs.rmSync(prefixDir, { recursive: true });
+    fs.writeFileSync(prefixDir, 'not a directory');
+    await expect(
+      createBackup({ datastore: c.ds, specs: [{ archiveName: 'root.pxar', path: src }], backupId: 'blocked', backupTime: 1_700_000_200, changeDetectionMode: 'data', chunkSize: 64 * 1024 }),
+    ).rejects.toThrow(/ENOTDIR|not a directory/);
+    expect(fs.existsSync(path.join(c.ds.path, 'host', 'blocked', new Date(1_700_000_200_000).toISOString().replace('.000Z', 'Z')))).toBe(false);
+  });
 });
 
 for (const { mode, indexes } of ARCHIVES) {

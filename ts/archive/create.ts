@@ -55,6 +55,11 @@ export interface ChunkUploader {
    * `blob: null`). Without it every chunk is encoded and sent.
    */
   known?(digest: Buffer): boolean | Promise<boolean>;
+  /**
+   * How many `upload` calls may be in flight at once (default 1: each is awaited before the
+   * next). Calls are always made in stream order.
+   */
+  readonly concurrency?: number;
 }
 
 export interface CreateArchiveOptions {
@@ -415,7 +420,7 @@ class Archiver {
   private readonly mode: ArchiveMode;
   private readonly xattrs: boolean;
   private readonly stats: ArchiveStats;
-  private readonly outputs: Array<{ filename: string; index: DynamicIndexWriter; stream: ChunkStream }>;
+  private readonly outputs: Array<{ filename: string; index: DynamicIndexWriter; stream: ChunkStream; settle: () => Promise<void> }>;
   private readonly metaOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream };
   private readonly payloadOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream } | null;
   private encoder!: PxarEncoder;
@@ -461,20 +466,40 @@ class Archiver {
     const makeStream = (filename: string, payload: boolean) => {
       const index = new DynamicIndexWriter();
       const uploader = opts.uploader;
+      const limit = Math.max(1, uploader.concurrency ?? 1);
+      // Uploads in flight, started in stream order (the index is built in that order too).
+      const pending = new Set<Promise<void>>();
+      // The first failed upload fails the stream at its next chunk, or the archive at settle().
+      let failure: unknown = null;
       const stream = new ChunkStream({
         avg,
         payload,
         known: uploader.known ? (d) => uploader.known!(d) : undefined,
         sink: async (rec) => {
-          const r = await opts.uploader.upload(filename, rec);
+          if (failure) throw failure;
           index.add(rec.offset + rec.size, rec.digest);
           this.stats.chunks++;
-          if (r.isDuplicate) this.stats.chunksKnown++;
-          else this.stats.chunksNew++;
-          this.stats.bytesStored += r.storedBytes;
+          const p: Promise<void> = uploader.upload(filename, rec).then(
+            (r) => {
+              if (r.isDuplicate) this.stats.chunksKnown++;
+              else this.stats.chunksNew++;
+              this.stats.bytesStored += r.storedBytes;
+            },
+            (e: unknown) => {
+              failure ??= e;
+            },
+          );
+          const tracked = p.finally(() => pending.delete(tracked));
+          pending.add(tracked);
+          while (pending.size >= limit) await Promise.race(pending);
+          if (failure) throw failure;
         },
       });
-      return { filename, index, stream };
+      const settle = async () => {
+        while (pending.size) await Promise.all(pending);
+        if (failure) throw failure;
+      };
+      return { filename, index, stream, settle };
     };
     this.outputs = this.mode === 'legacy' ? [makeStream(`${base}.pxar.didx`, false)] : [makeStream(`${base}.ppxar.didx`, true), makeStream(`${base}.mpxar.didx`, false)];
     this.metaOut = this.outputs[this.outputs.length - 1];
@@ -554,6 +579,7 @@ class Archiver {
       const files: ArchiveFile[] = [];
       for (const o of this.outputs) {
         const s = await o.stream.end();
+        await o.settle();
         this.stats.streamBytes += s.size;
         const fin = o.index.finish();
         files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
@@ -562,7 +588,7 @@ class Archiver {
       return { files, stats: this.stats };
     } catch (e) {
       // Let in-flight chunk work settle so nothing writes after we return.
-      await Promise.allSettled(this.outputs.map((o) => o.stream.end()));
+      await Promise.allSettled(this.outputs.map((o) => o.stream.end().catch(() => undefined).then(o.settle)));
       throw e;
     }
   }

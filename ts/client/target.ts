@@ -93,6 +93,8 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
   // Chunks found in the store by `known` (touched there already, so not again on upload).
   const touched = new Set<string>();
   return {
+    // Chunk files are written concurrently (each insert is several file-system calls).
+    concurrency: 8,
     known: dryRun
       ? undefined
       : async (digest: Buffer) => {
