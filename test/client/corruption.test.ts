@@ -115,16 +115,19 @@ describe('sanity', () => {
     expect(listRecursive(c.out)).toEqual(['target', ...listRecursive(c.target).map((p) => `target/${p}`)].sort());
   });
 
-  it('a data-mode backup stores a chunk again that went missing; present chunks are not re-encoded', async () => {
+  it('a data-mode backup stores chunks again that went missing or empty; present chunks are not re-encoded', async () => {
     const c = await freshCase('data');
     const idx = await c.index('root.ppxar.didx');
     const lost = Buffer.from(idx.chunk(1).digest).toString('hex');
+    const emptied = Buffer.from(idx.chunk(2).digest).toString('hex');
     fs.rmSync(c.ds.chunks.chunkPath(lost));
+    fs.truncateSync(c.ds.chunks.chunkPath(emptied), 0); // as a crash can leave it
     const r = await createBackup({ datastore: c.ds, specs: [{ archiveName: 'root.pxar', path: src }], backupId: ID, backupTime: 1_700_000_100, changeDetectionMode: 'data', chunkSize: 64 * 1024 });
     const st = r.archives[0];
-    expect(st.chunksNew).toBe(1); // only the lost one was encoded and stored
-    expect(st.chunksKnown).toBe(st.chunks - 1);
+    expect(st.chunksNew).toBe(2); // only those two were encoded and stored
+    expect(st.chunksKnown).toBe(st.chunks - 2);
     expect(fs.existsSync(c.ds.chunks.chunkPath(lost))).toBe(true);
+    expect(fs.statSync(c.ds.chunks.chunkPath(emptied)).size).toBeGreaterThan(0);
     await restore({ datastore: c.ds, snapshot: r.snapshot, archiveName: 'root.pxar', target: c.target });
     expect(fs.readFileSync(path.join(c.target, 'random.bin')).equals(fs.readFileSync(path.join(src, 'random.bin')))).toBe(true);
   });

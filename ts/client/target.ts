@@ -99,7 +99,7 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
       ? undefined
       : async (digest: Buffer) => {
           // An existing chunk is touched (GC mark) and not encoded; errors fall back to insert.
-          const ok = await ds.chunks.touch(digest).catch(() => false);
+          const ok = await ds.chunks.touchIfStored(digest).catch(() => false);
           if (ok) touched.add(digest.toString('latin1'));
           return ok;
         },

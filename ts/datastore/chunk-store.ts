@@ -150,6 +150,16 @@ export class ChunkStore {
     return this.backend.touch(chunkKey(digest));
   }
 
+  /**
+   * Dedup check of a backup: true (and touched) if a non-empty chunk file exists, so the chunk
+   * need not be encoded and inserted. An empty file (left by a crash) counts as missing, so
+   * inserting the chunk repairs it.
+   */
+  async touchIfStored(digest: Digest): Promise<boolean> {
+    const st = await this.backend.stat(chunkKey(digest));
+    return !!st && st.size > 0 && (await this.backend.touch(chunkKey(digest)));
+  }
+
   /** The stored (encoded) blob bytes, unverified. */
   async load(digest: Digest): Promise<Buffer> {
     const hex = digestHex(digest);
