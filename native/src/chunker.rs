@@ -245,6 +245,46 @@ mod tests {
         out
     }
 
+    /// The spec's chunker, byte by byte, no shortcuts: the reference for the fast paths.
+    fn reference_cuts(data: &[u8], avg: usize) -> Vec<usize> {
+        let (min, max, mask) = (avg >> 2, avg << 2, (2 * avg - 1) as u32);
+        let mut out = vec![];
+        let (mut h, mut size, mut last) = (0u32, 0usize, 0usize);
+        for (p, &b) in data.iter().enumerate() {
+            size += 1;
+            if size <= WINDOW {
+                // fill phase (spec §1.2): no test, not even for the byte that fills the window
+                h = h.rotate_left(1) ^ BUZHASH_TABLE[b as usize];
+                continue;
+            } else {
+                h = h.rotate_left(1) ^ BUZHASH_TABLE[data[p - WINDOW] as usize] ^ BUZHASH_TABLE[b as usize];
+            }
+            if size >= max || (size >= min && (h & mask) >= mask - 2) {
+                out.push(p + 1 - last);
+                last = p + 1;
+                h = 0;
+                size = 0;
+            }
+        }
+        if last < data.len() { out.push(data.len() - last); }
+        out
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference() {
+        // Pseudo-random data, several averages (many cuts, some forced at the maximum) and
+        // piece sizes that split the fill, ring, pre-roll and 4-byte test phases anywhere.
+        let mut x = 0x1234_5678u32;
+        let data: Vec<u8> = (0..3 << 20).map(|_| { x = x.wrapping_mul(1103515245).wrapping_add(12345); (x >> 24) as u8 }).collect();
+        for avg in [64usize, 4096, 65536, 1 << 20] {
+            let expect = reference_cuts(&data, avg);
+            for piece in [data.len(), 100_000, 4096 + 7, 61] {
+                let mut c = Chunker::new(avg).unwrap();
+                assert_eq!(cuts(&mut c, &data, piece), expect, "avg {} piece {}", avg, piece);
+            }
+        }
+    }
+
     #[test]
     fn upstream_vector_64k() {
         let d = input_a();
