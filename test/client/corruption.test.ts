@@ -132,6 +132,16 @@ describe('sanity', () => {
     expect(fs.readFileSync(path.join(c.target, 'random.bin')).equals(fs.readFileSync(path.join(src, 'random.bin')))).toBe(true);
   });
 
+  it('a metadata-mode backup whose reused chunk went missing fails and leaves no snapshot', async () => {
+    const c = await freshCase('metadata');
+    const idx = await c.index('root.ppxar.didx');
+    fs.rmSync(c.ds.chunks.chunkPath(Buffer.from(idx.chunk(1).digest).toString('hex')));
+    await expect(
+      createBackup({ datastore: c.ds, specs: [{ archiveName: 'root.pxar', path: src }], backupId: ID, backupTime: 1_700_000_300, changeDetectionMode: 'metadata', chunkSize: 64 * 1024 }),
+    ).rejects.toThrow(/previous snapshot is missing from the datastore/);
+    expect(fs.existsSync(path.join(c.ds.path, 'host', ID, new Date(1_700_000_300_000).toISOString().replace('.000Z', 'Z')))).toBe(false);
+  });
+
   it('a chunk that cannot be stored fails the backup and leaves no snapshot', async () => {
     const c = await freshCase('data');
     const idx = await c.index('root.ppxar.didx');

@@ -29,6 +29,8 @@ import {
   setProjid,
   setxattr,
   statPath,
+  TOUCH_EMPTY,
+  touchFiles,
   utimens,
   type DirEntries,
   type DirEntry,
@@ -544,6 +546,27 @@ describe('readFilesExact', () => {
     const r = await readFilesExact([], []);
     expect([r.data.length, r.status.length, r.errors.length]).toEqual([0, 0, 0]);
     expect(bytesReadFromFiles()).toBe(before);
+  });
+});
+
+describe('touchFiles', () => {
+  it('sets atime to now, keeps mtime, reports missing and (with nonEmptyOnly) empty files', async () => {
+    const dir = path.join(base, 'touch');
+    fs.mkdirSync(dir);
+    const p = (n: string) => path.join(dir, n);
+    fs.writeFileSync(p('a'), 'data');
+    fs.writeFileSync(p('empty'), '');
+    fs.symlinkSync('a', p('link'));
+    fs.utimesSync(p('a'), 1_000_000, 2_000_000);
+    const st = await touchFiles([p('a'), p('empty'), p('missing'), p('a/below')], true);
+    expect([...st]).toEqual([0, TOUCH_EMPTY, -E.ENOENT, -E.ENOTDIR]);
+    const s = fs.statSync(p('a'));
+    expect(s.mtimeMs).toBe(2_000_000_000);
+    expect(s.atimeMs).toBeGreaterThan(Date.now() - 60_000);
+    // Without nonEmptyOnly an empty file is touched; a symlink itself, never its target.
+    fs.utimesSync(p('a'), 1_000_000, 2_000_000);
+    expect([...(await touchFiles([p('empty'), p('link')]))]).toEqual([0, 0]);
+    expect(fs.statSync(p('a')).atimeMs).toBe(1_000_000_000);
   });
 });
 

@@ -15,8 +15,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Dirent } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { link, lstat, lutimes, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode, touchFiles } from '../native/fs.js';
 import {
   BackendError,
   ObjectNotFoundError,
@@ -32,6 +34,7 @@ import {
 } from './backend.js';
 
 const O_NOFOLLOW = fsConstants.O_NOFOLLOW ?? 0;
+const { ENOENT, ENOTDIR, EINVAL } = osConstants.errno;
 
 export interface AtomicWriteOptions {
   /** Temporary file to write first (default `<target>.pxb-tmp-<random hex>`). */
@@ -234,6 +237,20 @@ export class FsBackend implements Backend {
       if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false;
       throw e;
     }
+  }
+
+  /**
+   * `touch` for many objects in one job on the libuv pool. Per key: true if touched, false if
+   * missing (with `nonEmpty`, also if empty or not a regular file: not touched then).
+   */
+  async touchMany(keys: string[], opts: { nonEmpty?: boolean } = {}): Promise<boolean[]> {
+    const st = await touchFiles(keys.map((k) => this.pathOf(k)), !!opts.nonEmpty);
+    return keys.map((k, i) => {
+      const s = st[i];
+      if (s === 0) return true;
+      if (s > 0 || s === -ENOENT || s === -ENOTDIR || (opts.nonEmpty && s === -EINVAL)) return false;
+      throw new BackendError(k, `cannot touch ${this.pathOf(k)}: ${errnoCode(-s)}`);
+    });
   }
 
   async *list(prefix: string): AsyncGenerator<ListEntry> {

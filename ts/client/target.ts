@@ -72,19 +72,28 @@ async function previousFrom(
 
 // ---- local --------------------------------------------------------------------------------
 
+/** Reused chunks touched per native job. */
+const TOUCH_BATCH = 128;
+
 function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle(): Promise<void> } {
   // Reused chunks of the previous snapshot must exist; touching them also protects them from a
   // concurrent garbage collection (atime is GC's mark). Touches run concurrently (bounded) and
   // are all settled before the snapshot is committed.
   const pending = new Set<Promise<void>>();
   let missing: string | null = null;
-  const touch = (digest: Buffer) => {
-    const p: Promise<void> = ds.chunks.touch(digest).then(
-      (ok) => {
-        if (!ok && !missing) missing = digest.toString('hex');
+  // Reused chunks are touched in batches (one native job per TOUCH_BATCH chunks).
+  let queued: Buffer[] = [];
+  const flushTouches = () => {
+    if (!queued.length) return;
+    const batch = queued;
+    queued = [];
+    const p: Promise<void> = ds.chunks.touchMany(batch).then(
+      (oks) => {
+        const k = oks.indexOf(false);
+        if (k >= 0 && !missing) missing = batch[k].toString('hex');
       },
       (e: Error) => {
-        if (!missing) missing = `${digest.toString('hex')} (${e.message})`;
+        if (!missing) missing = `${batch[0].toString('hex')}… (${e.message})`;
       },
     );
     const tracked = p.finally(() => pending.delete(tracked));
@@ -106,8 +115,11 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
     async upload(_archive: string, rec: ChunkRecord) {
       if (!rec.blob) {
         if (touched.has(rec.digest.toString('latin1'))) return { isDuplicate: true, storedBytes: 0 };
-        if (pending.size >= 64) await Promise.race(pending);
-        touch(rec.digest);
+        queued.push(rec.digest);
+        if (queued.length >= TOUCH_BATCH) {
+          if (pending.size >= 8) await Promise.race(pending);
+          flushTouches();
+        }
         return { isDuplicate: true, storedBytes: 0 };
       }
       if (dryRun) return { isDuplicate: false, storedBytes: 0 };
@@ -115,6 +127,7 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
       return { isDuplicate: r.isDuplicate, storedBytes: r.isDuplicate ? 0 : r.encodedSize };
     },
     async settle() {
+      flushTouches();
       await Promise.all([...pending]);
       if (missing) {
         throw new Error(`chunk ${missing} of the previous snapshot is missing from the datastore (run "pxb verify"; a backup with --change-detection-mode data re-uploads it)`);

@@ -156,8 +156,13 @@ export class ChunkStore {
    * inserting the chunk repairs it.
    */
   async touchIfStored(digest: Digest): Promise<boolean> {
-    const st = await this.backend.stat(chunkKey(digest));
-    return !!st && st.size > 0 && (await this.backend.touch(chunkKey(digest)));
+    const [ok] = await this.backend.touchMany([chunkKey(digest)], { nonEmpty: true });
+    return ok;
+  }
+
+  /** `touch` for many chunks in one job; per digest false if it is missing. */
+  async touchMany(digests: Digest[]): Promise<boolean[]> {
+    return this.backend.touchMany(digests.map((d) => chunkKey(d)));
   }
 
   /** The stored (encoded) blob bytes, unverified. */

@@ -484,6 +484,7 @@ export interface WriteFilesResult {
 interface NativeWrite {
   fsWriteFilesBatch(paths: RawPath[], nums: Uint8Array, data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult>;
   fsSyncfs(path: RawPath): Promise<void>;
+  fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
 }
 
 const writeNative = native as unknown as NativeWrite;
@@ -527,4 +528,17 @@ export async function writeFilesBatch(files: WriteFileSpec[], data: Uint8Array, 
  */
 export async function syncfs(path: RawPath): Promise<void> {
   return writeNative.fsSyncfs(path);
+}
+
+/** `touchFiles` status: the file exists but is empty (not touched; only with `nonEmptyOnly`). */
+export const TOUCH_EMPTY = 1;
+
+/**
+ * Set the access time of many files to now in one job on the libuv pool (modification time
+ * kept, symlinks not followed): the chunk store's GC mark. Per path: 0 (touched), TOUCH_EMPTY,
+ * or -errno (-ENOENT / -ENOTDIR: missing). With `nonEmptyOnly` only non-empty regular files are
+ * touched (anything else that exists: -EINVAL).
+ */
+export async function touchFiles(paths: RawPath[], nonEmptyOnly = false): Promise<Int32Array> {
+  return writeNative.fsTouchFiles(paths, nonEmptyOnly);
 }

@@ -4,6 +4,7 @@
 //! * [`read`]: batch exact-size reads of small files (`readFilesExact`) + bytes-read counter.
 //! * [`restore`]: mknod, lchown, utimensat (ns), xattrs by path, chattr flags, project id.
 //! * [`write`]: batch restore of small regular files (`writeFilesBatch`) and `syncfs`.
+//! * [`touch`]: atime marks for many files in one job (chunk store: GC marks, dedup checks).
 //! * [`error`]: errno-carrying errors; [`sys`]: the hand-declared libc/syscall layer.
 //!
 //! Policy (excludes, xattr name filters, ACL interpretation, what to archive) lives in TS.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod read;
 pub mod restore;
 pub mod sys;
+pub mod touch;
 pub mod write;
 
 use std::ffi::CString;

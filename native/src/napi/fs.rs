@@ -14,7 +14,7 @@ use super::sys::*;
 use crate::fs::dir::{self, MetaOpts};
 use crate::fs::error::FsError;
 use crate::fs::write::{self, WriteOpts, WriteSpec};
-use crate::fs::{c_path, read, restore};
+use crate::fs::{c_path, read, restore, touch};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,6 +36,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsSetProjid\0", set_projid),
         method(b"fsWriteFilesBatch\0", write_files_batch),
         method(b"fsSyncfs\0", syncfs),
+        method(b"fsTouchFiles\0", touch_files),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
@@ -318,14 +319,7 @@ type ReadResult = (Vec<i32>, Vec<(usize, FsError)>);
 /// outcome of a batch (readFilesExact, writeFilesBatch).
 unsafe fn batch_result_js(env: napi_env, status: &[i32], errors: &[(usize, FsError)]) -> NResult<napi_value> {
     let o = object(env)?;
-    let mut mem: *mut c_void = null_mut();
-    let mut ab = null_mut();
-    napi!(env, napi_create_arraybuffer(env, status.len() * 4, &mut mem, &mut ab))?;
-    if !status.is_empty() {
-        std::ptr::copy_nonoverlapping(status.as_ptr(), mem as *mut i32, status.len());
-    }
-    let mut ta = null_mut();
-    napi!(env, napi_create_typedarray(env, NAPI_INT32_ARRAY, status.len(), ab, 0, &mut ta))?;
+    let ta = i32_array(env, status)?;
     set(env, o, b"status\0", ta)?;
     let arr = array(env, errors.len())?;
     for (k, (index, e)) in errors.iter().enumerate() {
@@ -603,4 +597,23 @@ unsafe extern "C" fn syncfs(env: napi_env, info: napi_callback_info) -> napi_val
         let path = path_arg(env, p, "path")?;
         spawn(env, "pxb.fs.syncfs", None, move || write::syncfs(&path).map_err(Fail::Fs), undefined_js)
     })
+}
+
+/// fsTouchFiles(paths, nonEmptyOnly) -> Promise<Int32Array>: per path 0 (atime set to now,
+/// mtime kept), 1 (empty file, not touched; only with nonEmptyOnly) or -errno.
+unsafe extern "C" fn touch_files(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([ps, ne], _, _) = args::<2>(env, info)?;
+        let pv = array_items(env, ps, "paths")?;
+        let mut paths = Vec::with_capacity(pv.len());
+        for (i, &p) in pv.iter().enumerate() {
+            paths.push(path_arg(env, p, &format!("paths[{}]", i))?);
+        }
+        let non_empty_only = flag_arg(env, ne, "nonEmptyOnly")?;
+        spawn(env, "pxb.fs.touchFiles", None, move || Ok(touch::touch_files(&paths, non_empty_only)), int32_array_js)
+    })
+}
+
+unsafe fn int32_array_js(env: napi_env, v: Vec<i32>, _kept: napi_value) -> NResult<napi_value> {
+    i32_array(env, &v)
 }

@@ -3,7 +3,7 @@
 
 use crate::napi::sys::*;
 use std::ffi::CString;
-use std::os::raw::{c_char, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
 
@@ -355,17 +355,28 @@ pub unsafe fn push(env: napi_env, arr: napi_value, i: u32, v: napi_value) -> NRe
     napi!(env, napi_set_element(env, arr, i, v))
 }
 
-/// Float64Array with a copy of `xs` (offsets up to 2^53 are exact).
-pub unsafe fn f64_array(env: napi_env, xs: &[f64]) -> NResult<napi_value> {
+/// A typed array of `kind` (whose element type is `T`) with a copy of `xs`.
+unsafe fn typed_array<T: Copy>(env: napi_env, xs: &[T], kind: c_int) -> NResult<napi_value> {
     let mut data: *mut c_void = null_mut();
     let mut ab = null_mut();
-    napi!(env, napi_create_arraybuffer(env, xs.len() * 8, &mut data, &mut ab))?;
+    napi!(env, napi_create_arraybuffer(env, std::mem::size_of_val(xs), &mut data, &mut ab))?;
     if !xs.is_empty() {
-        std::ptr::copy_nonoverlapping(xs.as_ptr(), data as *mut f64, xs.len());
+        std::ptr::copy_nonoverlapping(xs.as_ptr(), data as *mut T, xs.len());
     }
     let mut ta = null_mut();
-    napi!(env, napi_create_typedarray(env, NAPI_FLOAT64_ARRAY, xs.len(), ab, 0, &mut ta))?;
+    napi!(env, napi_create_typedarray(env, kind, xs.len(), ab, 0, &mut ta))?;
     Ok(ta)
+}
+
+/// Float64Array with a copy of `xs` (offsets up to 2^53 are exact).
+pub unsafe fn f64_array(env: napi_env, xs: &[f64]) -> NResult<napi_value> {
+    typed_array(env, xs, NAPI_FLOAT64_ARRAY)
+}
+
+/// Int32Array with a copy of `xs`.
+#[allow(dead_code)] // used by the fs exports
+pub unsafe fn i32_array(env: napi_env, xs: &[i32]) -> NResult<napi_value> {
+    typed_array(env, xs, NAPI_INT32_ARRAY)
 }
 
 /// Define a class with a native state `T` boxed behind `this`.
