@@ -24,9 +24,9 @@ export function repositoryPath(flag: string | undefined, env: NodeJS.ProcessEnv)
 }
 
 export async function openRepository(flag: string | undefined, env: NodeJS.ProcessEnv, create: boolean): Promise<DataStore> {
-  // Chunks are not fsynced one by one (PBS's default sync level syncs the file system at the
-  // end of a backup instead); indexes and the manifest are written atomically.
-  return DataStore.open(repositoryPath(flag, env), { create, fsync: false });
+  // PBS's default sync level: chunks are not fsynced one by one, the file system is synced
+  // once when a backup finishes, before its manifest is published; writes are atomic.
+  return DataStore.open(repositoryPath(flag, env), { create, syncLevel: 'filesystem' });
 }
 
 /** Local datastore or remote server, as the repository string says. */

@@ -16,6 +16,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../backend/fs.js';
+import { syncfs } from '../native/fs.js';
 import { verifyBlob } from '../format/blob.js';
 import { DynamicIndex } from '../format/dynamic-index.js';
 import { FixedIndex } from '../format/fixed-index.js';
@@ -42,6 +43,8 @@ export interface BackupWriterContext {
   previous: BackupDir | null;
   lock: LockFile;
   fsync: boolean;
+  /** syncfs the datastore before publishing the manifest (sync level `filesystem`). */
+  syncfs: boolean;
 }
 
 export class BackupWriter {
@@ -131,6 +134,8 @@ export class BackupWriter {
       }
     }
     await this.ctx.lock.assertHeld();
+    // Everything the manifest references (chunks, indexes) must be on disk before it is.
+    if (this.ctx.syncfs) await syncfs(this.path);
     await writeFileAtomic(path.join(this.path, MANIFEST_BLOB_NAME), manifest.toBlob(), {
       tmpPath: path.join(this.path, tmpArchiveName(MANIFEST_BLOB_NAME)),
       fsync: this.ctx.fsync,

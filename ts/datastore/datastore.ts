@@ -53,11 +53,20 @@ export const LOCKS_DIR = '.locks';
 export const PROTECTED_MARKER = '.protected';
 const ARCHIVE_FILE_RE = /^.*\.(fidx|didx|blob)$/;
 
+/**
+ * PBS's datastore `sync-level`: `file` fsyncs every chunk, index and manifest with its
+ * directory; `filesystem` writes without fsync and syncs the whole file system (syncfs) when a
+ * backup finishes, before its manifest is published (PBS's default); `none` never syncs.
+ */
+export type SyncLevel = 'none' | 'file' | 'filesystem';
+
 export interface OpenOptions {
   /** Create the layout if the directory is missing or empty (default false). */
   create?: boolean;
-  /** fsync written files and their directories (default true). */
+  /** Shorthand for `syncLevel`: true = `file` (the default), false = `none`. */
   fsync?: boolean;
+  /** Overrides `fsync`. */
+  syncLevel?: SyncLevel;
 }
 
 export interface SnapshotInfo {
@@ -135,17 +144,22 @@ export class DataStore {
   readonly backend: FsBackend;
   readonly chunks: ChunkStore;
 
+  /** fsync every written file (sync level `file`). */
+  readonly fsync: boolean;
+
   private constructor(
     readonly path: string,
-    readonly fsync: boolean,
+    readonly syncLevel: SyncLevel,
   ) {
-    this.backend = new FsBackend(path, { fsync });
+    this.fsync = syncLevel === 'file';
+    this.backend = new FsBackend(path, { fsync: this.fsync });
     this.chunks = new ChunkStore(this.backend);
   }
 
   /** Open the datastore at `root`; with `create`, lay it out first if missing or empty. */
   static async open(root: string, options: OpenOptions = {}): Promise<DataStore> {
     const { create = false, fsync = true } = options;
+    const syncLevel = options.syncLevel ?? (fsync ? 'file' : 'none');
     const abs = path.resolve(root);
     const chunkDir = path.join(abs, CHUNK_DIR);
     if (!(await isDirectory(chunkDir))) {
@@ -162,7 +176,7 @@ export class DataStore {
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;
     }
-    return new DataStore(abs, fsync);
+    return new DataStore(abs, syncLevel);
   }
 
   // ---- paths -------------------------------------------------------------------------------
@@ -552,7 +566,7 @@ export class DataStore {
       }
       const snapPath = this.snapshotPath(dir);
       if (!(await mkdirNew(snapPath))) throw new Error(`snapshot ${dir} already exists`);
-      return new BackupWriter({ dir, path: snapPath, groupPath, newGroup, previous, lock, fsync: this.fsync });
+      return new BackupWriter({ dir, path: snapPath, groupPath, newGroup, previous, lock, fsync: this.fsync, syncfs: this.syncLevel === 'filesystem' });
     } catch (e) {
       if (newGroup) await rm(groupPath, { recursive: true, force: true });
       await lock.release();
