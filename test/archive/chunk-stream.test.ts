@@ -2,6 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { ChunkStream, type ChunkRecord, type InjectChunks } from '../../ts/archive/chunk-stream.js';
 import { decodeBlob } from '../../ts/format/blob.js';
+import { lcgBytes } from '../helpers/data.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -21,17 +22,6 @@ function inputB(): Buffer {
     createHash('sha256').update(le).digest().copy(out, i * 32);
   }
   return out;
-}
-
-/** Deterministic pseudo-random bytes (LCG). */
-function lcgBytes(n: number, seed: number): Buffer {
-  const data = Buffer.allocUnsafe(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    data[i] = x >>> 24;
-  }
-  return data;
 }
 
 async function run(
