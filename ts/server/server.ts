@@ -23,7 +23,7 @@ import type { TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupDir } from '../datastore/backup-dir.js';
 import { BackupGroup } from '../datastore/backup-group.js';
-import { DataStore } from '../datastore/datastore.js';
+import { DataStore, type SyncLevel } from '../datastore/datastore.js';
 import { ownerMatches } from '../datastore/names.js';
 import { BackupNamespace } from '../datastore/namespace.js';
 import { parseAuthorization } from '../protocol/auth.js';
@@ -57,8 +57,10 @@ export interface ServeOptions {
   port?: number;
   /** Create missing (empty) datastore directories (default true). */
   createDatastores?: boolean;
-  /** fsync chunks, indexes and manifests (default true). */
+  /** fsync chunks, indexes and manifests (default true); shorthand for syncLevel file/none. */
   fsync?: boolean;
+  /** The datastores' sync level (overrides `fsync`; see `SyncLevel`). */
+  syncLevel?: SyncLevel;
   /** Delay of 401 answers in ms (default 3000, as PBS). */
   authFailureDelayMs?: number;
   /** Names the certificate is made for (default: localhost, 127.0.0.1, ::1). */
@@ -98,7 +100,7 @@ export class PxbServer {
     for (const [name, dir] of entries) {
       validateStoreName(name);
       if (stores.has(name)) throw new Error(`datastore ${name} given twice`);
-      stores.set(name, await DataStore.open(dir, { create: options.createDatastores ?? true, fsync: options.fsync ?? true }));
+      stores.set(name, await DataStore.open(dir, { create: options.createDatastores ?? true, fsync: options.fsync ?? true, syncLevel: options.syncLevel }));
     }
     const cert = await loadOrCreateCertificate(
       options.configDir,

@@ -4,6 +4,7 @@
  */
 import { Option, type Command } from 'commander';
 import { defaultConfigDir, parseDatastoreSpec, parseListen } from '../../server/config.js';
+import type { SyncLevel } from '../../datastore/datastore.js';
 import { PxbServer } from '../../server/server.js';
 import { ROLES, TokenStore, parseRole, type Role } from '../../server/tokens.js';
 import { printJSON, table, UsageError, type OutputFormat } from '../output.js';
@@ -26,8 +27,13 @@ export function registerServe(program: Command, ctx: CliContext): void {
     .option('--listen <addr>', 'listen address host:port', '127.0.0.1:8007')
     .option('--datastore <name=path>', 'datastore to serve (repeatable)', collect, [] as string[])
     .option('--config <dir>', 'config directory (certificate, tokens; default ~/.config/pxb/server)')
-    .option('--no-fsync', 'do not fsync chunks and indexes (faster, not crash-safe)')
-    .action(async (o: { listen: string; datastore: string[]; config?: string; fsync: boolean }) => {
+    .addOption(
+      new Option('--sync-level <level>', "when written data is synced: 'file' fsyncs every chunk, 'filesystem' syncs the file system once per backup before its manifest (PBS's default), 'none' never")
+        .choices(['none', 'file', 'filesystem'])
+        .default('filesystem'),
+    )
+    .option('--no-fsync', 'the same as --sync-level none (faster, not crash-safe)')
+    .action(async (o: { listen: string; datastore: string[]; config?: string; fsync: boolean; syncLevel: SyncLevel }) => {
       const listen = usage(() => parseListen(o.listen));
       if (!o.datastore.length) throw new UsageError('give at least one --datastore NAME=PATH');
       const datastores = new Map(usage(() => o.datastore.map(parseDatastoreSpec)));
@@ -37,7 +43,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         configDir,
         host: listen.host,
         port: listen.port,
-        fsync: o.fsync,
+        syncLevel: o.fsync ? o.syncLevel : 'none',
         log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
       });
       if (server.certificateCreated) process.stdout.write(`created a self-signed certificate in ${configDir}\n`);
