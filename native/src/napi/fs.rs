@@ -17,7 +17,6 @@ use crate::fs::write::{self, WriteOpts, WriteSpec};
 use crate::fs::{c_path, read, restore, touch};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
 
 pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
@@ -174,74 +173,25 @@ enum Fail {
     Msg(String),
 }
 
+impl From<String> for Fail {
+    fn from(m: String) -> Fail {
+        Fail::Msg(m)
+    }
+}
+
+/// File-system failures reject with node-style errors (`code`, `errno`, `syscall`, `path`).
+impl JobError for Fail {
+    unsafe fn rejection(self, env: napi_env) -> NResult<napi_value> {
+        match self {
+            Fail::Fs(e) => fs_error(env, &e),
+            Fail::Msg(m) => m.rejection(env),
+        }
+    }
+}
+
 type ToJs<T> = unsafe fn(napi_env, T, napi_value) -> NResult<napi_value>;
 
-struct Job<T> {
-    work: napi_async_work,
-    deferred: napi_deferred,
-    keep: napi_ref,
-    task: Option<Box<dyn FnOnce() -> Result<T, Fail> + Send>>,
-    out: Option<Result<T, Fail>>,
-    to_js: ToJs<T>,
-}
-
-unsafe extern "C" fn job_execute<T>(_env: napi_env, data: *mut c_void) {
-    let job = &mut *(data as *mut Job<T>);
-    if let Some(task) = job.task.take() {
-        job.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
-            Ok(r) => r,
-            Err(p) => Err(Fail::Msg(format!("native panic: {}", panic_message(&*p)))),
-        });
-    }
-}
-
-/// The rejection value: a pending JS exception if there is one (e.g. a failed allocation in
-/// `to_js`), else an Error built from `f`.
-unsafe fn rejection(env: napi_env, f: Fail) -> napi_value {
-    let mut pending = false;
-    napi_is_exception_pending(env, &mut pending);
-    let mut v = null_mut();
-    if pending {
-        napi_get_and_clear_last_exception(env, &mut v);
-        return v;
-    }
-    let made = match &f {
-        Fail::Fs(e) => fs_error(env, e),
-        Fail::Msg(m) => str_val(env, if m.is_empty() { "error" } else { m }).and_then(|m| {
-            napi!(env, napi_create_error(env, null_mut(), m, &mut v)).map(|_| v)
-        }),
-    };
-    match made {
-        Ok(v) if !v.is_null() => v,
-        _ => undefined(env).unwrap_or(null_mut()),
-    }
-}
-
-unsafe extern "C" fn job_complete<T>(env: napi_env, status: napi_status, data: *mut c_void) {
-    let mut job = Box::from_raw(data as *mut Job<T>);
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let mut kept = null_mut();
-        if !job.keep.is_null() {
-            napi_get_reference_value(env, job.keep, &mut kept);
-        }
-        let res = match (status, job.out.take()) {
-            (NAPI_OK, Some(Ok(v))) => (job.to_js)(env, v, kept).map_err(Fail::Msg),
-            (NAPI_OK, Some(Err(f))) => Err(f),
-            (st, _) => Err(Fail::Msg(format!("async work failed (status {})", st))),
-        };
-        match res {
-            Ok(v) => napi_resolve_deferred(env, job.deferred, v),
-            Err(f) => napi_reject_deferred(env, job.deferred, rejection(env, f)),
-        };
-        if !job.keep.is_null() {
-            napi_delete_reference(env, job.keep);
-        }
-        napi_delete_async_work(env, job.work);
-    }));
-}
-
-/// Run `task` on the libuv pool; `to_js` converts its result on the JS thread and receives
-/// `keep` (pinned until then; null when none).
+/// Run `task` on the libuv pool (see `spawn_job`); failures reject node-style.
 unsafe fn spawn<T: Send + 'static>(
     env: napi_env,
     name: &str,
@@ -249,30 +199,7 @@ unsafe fn spawn<T: Send + 'static>(
     task: impl FnOnce() -> Result<T, Fail> + Send + 'static,
     to_js: ToJs<T>,
 ) -> NResult<napi_value> {
-    let mut deferred = null_mut();
-    let mut promise = null_mut();
-    napi!(env, napi_create_promise(env, &mut deferred, &mut promise))?;
-    let mut keep_ref = null_mut();
-    if let Some(v) = keep {
-        napi!(env, napi_create_reference(env, v, 1, &mut keep_ref))?;
-    }
-    let job = Box::into_raw(Box::new(Job::<T> { work: null_mut(), deferred, keep: keep_ref, task: Some(Box::new(task)), out: None, to_js }));
-    let queued = (|| {
-        let rname = str_val(env, name)?;
-        napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T>), Some(job_complete::<T>), job as *mut c_void, &mut (*job).work))?;
-        napi!(env, napi_queue_async_work(env, (*job).work))
-    })();
-    if let Err(e) = queued {
-        let job = Box::from_raw(job);
-        if !job.keep.is_null() {
-            napi_delete_reference(env, job.keep);
-        }
-        if !job.work.is_null() {
-            napi_delete_async_work(env, job.work);
-        }
-        return Err(e);
-    }
-    Ok(promise)
+    spawn_job(env, name, keep, task, move |env, v, kept| to_js(env, v, kept))
 }
 
 // --- readDir / statPath ------------------------------------------------------------------

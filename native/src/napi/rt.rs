@@ -196,68 +196,104 @@ impl SendSlice {
     }
 }
 
-struct Job<T, F> {
+/// Why a pool job failed; becomes the promise's rejection value on the JS thread.
+pub trait JobError: From<String> + Send + 'static {
+    unsafe fn rejection(self, env: napi_env) -> NResult<napi_value>;
+}
+
+/// Plain failures reject with an Error carrying the message.
+impl JobError for String {
+    unsafe fn rejection(self, env: napi_env) -> NResult<napi_value> {
+        let mut err = null_mut();
+        let m = str_val(env, if self.is_empty() { "error" } else { &self })?;
+        napi!(env, napi_create_error(env, null_mut(), m, &mut err))?;
+        Ok(err)
+    }
+}
+
+struct Job<T, E, F, G> {
     work: napi_async_work,
     deferred: napi_deferred,
     keep: napi_ref,
     task: Option<F>,
-    out: Option<NResult<T>>,
-    to_js: unsafe fn(napi_env, T) -> NResult<napi_value>,
+    out: Option<Result<T, E>>,
+    to_js: Option<G>,
 }
 
-unsafe extern "C" fn job_execute<T, F: FnOnce() -> NResult<T>>(_env: napi_env, data: *mut c_void) {
-    let job = &mut *(data as *mut Job<T, F>);
-    let task = job.task.take().unwrap();
-    job.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
-        Ok(r) => r,
-        Err(p) => Err(format!("native panic: {}", panic_message(&*p))),
-    });
+unsafe extern "C" fn job_execute<T, E: JobError, F: FnOnce() -> Result<T, E>, G>(_env: napi_env, data: *mut c_void) {
+    let job = &mut *(data as *mut Job<T, E, F, G>);
+    if let Some(task) = job.task.take() {
+        job.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
+            Ok(r) => r,
+            Err(p) => Err(E::from(format!("native panic: {}", panic_message(&*p)))),
+        });
+    }
 }
 
-unsafe extern "C" fn job_complete<T, F>(env: napi_env, status: napi_status, data: *mut c_void) {
-    let job = Box::from_raw(data as *mut Job<T, F>);
+unsafe extern "C" fn job_complete<T, E: JobError, F, G: FnOnce(napi_env, T, napi_value) -> NResult<napi_value>>(
+    env: napi_env,
+    status: napi_status,
+    data: *mut c_void,
+) {
+    let mut job = Box::from_raw(data as *mut Job<T, E, F, G>);
     let _ = catch_unwind(AssertUnwindSafe(|| {
+        let mut kept = null_mut();
         if !job.keep.is_null() {
-            napi_delete_reference(env, job.keep);
+            napi_get_reference_value(env, job.keep, &mut kept);
         }
-        napi_delete_async_work(env, job.work);
-        let res = match (status, job.out) {
-            (NAPI_OK, Some(Ok(v))) => (job.to_js)(env, v),
-            (NAPI_OK, Some(Err(e))) => Err(e),
-            (st, _) => Err(format!("async work failed (status {})", st)),
+        let res = match (status, job.out.take(), job.to_js.take()) {
+            (NAPI_OK, Some(Ok(v)), Some(to_js)) => to_js(env, v, kept).map_err(E::from),
+            (NAPI_OK, Some(Err(e)), _) => Err(e),
+            (st, _, _) => Err(E::from(format!("async work failed (status {})", st))),
         };
         match res {
             Ok(v) => {
                 napi_resolve_deferred(env, job.deferred, v);
             }
-            Err(msg) => {
-                let mut err = null_mut();
-                let m = str_val(env, if msg.is_empty() { "error" } else { &msg }).unwrap_or(null_mut());
-                napi_create_error(env, null_mut(), m, &mut err);
-                napi_reject_deferred(env, job.deferred, err);
+            Err(e) => {
+                // A JS exception raised while converting (e.g. a failed allocation) wins.
+                let mut pending = false;
+                napi_is_exception_pending(env, &mut pending);
+                let mut v = null_mut();
+                if pending {
+                    napi_get_and_clear_last_exception(env, &mut v);
+                } else {
+                    v = match e.rejection(env) {
+                        Ok(x) if !x.is_null() => x,
+                        _ => undefined(env).unwrap_or(null_mut()),
+                    };
+                }
+                napi_reject_deferred(env, job.deferred, v);
             }
         }
+        if !job.keep.is_null() {
+            napi_delete_reference(env, job.keep);
+        }
+        napi_delete_async_work(env, job.work);
     }));
 }
 
-pub unsafe fn promise_job<T: Send + 'static, F: FnOnce() -> NResult<T> + Send + 'static>(
-    env: napi_env,
-    name: &str,
-    keep_alive: Option<napi_value>,
-    task: F,
-    to_js: unsafe fn(napi_env, T) -> NResult<napi_value>,
-) -> NResult<napi_value> {
+/// Run `task` on the libuv pool and return a promise for its result. `keep` is pinned until
+/// the job completes (memory the task reads or writes); `to_js` converts the result on the JS
+/// thread and receives `keep` (null when none). A failure or panic rejects the promise.
+pub unsafe fn spawn_job<T, E, F, G>(env: napi_env, name: &str, keep: Option<napi_value>, task: F, to_js: G) -> NResult<napi_value>
+where
+    T: Send + 'static,
+    E: JobError,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    G: FnOnce(napi_env, T, napi_value) -> NResult<napi_value> + 'static,
+{
     let mut deferred = null_mut();
     let mut promise = null_mut();
     napi!(env, napi_create_promise(env, &mut deferred, &mut promise))?;
-    let mut keep = null_mut();
-    if let Some(v) = keep_alive {
-        napi!(env, napi_create_reference(env, v, 1, &mut keep))?;
+    let mut keep_ref = null_mut();
+    if let Some(v) = keep {
+        napi!(env, napi_create_reference(env, v, 1, &mut keep_ref))?;
     }
-    let job = Box::into_raw(Box::new(Job { work: null_mut(), deferred, keep, task: Some(task), out: None, to_js }));
+    let job = Box::into_raw(Box::new(Job::<T, E, F, G> { work: null_mut(), deferred, keep: keep_ref, task: Some(task), out: None, to_js: Some(to_js) }));
     let res = (|| {
         let rname = str_val(env, name)?;
-        napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T, F>), Some(job_complete::<T, F>), job as *mut c_void, &mut (*job).work))?;
+        napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T, E, F, G>), Some(job_complete::<T, E, F, G>), job as *mut c_void, &mut (*job).work))?;
         napi!(env, napi_queue_async_work(env, (*job).work))
     })();
     if let Err(e) = res {
@@ -267,6 +303,17 @@ pub unsafe fn promise_job<T: Send + 'static, F: FnOnce() -> NResult<T> + Send + 
         return Err(e); // the promise is dropped; caller gets a thrown error instead
     }
     Ok(promise)
+}
+
+/// `spawn_job` for tasks that fail with a message and conversions that need no pinned value.
+pub unsafe fn promise_job<T: Send + 'static, F: FnOnce() -> NResult<T> + Send + 'static>(
+    env: napi_env,
+    name: &str,
+    keep_alive: Option<napi_value>,
+    task: F,
+    to_js: unsafe fn(napi_env, T) -> NResult<napi_value>,
+) -> NResult<napi_value> {
+    spawn_job(env, name, keep_alive, task, move |env, v, _kept| to_js(env, v))
 }
 
 /// The default panic hook prints every caught panic to stderr. Install a quiet
