@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { digestHex, type Digest } from '../../ts/datastore/chunk-store.js';
 import type { DataStore } from '../../ts/datastore/datastore.js';
 import { GC_STATUS_FILE, garbageCollect, readGcStatus } from '../../ts/datastore/gc.js';
 import { BackupNamespace } from '../../ts/datastore/namespace.js';
-import { ageChunks, chunkFiles, makeSnapshot, readAllChunks, referencedDigests, sha256hex as sha, storeParts, tempDir, tempStore } from './maintenance-helpers.js';
+import { ageChunks, chunkFiles, makeSnapshot, readAllChunks, referencedDigests, sha256hex as sha, storeParts, fileContents, tempDir, tempStore } from './maintenance-helpers.js';
 
 const T = 1_700_000_000;
 const DAY = 86400;
@@ -197,25 +197,11 @@ async function makeTree(root: string, files: number, tag: string): Promise<void>
   }
 }
 
-/** Every regular file below `root` with its contents, keyed by relative path. */
-function tree(root: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (rel: string) => {
-    for (const e of readdirSync(path.join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(r);
-      else out.set(r, readFileSync(path.join(root, r)));
-    }
-  };
-  walk('');
-  return out;
-}
-
 async function expectRestores(ds: DataStore, snapshot: string, archive: string, source: string): Promise<void> {
   const target = path.join(await tempDir('pxb-gc-restore-'), 'out');
   await restore({ datastore: ds, snapshot, archiveName: archive, target });
-  const want = tree(source);
-  const got = tree(target);
+  const want = fileContents(source);
+  const got = fileContents(target);
   expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
   for (const [k, v] of want) expect(got.get(k)!.equals(v), k).toBe(true);
 }

@@ -1,6 +1,6 @@
 /** Helpers shared by the prune/GC/verify/namespace tests: real datastores in temp dirs. */
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -119,4 +119,18 @@ export async function readAllChunks(ds: DataStore, dir: BackupDir): Promise<numb
     }
   }
   return n;
+}
+
+/** Every regular file below `root` with its contents, keyed by relative path. */
+export function fileContents(root: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const walk = (rel: string) => {
+    for (const e of readdirSync(path.join(root, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(r);
+      else out.set(r, readFileSync(path.join(root, r)));
+    }
+  };
+  walk('');
+  return out;
 }

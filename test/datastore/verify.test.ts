@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { garbageCollect } from '../../ts/datastore/gc.js';
 import { renameCorruptChunk, verify } from '../../ts/datastore/verify.js';
 import { encodeBlob } from '../../ts/format/blob.js';
 import { BackupManifest } from '../../ts/format/manifest.js';
-import { OWNER, ageChunks, chunkFiles, makeSnapshot, readAllChunks, referencedDigests, sha256hex, storeParts, tempDir, tempStore } from './maintenance-helpers.js';
+import { OWNER, ageChunks, chunkFiles, makeSnapshot, readAllChunks, referencedDigests, sha256hex, storeParts, fileContents, tempDir, tempStore } from './maintenance-helpers.js';
 
 const T = 1_700_000_000;
 const UPID_RE = /^UPID:[A-Za-z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:([a-z_]+):([^:]*):[^:]+@pam:$/;
@@ -21,19 +21,6 @@ const UPID_RE = /^UPID:[A-Za-z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F
 async function makeTree(root: string): Promise<void> {
   await mkdir(path.join(root, 'd'), { recursive: true });
   for (let i = 0; i < 16; i++) await writeFile(path.join(root, i % 2 ? 'd' : '', `f${i}`), randomBytes(30_000 + i * 1111));
-}
-
-function tree(root: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (rel: string) => {
-    for (const e of readdirSync(path.join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(r);
-      else out.set(r, readFileSync(path.join(root, r)));
-    }
-  };
-  walk('');
-  return out;
 }
 
 const backup = (ds: DataStore, src: string, id: string, time: number) =>
@@ -109,8 +96,8 @@ describe('verify', () => {
     expect(UPID_RE.exec(r2.upid)?.slice(1)).toEqual(['verify_snapshot', 'store\\x3a-host-x-6553F13C']);
     const out = path.join(await tempDir('pxb-verify-out-'), 'out');
     await restore({ datastore: ds, snapshot: s2.snapshot, archiveName: 'root.pxar', target: out });
-    const want = tree(src);
-    const got = tree(out);
+    const want = fileContents(src);
+    const got = fileContents(out);
     expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
     for (const [k, v] of want) expect(got.get(k)!.equals(v), k).toBe(true);
 
