@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Dirent } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { link, lstat, lutimes, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, touchFiles } from '../native/fs.js';
 import {
@@ -228,15 +228,7 @@ export class FsBackend implements Backend {
 
   /** Set the access time to now, keeping the modification time; false if absent. */
   async touch(key: string): Promise<boolean> {
-    const p = this.pathOf(key);
-    try {
-      const st = await lstat(p);
-      await lutimes(p, Date.now() / 1000, st.mtimeMs / 1000);
-      return true;
-    } catch (e) {
-      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false;
-      throw e;
-    }
+    return (await this.touchMany([key]))[0];
   }
 
   /**
