@@ -55,7 +55,6 @@ export type ChunkSink = (rec: ChunkRecord) => void | Promise<void>;
 interface Window {
   buf: Buffer;
   refs: number;
-  retired: boolean;
 }
 
 /** First window of a stream (small archives stay small); later ones are `windowSize`. */
@@ -238,21 +237,18 @@ export class ChunkStream {
     const size = Math.max(old ? this.windowSize : FIRST_WINDOW, live + need);
     let w: Window | undefined;
     if (size === this.windowSize) w = this.spare.pop();
-    if (!w) w = { buf: Buffer.allocUnsafe(size), refs: 0, retired: false };
-    w.retired = false;
-    if (old) {
-      old.buf.copy(w.buf, 0, this.start, this.wEnd);
-      old.retired = true;
-      this.recycle(old);
-    }
+    if (!w) w = { buf: Buffer.allocUnsafe(size), refs: 0 };
+    if (old) old.buf.copy(w.buf, 0, this.start, this.wEnd);
     this.win = w;
     this.start = 0;
     this.wEnd = live;
+    if (old) this.recycle(old);
     return w;
   }
 
   private recycle(w: Window): void {
-    if (w.retired && w.refs === 0 && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
+    // Only a retired window (not the current one) whose chunks are all processed.
+    if (w !== this.win && w.refs === 0 && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
       this.spare.push(w);
     }
   }
