@@ -344,9 +344,7 @@ mod tests {
 
     #[test]
     fn lists_sorted_and_records_vanished_entries() {
-        let dir = std::env::temp_dir().join(format!("pxb-fs-dir-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
+        let dir = crate::fs::testing::fresh_dir("dir");
         for n in ["b", "a", "B", "aa"] {
             std::fs::write(dir.join(n), n).unwrap();
         }

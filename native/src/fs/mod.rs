@@ -26,3 +26,17 @@ pub fn c_path(bytes: &[u8], what: &str) -> Result<CString, String> {
     }
     CString::new(bytes).map_err(|_| format!("{} contains a NUL byte", what))
 }
+
+/// Helpers of the unit tests in this module's files.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::PathBuf;
+
+    /// A fresh, empty directory for test `name` (per process; removed first if left over).
+    pub fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pxb-fs-{}-{}", name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+}

@@ -96,9 +96,7 @@ mod tests {
 
     #[test]
     fn exact_sizes() {
-        let dir = std::env::temp_dir().join(format!("pxb-fs-read-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
+        let dir = crate::fs::testing::fresh_dir("read");
         std::fs::write(dir.join("a"), b"hello").unwrap();
         std::fs::write(dir.join("b"), b"hi").unwrap();
         let p = |n: &str| CString::new(dir.join(n).to_str().unwrap()).unwrap();

@@ -135,9 +135,7 @@ mod tests {
 
     #[test]
     fn utimens_nanoseconds_and_xattrs() {
-        let dir = std::env::temp_dir().join(format!("pxb-fs-restore-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
+        let dir = crate::fs::testing::fresh_dir("restore");
         let f = dir.join("f");
         std::fs::write(&f, b"x").unwrap();
         let p = CString::new(f.to_str().unwrap()).unwrap();

@@ -37,9 +37,7 @@ mod tests {
 
     #[test]
     fn touches_atime_only() {
-        let dir = std::env::temp_dir().join(format!("pxb-fs-touch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
+        let dir = crate::fs::testing::fresh_dir("touch");
         std::fs::write(dir.join("a"), b"data").unwrap();
         std::fs::write(dir.join("empty"), b"").unwrap();
         let c = |n: &str| CString::new(dir.join(n).to_str().unwrap()).unwrap();

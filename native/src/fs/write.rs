@@ -194,9 +194,7 @@ mod tests {
 
     #[test]
     fn batch_sparse_and_errors() {
-        let dir = std::env::temp_dir().join(format!("pxb-fs-write-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
+        let dir = crate::fs::testing::fresh_dir("write");
         let mut data = b"hello".to_vec();
         data.extend(vec![0u8; 3 * SPARSE_BLOCK]);
         data.extend(b"tail");
