@@ -185,14 +185,18 @@ class StreamSink implements ByteSink {
 }
 
 /**
- * Directory listings ahead of the encoder: a speculative DFS walk of its own (bounded by
+ * Directory listings ahead of the encoder: a speculative walk of its own (bounded by
  * `DIR_LOOKAHEAD` listings fetched but not yet taken), so the encoder rarely waits for readDir.
- * It descends only into directories on allowed devices; the encoder takes the node of every
- * subdirectory it descends into and drops the nodes it skips (excluded: their speculative
- * subtrees are abandoned).
+ * Listings complete out of order, so the directories still to be listed are kept ordered by
+ * their DFS preorder position (the order the encoder takes them in) and the earliest ones are
+ * fetched first; a plain stack would let a later sibling's subtree use up the lookahead while
+ * the encoder waits for an earlier one. It descends only into directories on allowed devices;
+ * the encoder takes the node of every subdirectory it descends into and drops the nodes it
+ * skips (excluded: their speculative subtrees are abandoned).
  */
 class TreePrefetcher {
-  private stack: PrefetchNode[] = [];
+  /** Nodes not listed yet, earliest in DFS preorder first. */
+  private frontier = new PreorderHeap();
   private running = 0;
   private ready = 0;
 
@@ -203,8 +207,8 @@ class TreePrefetcher {
   ) {}
 
   root(path: Buffer): PrefetchNode {
-    const n: PrefetchNode = { path, promise: null, children: null, dropped: false, taken: false };
-    this.stack.push(n);
+    const n: PrefetchNode = { path, key: [], promise: null, children: null, dropped: false, taken: false };
+    this.frontier.push(n);
     this.pump();
     return n;
   }
@@ -228,7 +232,7 @@ class TreePrefetcher {
   drop(nodes: Iterable<PrefetchNode>): void {
     let any = false;
     for (const n of nodes) any = this.dropTree(n) || any;
-    // Dropped nodes still on the stack are skipped when popped.
+    // Dropped nodes still in the frontier are skipped when popped.
     if (any) this.pump();
   }
 
@@ -253,15 +257,13 @@ class TreePrefetcher {
         this.running--;
         this.ready++;
         const kids = new Map<string, PrefetchNode>();
-        const fresh: PrefetchNode[] = [];
         for (let i = 0; i < list.length; i++) {
           if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
-          const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), promise: null, children: null, dropped: n.dropped, taken: false };
+          const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, children: null, dropped: n.dropped, taken: false };
           kids.set(list.name(i).toString('latin1'), c);
-          fresh.push(c);
+          if (!n.dropped) this.frontier.push(c);
         }
         n.children = kids;
-        if (!n.dropped) for (let i = fresh.length - 1; i >= 0; i--) this.stack.push(fresh[i]);
         this.pump();
         return list;
       },
@@ -277,8 +279,8 @@ class TreePrefetcher {
   }
 
   private pump(): void {
-    while (this.running < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.stack.length) {
-      const n = this.stack.pop()!;
+    while (this.running < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.frontier.size) {
+      const n = this.frontier.pop();
       if (n.dropped || n.promise) continue;
       this.start(n);
     }
@@ -287,10 +289,58 @@ class TreePrefetcher {
 
 interface PrefetchNode {
   path: Buffer;
+  /** Child indexes from the root: lexicographic order of keys = DFS preorder. */
+  key: number[];
   promise: Promise<DirEntries> | null;
   children: Map<string, PrefetchNode> | null;
   dropped: boolean;
   taken: boolean;
+}
+
+function preorderBefore(a: number[], b: number[]): boolean {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return a.length < b.length;
+}
+
+/** Binary min-heap of prefetch nodes by DFS preorder position. */
+class PreorderHeap {
+  private items: PrefetchNode[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  push(n: PrefetchNode): void {
+    const h = this.items;
+    let i = h.push(n) - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!preorderBefore(n.key, h[p].key)) break;
+      h[i] = h[p];
+      i = p;
+    }
+    h[i] = n;
+  }
+
+  pop(): PrefetchNode {
+    const h = this.items;
+    const top = h[0];
+    const last = h.pop()!;
+    if (h.length) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= h.length) break;
+        const c = l + 1 < h.length && preorderBefore(h[l + 1].key, h[l].key) ? l + 1 : l;
+        if (!preorderBefore(h[c].key, last.key)) break;
+        h[i] = h[c];
+        i = c;
+      }
+      h[i] = last;
+    }
+    return top;
+  }
 }
 
 interface FileJob {
