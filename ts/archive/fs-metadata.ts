@@ -14,7 +14,7 @@
  */
 import type { DirEntries } from '../native/fs.js';
 import type { Acl, AclDefault, Metadata, Xattr } from '../format/pxar/metadata.js';
-import { emptyAcl } from '../format/pxar/metadata.js';
+import { NO_ACL, NO_XATTRS, ownAcl } from '../format/pxar/metadata.js';
 import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, decodeAclXattr, type PosixAcl } from './acl.js';
 
 const FCAPS_NAME = 'security.capability';
@@ -81,10 +81,6 @@ function defaultAcl(acl: Acl, p: PosixAcl): void {
   acl.defaultGroups = p.groups.map((g) => ({ gid: g.gid, permissions: g.perms })).sort(byGroup);
 }
 
-/** Shared by every entry without ACLs (never mutated: entries with ACLs get their own). */
-const NO_ACL = Object.freeze({ users: Object.freeze([]), groups: Object.freeze([]), defaultUsers: Object.freeze([]), defaultGroups: Object.freeze([]) }) as unknown as Acl;
-const NO_XATTRS = Object.freeze([]) as unknown as Xattr[];
-
 export interface MetadataOptions {
   /** Archive xattrs, ACLs and fcaps (PBS: on by default). */
   xattrs: boolean;
@@ -113,7 +109,7 @@ export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions
   if (projid && PROJID_FS.has(list.fsMagic)) meta.quotaProjectId = projid;
   if (!opts.xattrs) return meta;
   const xattrs: Xattr[] = [];
-  const own = () => (meta.acl === NO_ACL ? (meta.acl = emptyAcl()) : meta.acl);
+  const own = () => ownAcl(meta);
   for (const x of list.xattrs(i)) {
     const name = x.name.toString('latin1');
     if (name === FCAPS_NAME) {

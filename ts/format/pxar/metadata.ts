@@ -69,6 +69,29 @@ export function emptyAcl(): Acl {
   return { users: [], groups: [], defaultUsers: [], defaultGroups: [] };
 }
 
+/**
+ * Frozen empty ACL and xattr list shared by every entry that has none (most entries), so that
+ * listing a directory does not allocate five empty objects per entry. Code that adds ACL
+ * entries or xattrs gives the entry its own first (`ownAcl`, `ownXattrs`).
+ */
+export const NO_ACL: Acl = Object.freeze({
+  users: Object.freeze([]),
+  groups: Object.freeze([]),
+  defaultUsers: Object.freeze([]),
+  defaultGroups: Object.freeze([]),
+}) as unknown as Acl;
+export const NO_XATTRS: Xattr[] = Object.freeze([]) as unknown as Xattr[];
+
+/** `meta.acl`, replaced by a fresh one first if it is the shared `NO_ACL`. */
+export function ownAcl(meta: Metadata): Acl {
+  return meta.acl === NO_ACL ? (meta.acl = emptyAcl()) : meta.acl;
+}
+
+/** `meta.xattrs`, replaced by a fresh array first if it is the shared `NO_XATTRS`. */
+export function ownXattrs(meta: Metadata): Xattr[] {
+  return meta.xattrs === NO_XATTRS ? (meta.xattrs = []) : meta.xattrs;
+}
+
 /** Metadata with only `mode` set (everything else zero/empty), like upstream's builder default. */
 export function basicMetadata(mode: number): Metadata {
   return { mode, flags: 0n, uid: 0, gid: 0, mtime: { secs: 0, nanos: 0 }, xattrs: [], acl: emptyAcl() };

@@ -26,7 +26,7 @@ import {
   STAT_V1_SIZE,
   maxContentSize,
 } from './constants.js';
-import { emptyAcl, type Metadata } from './metadata.js';
+import { NO_ACL, NO_XATTRS, ownAcl, ownXattrs, type Metadata } from './metadata.js';
 
 export interface ItemHeader {
   htype: bigint;
@@ -122,7 +122,8 @@ export function parseStat(content: Buffer, v1: boolean, what: string, pos: numbe
     throw formatError(what, pos, `${v1 ? 'ENTRY_V1' : 'ENTRY'} of ${content.length} bytes (expected ${expected})`);
   }
   const mode = readU64(content, 0, what, pos, 'mode');
-  const flags = content.readBigUInt64LE(8);
+  // most entries have no flags: no BigInt is built for them
+  const flags = content.readUInt32LE(8) === 0 && content.readUInt32LE(12) === 0 ? 0n : content.readBigUInt64LE(8);
   const uid = content.readUInt32LE(16);
   const gid = content.readUInt32LE(20);
   let secs: number;
@@ -133,15 +134,17 @@ export function parseStat(content: Buffer, v1: boolean, what: string, pos: numbe
     secs = Number(ns / 1_000_000_000n);
     nanos = Number(ns % 1_000_000_000n);
   } else {
-    const s = content.readBigInt64LE(24);
-    if (s > BigInt(Number.MAX_SAFE_INTEGER) || s < BigInt(Number.MIN_SAFE_INTEGER)) {
-      throw formatError(what, pos, `mtime ${s} is out of range`);
+    // i64 from two words (no BigInt); |secs| must stay a safe integer (2^53 − 1)
+    const hi = content.readInt32LE(28);
+    const lo = content.readUInt32LE(24);
+    secs = hi * TWO32 + lo;
+    if (hi >= 0x200000 || hi < -0x200000 || (hi === -0x200000 && lo === 0)) {
+      throw formatError(what, pos, `mtime ${content.readBigInt64LE(24)} is out of range`);
     }
-    secs = Number(s);
     nanos = content.readUInt32LE(32);
     if (nanos > 999_999_999) throw formatError(what, pos, `mtime nanoseconds ${nanos} out of range`);
   }
-  return { mode, flags, uid, gid, mtime: { secs, nanos }, xattrs: [], acl: emptyAcl() };
+  return { mode, flags, uid, gid, mtime: { secs, nanos }, xattrs: NO_XATTRS, acl: NO_ACL };
 }
 
 const ATTRIBUTE_TYPES: ReadonlySet<bigint> = new Set([
@@ -169,34 +172,36 @@ export function applyAttribute(meta: Metadata, htype: bigint, content: Buffer, w
     case PXAR_XATTR: {
       const nul = content.indexOf(0);
       if (nul < 0) throw formatError(what, pos, 'XATTR without name terminator');
-      meta.xattrs.push({ name: Buffer.from(content.subarray(0, nul)), value: Buffer.from(content.subarray(nul + 1)) });
+      ownXattrs(meta).push({ name: Buffer.from(content.subarray(0, nul)), value: Buffer.from(content.subarray(nul + 1)) });
       return;
     }
     case PXAR_ACL_USER:
     case PXAR_ACL_DEFAULT_USER: {
       expectSize(content, 16, htype, what, pos);
       const e = { uid: readU64(content, 0, what, pos, 'ACL uid'), permissions: readU64(content, 8, what, pos, 'ACL permissions') };
-      (htype === PXAR_ACL_USER ? meta.acl.users : meta.acl.defaultUsers).push(e);
+      const acl = ownAcl(meta);
+      (htype === PXAR_ACL_USER ? acl.users : acl.defaultUsers).push(e);
       return;
     }
     case PXAR_ACL_GROUP:
     case PXAR_ACL_DEFAULT_GROUP: {
       expectSize(content, 16, htype, what, pos);
       const e = { gid: readU64(content, 0, what, pos, 'ACL gid'), permissions: readU64(content, 8, what, pos, 'ACL permissions') };
-      (htype === PXAR_ACL_GROUP ? meta.acl.groups : meta.acl.defaultGroups).push(e);
+      const acl = ownAcl(meta);
+      (htype === PXAR_ACL_GROUP ? acl.groups : acl.defaultGroups).push(e);
       return;
     }
     case PXAR_ACL_GROUP_OBJ:
       expectSize(content, 8, htype, what, pos);
       if (meta.acl.groupObj !== undefined) throw formatError(what, pos, 'duplicate ACL_GROUP_OBJ');
-      meta.acl.groupObj = readU64(content, 0, what, pos, 'ACL permissions');
+      ownAcl(meta).groupObj = readU64(content, 0, what, pos, 'ACL permissions');
       return;
     case PXAR_ACL_DEFAULT: {
       expectSize(content, 32, htype, what, pos);
       if (meta.acl.default !== undefined) throw formatError(what, pos, 'duplicate ACL_DEFAULT');
       const perm = (off: number): number | null =>
         content.readBigUInt64LE(off) === ACL_NO_MASK ? null : readU64(content, off, what, pos, 'ACL permissions');
-      meta.acl.default = { userObj: perm(0), groupObj: perm(8), other: perm(16), mask: perm(24) };
+      ownAcl(meta).default = { userObj: perm(0), groupObj: perm(8), other: perm(16), mask: perm(24) };
       return;
     }
     case PXAR_FCAPS:
