@@ -17,6 +17,8 @@ import {
   GOODBYE_ITEM_SIZE,
   HEADER_SIZE,
   IFMT,
+  IFREG,
+  MAX_FILENAME_LEN,
   PXAR_DEVICE,
   PXAR_ENTRY,
   PXAR_ENTRY_V1,
@@ -32,10 +34,22 @@ import {
 } from './constants.js';
 import { binaryTreeArraySearch } from './binary-tree-array.js';
 import type { PxarEntry } from './entry.js';
-import { basicMetadata, isDevice, isDirectory, isFifo, isRegularFile, isSocket, isSymlink, type Metadata } from './metadata.js';
+import {
+  NO_ACL,
+  NO_XATTRS,
+  basicMetadata,
+  isDevice,
+  isDirectory,
+  isFifo,
+  isRegularFile,
+  isSocket,
+  isSymlink,
+  type Metadata,
+} from './metadata.js';
 import { sipHash24 } from './siphash.js';
 import {
   applyAttribute,
+  fileNameProblem,
   formatError,
   isAttribute,
   itemName,
@@ -79,6 +93,18 @@ export interface PxarFileReader {
 }
 
 const READ_AHEAD = 4096;
+/** Low and high words of the item types the plain-file fast path reads. */
+const lo32 = (t: bigint): number => Number(t & 0xffffffffn);
+const hi32 = (t: bigint): number => Number(t >> 32n);
+const FILENAME_LO = lo32(PXAR_FILENAME);
+const FILENAME_HI = hi32(PXAR_FILENAME);
+const ENTRY_LO = lo32(PXAR_ENTRY);
+const ENTRY_HI = hi32(PXAR_ENTRY);
+const PAYLOAD_REF_LO = lo32(PXAR_PAYLOAD_REF);
+const PAYLOAD_REF_HI = hi32(PXAR_PAYLOAD_REF);
+/** FILENAME → ENTRY (16 + 40 bytes) → PAYLOAD_REF (16 + 16 bytes). */
+const ENTRY_ITEM = HEADER_SIZE + 40;
+const PAYLOAD_REF_ITEM = HEADER_SIZE + 16;
 /** Bytes read at a time by `PxarDirectory.list`. */
 const LIST_WINDOW = 256 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -341,6 +367,10 @@ export class PxarAccessor {
    * path is `parent/name` (just the name when `parent` is null).
    */
   parseEntrySync(buf: Buffer, bufStart: number, filenamePos: number | undefined, end: number, parent: Buffer | null, path?: Buffer): AccessorEntry | null {
+    if (filenamePos !== undefined) {
+      const plain = this.parsePlainFile(buf, bufStart, filenamePos, end, parent, path);
+      if (plain) return plain;
+    }
     const what = this.reader.what;
     const avail = bufStart + buf.length;
     const header = (p: number): ItemHeader | null => (p + HEADER_SIZE > avail ? null : parseHeader(buf, p - bufStart, p, what));
@@ -434,6 +464,59 @@ export class PxarAccessor {
       applyAttribute(metadata, t, c, what, item.pos);
       pos = item.pos + HEADER_SIZE + item.contentSize;
     }
+  }
+
+  /**
+   * Fast path of `parseEntrySync` for the most common entry of a split archive: a regular file
+   * with FILENAME, ENTRY (v2, no flags), PAYLOAD_REF and no attributes, read straight from the
+   * words without header objects. Null for anything else, including anything invalid or cut
+   * off, which the general path then parses (and reports) item by item.
+   */
+  private parsePlainFile(buf: Buffer, bufStart: number, filenamePos: number, end: number, parent: Buffer | null, path?: Buffer): AccessorEntry | null {
+    const o = filenamePos - bufStart;
+    if (o < 0 || o + HEADER_SIZE > buf.length) return null;
+    if (buf.readUInt32LE(o) !== FILENAME_LO || buf.readUInt32LE(o + 4) !== FILENAME_HI || buf.readUInt32LE(o + 12) !== 0) return null;
+    const nameItem = buf.readUInt32LE(o + 8);
+    if (nameItem < HEADER_SIZE + 2 || nameItem > HEADER_SIZE + MAX_FILENAME_LEN + 1) return null;
+    const e = o + nameItem;
+    const r = e + ENTRY_ITEM;
+    if (r + PAYLOAD_REF_ITEM > buf.length || filenamePos + nameItem + ENTRY_ITEM + PAYLOAD_REF_ITEM > end) return null;
+    if (buf[e - 1] !== 0) return null;
+    if (buf.readUInt32LE(e) !== ENTRY_LO || buf.readUInt32LE(e + 4) !== ENTRY_HI || buf.readUInt32LE(e + 8) !== ENTRY_ITEM || buf.readUInt32LE(e + 12) !== 0) return null;
+    if (buf.readUInt32LE(r) !== PAYLOAD_REF_LO || buf.readUInt32LE(r + 4) !== PAYLOAD_REF_HI || buf.readUInt32LE(r + 8) !== PAYLOAD_REF_ITEM || buf.readUInt32LE(r + 12) !== 0) return null;
+    const st = e + HEADER_SIZE;
+    const mode = buf.readUInt32LE(st);
+    if (buf.readUInt32LE(st + 4) !== 0 || (mode & IFMT) !== IFREG) return null;
+    if (buf.readUInt32LE(st + 8) !== 0 || buf.readUInt32LE(st + 12) !== 0) return null; // flags
+    const secsHi = buf.readInt32LE(st + 28);
+    const nanos = buf.readUInt32LE(st + 32);
+    if (secsHi >= 0x200000 || secsHi <= -0x200000 || nanos > 999_999_999) return null;
+    const offHi = buf.readUInt32LE(r + 20);
+    const sizeHi = buf.readUInt32LE(r + 28);
+    if (offHi >= 0x200000 || sizeHi >= 0x200000) return null;
+    const raw = buf.subarray(o + HEADER_SIZE, e - 1);
+    if (fileNameProblem(raw) !== undefined) return null;
+    const name = Buffer.from(raw);
+    const metadata: Metadata = {
+      mode,
+      flags: 0n,
+      uid: buf.readUInt32LE(st + 16),
+      gid: buf.readUInt32LE(st + 20),
+      mtime: { secs: secsHi * 2 ** 32 + buf.readUInt32LE(st + 24), nanos },
+      xattrs: NO_XATTRS,
+      acl: NO_ACL,
+    };
+    return {
+      path: path ?? (parent ? joinPath(parent, name) : name),
+      name,
+      kind: 'file',
+      metadata,
+      linkOffset: filenamePos,
+      entryOffset: filenamePos + nameItem,
+      endOffset: end,
+      size: sizeHi * 2 ** 32 + buf.readUInt32LE(r + 24),
+      payloadOffset: offHi * 2 ** 32 + buf.readUInt32LE(r + 16),
+    };
   }
 
   /** @internal The root directory's own entry. */
