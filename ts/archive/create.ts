@@ -575,10 +575,16 @@ class Archiver {
     this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: joinRel(rel, name).toString() });
   }
 
-  private async drainIfFull(): Promise<void> {
-    if (this.payloadOut?.stream.full || this.metaOut.stream.full) {
-      for (const o of this.outputs) await o.stream.drain();
-    }
+  /**
+   * Whether an output's chunk stream has reached its in-flight limit; then `drain()` before
+   * encoding more. A plain check, so that the common case costs no await (one per entry).
+   */
+  private get full(): boolean {
+    return !!this.payloadOut?.stream.full || this.metaOut.stream.full;
+  }
+
+  private async drain(): Promise<void> {
+    for (const o of this.outputs) await o.stream.drain();
   }
 
   async run(): Promise<CreateArchiveResult> {
@@ -786,7 +792,7 @@ class Archiver {
         }
         const abs = joinAbs(absDir, name);
         await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
-        await this.drainIfFull();
+        if (this.full) await this.drain();
         continue;
       }
 
@@ -827,7 +833,7 @@ class Archiver {
         if (cache?.enabled) cache.push({ kind: 'dirEnd' });
         else this.encoder.leaveDirectory();
         this.opts.catalog?.endDirectory();
-        await this.drainIfFull();
+        if (this.full) await this.drain();
         continue;
       }
 
@@ -955,7 +961,7 @@ class Archiver {
         }
         this.encoder.writeFileData(buf);
         done += want;
-        await this.drainIfFull();
+        if (this.full) await this.drain();
         this.checkAbort();
       }
     } finally {
@@ -1064,7 +1070,7 @@ class Archiver {
         default:
           this.encodeOther(e);
       }
-      await this.drainIfFull();
+      if (this.full) await this.drain();
     }
   }
 
