@@ -21,6 +21,7 @@
  *   queued before that write is visible to the scan.
  */
 import { native, type NativeChunker } from '../native/index.js';
+import { DOUBLE_FIELD } from '../format/double.js';
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
 /** Capacity of the payload writer's BufWriter upstream (pbs-client). */
@@ -107,7 +108,7 @@ export class ChunkStream {
   private scanPos = 0;
   private wEnd = 0;
   /** Bytes emitted as chunks so far, injected ones included (`base` / `consumed`). */
-  private consumed = 0;
+  private consumed = DOUBLE_FIELD; // 0 (set in the constructor), see DOUBLE_FIELD
 
   // §1.4 / §1.5 queues.
   private suggestions: number[] = [];
@@ -128,9 +129,12 @@ export class ChunkStream {
   private waiters: Array<() => void> = [];
   private ended = false;
 
-  private stats: ChunkStreamStats = { size: 0, chunks: 0, injectedChunks: 0, injectedBytes: 0 };
+  private stats: ChunkStreamStats = { size: DOUBLE_FIELD, chunks: 0, injectedChunks: 0, injectedBytes: DOUBLE_FIELD };
 
   constructor(opts: ChunkStreamOptions) {
+    this.consumed = 0;
+    this.stats.size = 0;
+    this.stats.injectedBytes = 0;
     const avg = opts.avg ?? DEFAULT_CHUNK_SIZE;
     this.chunker = new native.Chunker(avg);
     this.min = avg >> 2;

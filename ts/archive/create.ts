@@ -43,6 +43,7 @@ import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.j
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord } from './chunk-stream.js';
 import { entryMetadata } from './fs-metadata.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
+import { DOUBLE_FIELD } from '../format/double.js';
 
 export type ArchiveMode = 'legacy' | 'data' | 'metadata';
 
@@ -406,15 +407,24 @@ type Cached =
   | { kind: 'dir'; name: Buffer; meta: Metadata }
   | { kind: 'dirEnd' };
 
+/** ArchiveStats fields that count bytes (past 2^30: double from the start, see DOUBLE_FIELD). */
+const BYTE_COUNTERS = ['bytesRead', 'streamBytes', 'bytesStored', 'reusedBytes', 'paddingBytes', 'injectedBytes'] as const;
+
 /** The lookahead cache of change-detection.md §4. */
 class LookaheadCache {
   entries: Cached[] = [];
   enabled = false;
   fdEntries = 0;
-  rangeStart = 0;
-  rangeEnd = 0;
+  // payload-stream offsets: double from the start (see DOUBLE_FIELD), 0 after construction
+  rangeStart = DOUBLE_FIELD;
+  rangeEnd = DOUBLE_FIELD;
   lastChunk: ReuseChunk | null = null;
   readonly hardlinks = new Set<string>();
+
+  constructor() {
+    this.rangeStart = 0;
+    this.rangeEnd = 0;
+  }
 
   push(e: Cached): void {
     this.entries.push(e);
@@ -497,21 +507,22 @@ class Archiver {
       entries: 0,
       files: 0,
       directories: 0,
-      bytesRead: 0,
-      streamBytes: 0,
+      bytesRead: DOUBLE_FIELD,
+      streamBytes: DOUBLE_FIELD,
       chunks: 0,
       chunksNew: 0,
       chunksKnown: 0,
-      bytesStored: 0,
+      bytesStored: DOUBLE_FIELD,
       reusedFiles: 0,
-      reusedBytes: 0,
+      reusedBytes: DOUBLE_FIELD,
       reencodedFiles: 0,
-      paddingBytes: 0,
+      paddingBytes: DOUBLE_FIELD,
       injectedChunks: 0,
-      injectedBytes: 0,
+      injectedBytes: DOUBLE_FIELD,
       warnings: 0,
       seconds: 0,
     };
+    for (const k of BYTE_COUNTERS) this.stats[k] = 0;
     const avg = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     const makeStream = (filename: string, payload: boolean) => {
       const index = new DynamicIndexWriter();

@@ -64,6 +64,7 @@ import { binaryTreeArrayOrder } from './binary-tree-array.js';
 import type { AclGroup, AclUser, Metadata } from './metadata.js';
 import { sipHash24 } from './siphash.js';
 import { fileNameProblem, writeU64 } from './wire.js';
+import { DOUBLE_FIELD } from '../double.js';
 
 /** Receives encoder output synchronously, in order. */
 export interface ByteSink {
@@ -163,14 +164,17 @@ export class PxarEncoder {
   private readonly prelude: Buffer | undefined;
   private stage = Buffer.allocUnsafe(STAGE_SIZE);
   private staged = 0;
-  private pos = 0;
-  private payloadPos = 0;
+  // stream positions: double from the start (see DOUBLE_FIELD), set to 0 in the constructor
+  private pos = DOUBLE_FIELD;
+  private payloadPos = DOUBLE_FIELD;
   private readonly dirs: DirState[] = [];
   private file: OpenFile | undefined;
   private state: 'new' | 'open' | 'finished' = 'new';
   private failure: Error | undefined;
 
   constructor(options: PxarEncoderOptions) {
+    this.pos = 0;
+    this.payloadPos = 0;
     this.variant = options.variant;
     this.out = options.output;
     if (options.variant === 'split') {
