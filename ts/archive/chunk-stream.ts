@@ -60,6 +60,8 @@ interface Window {
 
 /** First window of a stream (small archives stay small); later ones are `windowSize`. */
 const FIRST_WINDOW = 256 * 1024;
+/** `current` when no suggested boundary is being considered (offsets are never negative). */
+const NO_SUGGESTION = -1;
 /** Retired windows kept for reuse. */
 const SPARE_WINDOWS = 2;
 
@@ -113,7 +115,8 @@ export class ChunkStream {
   // §1.4 / §1.5 queues.
   private suggestions: number[] = [];
   private suggestionHead = 0;
-  private current: number | null = null;
+  /** Suggestion being considered (§1.4), NO_SUGGESTION when none; a double field (DOUBLE_FIELD). */
+  private current = DOUBLE_FIELD;
   private injections: InjectChunks[] = [];
   private pendingInject: InjectChunks | null = null;
 
@@ -133,6 +136,7 @@ export class ChunkStream {
 
   constructor(opts: ChunkStreamOptions) {
     this.consumed = 0;
+    this.current = NO_SUGGESTION;
     this.stats.size = 0;
     this.stats.injectedBytes = 0;
     const avg = opts.avg ?? DEFAULT_CHUNK_SIZE;
@@ -313,19 +317,19 @@ export class ChunkStream {
       const pos = this.scanPos;
       for (;;) {
         const b = this.current;
-        if (b !== null) {
+        if (b !== NO_SUGGESTION) {
           if (b < base + pos) {
-            this.current = null;
+            this.current = NO_SUGGESTION;
             continue;
           }
           if (b > base + total) break;
           const size = b - base;
           if (size < this.min) {
-            this.current = null;
+            this.current = NO_SUGGESTION;
             continue;
           }
           if (size <= this.max) {
-            this.current = null;
+            this.current = NO_SUGGESTION;
             const len = size - pos;
             if (len === 0) break; // learned too late: dropped (never happens in the reference model)
             this.chunker.reset();

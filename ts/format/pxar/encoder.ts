@@ -137,12 +137,14 @@ function grow<T extends Uint32Array | Float64Array>(old: T, next: T): T {
   return next;
 }
 
+/** An open directory. One shape for the root and subdirectories (a second shape would
+ * deoptimize the code compiled for the first when the walk returns to the root). */
 interface DirState {
   items: GoodbyeItems;
   /** ENTRY position (0 for the root: upstream quirk, §5). */
   entryPos: number;
-  /** FILENAME position; undefined for the root. */
-  filenamePos?: number;
+  /** FILENAME position; -1 for the root. */
+  filenamePos: number;
   hashLo: number;
   hashHi: number;
 }
@@ -214,7 +216,7 @@ export class PxarEncoder {
       if (this.prelude !== undefined) this.putItem(T_PRELUDE, this.prelude);
     }
     this.putMetadata(rootMeta);
-    this.dirs.push({ items: new GoodbyeItems(), entryPos: 0, hashLo: 0, hashHi: 0 });
+    this.dirs.push({ items: new GoodbyeItems(), entryPos: 0, filenamePos: -1, hashLo: 0, hashHi: 0 });
   }
 
   /** FILENAME + ENTRY of a subdirectory; its children follow until `leaveDirectory()`. */
@@ -239,10 +241,10 @@ export class PxarEncoder {
     if (this.dirs.length < 2) throw new Error('pxar encoder: leaveDirectory() without an open subdirectory (use finish() for the root)');
     const dir = this.dirs.pop() as DirState;
     this.putGoodbye(dir);
-    const size = this.pos - (dir.filenamePos as number);
+    const size = this.pos - dir.filenamePos;
     tmpHash[0] = dir.hashLo;
     tmpHash[1] = dir.hashHi;
-    this.current().items.push(tmpHash, dir.filenamePos as number, size);
+    this.current().items.push(tmpHash, dir.filenamePos, size);
   }
 
   /**
