@@ -126,10 +126,19 @@ impl Chunker {
         }
         if pos < len {
             // Direct phase: every byte of data[..pos] belongs to this chunk, so the leaving
-            // byte is data[pos - 64]. First roll without testing up to min - 1 ...
+            // byte is data[pos - 64]. No boundary can lie before min, and the rolling hash
+            // after any byte depends only on the 64 bytes ending there (each byte's table value
+            // is rotated by its distance from the end, and a byte 64 back rotates by 64 = 0
+            // mod 32 and cancels). So skip to min - 1 and hash just the last 64 bytes there:
+            // nothing below min is scanned (most of a chunk when suggested boundaries cut
+            // at the first file past min).
             if size + 1 < self.min {
                 let n = (self.min - 1 - size).min(len - pos);
-                h = roll(h, &data[pos..pos + n], &data[pos - WINDOW..pos + n - WINDOW]);
+                h = if n >= WINDOW {
+                    window_hash(&data[pos + n - WINDOW..pos + n])
+                } else {
+                    roll(h, &data[pos..pos + n], &data[pos - WINDOW..pos + n - WINDOW])
+                };
                 size += n;
                 pos += n;
             }
@@ -198,6 +207,13 @@ fn step4(h: u32, leave: &[u8], enter: &[u8]) -> [u32; 4] {
     let k3 = k2.rotate_left(1) ^ x2;
     let k4 = k3.rotate_left(1) ^ x3;
     [h.rotate_left(1) ^ x0, h.rotate_left(2) ^ k2, h.rotate_left(3) ^ k3, h.rotate_left(4) ^ k4]
+}
+
+/// The hash of a full window from scratch: what rolling arrives at after its last byte.
+#[inline(always)]
+fn window_hash(w: &[u8]) -> u32 {
+    let t = &BUZHASH_TABLE;
+    w.iter().fold(0u32, |h, &b| h.rotate_left(1) ^ t[b as usize])
 }
 
 /// Roll the hash over `enter` (with the matching leaving bytes) without testing.
@@ -273,12 +289,12 @@ mod tests {
     #[test]
     fn fast_paths_match_the_reference() {
         // Pseudo-random data, several averages (many cuts, some forced at the maximum) and
-        // piece sizes that split the fill, ring, pre-roll and 4-byte test phases anywhere.
+        // piece sizes that split the fill, ring, skip-to-min and 4-byte test phases anywhere.
         let mut x = 0x1234_5678u32;
         let data: Vec<u8> = (0..3 << 20).map(|_| { x = x.wrapping_mul(1103515245).wrapping_add(12345); (x >> 24) as u8 }).collect();
         for avg in [64usize, 4096, 65536, 1 << 20] {
             let expect = reference_cuts(&data, avg);
-            for piece in [data.len(), 100_000, 4096 + 7, 61] {
+            for piece in [data.len(), 100_000, 4096 + 7, 1021, 127, 65, 61] {
                 let mut c = Chunker::new(avg).unwrap();
                 assert_eq!(cuts(&mut c, &data, piece), expect, "avg {} piece {}", avg, piece);
             }
