@@ -483,6 +483,7 @@ export interface WriteFilesResult {
 
 interface NativeWrite {
   fsWriteFilesBatch(paths: RawPath[], nums: Uint8Array, data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult>;
+  fsWriteFileAtomic(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean>;
   fsSyncfs(path: RawPath): Promise<void>;
   fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
 }
@@ -541,4 +542,29 @@ export const TOUCH_EMPTY = 1;
  */
 export async function touchFiles(paths: RawPath[], nonEmptyOnly = false): Promise<Int32Array> {
   return writeNative.fsTouchFiles(paths, nonEmptyOnly);
+}
+
+/** Options of `atomicWrite` (all required except `dirMode`). */
+export interface AtomicWriteOptions {
+  /** Publish with link(2): an existing target is kept (result false), never replaced. */
+  ifAbsent: boolean;
+  /** fsync the file before publishing and its directory after. */
+  fsync: boolean;
+  /** Mode of the new file (before umask). */
+  mode: number;
+  /** Create missing parent directories with this mode; when absent they must exist. */
+  dirMode?: number;
+  /** `tmp` is a fixed name: one left over by a crashed writer is removed first. */
+  replaceStale: boolean;
+}
+
+/**
+ * Publish `data` as `target` in one job on the libuv pool: create `tmp` (same directory) with
+ * O_EXCL, write, [fsync], close, then rename over `target` or, with `ifAbsent`, link (an
+ * existing target wins: false) and drop the temporary name; [fsync the directory]. On failure
+ * the temporary file is removed and `target` is untouched; rejects node-style (code, errno,
+ * syscall, path). `data` is read in place: do not change it until the promise settles.
+ */
+export async function atomicWrite(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean> {
+  return writeNative.fsWriteFileAtomic(target, tmp, data, opts);
 }

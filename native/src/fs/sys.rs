@@ -124,6 +124,10 @@ extern "C" {
     fn futimens(fd: c_int, times: *const Timespec) -> c_int;
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int;
     fn syncfs(fd: c_int) -> c_int;
+    fn fsync(fd: c_int) -> c_int;
+    fn linkat(olddirfd: c_int, oldpath: *const c_char, newdirfd: c_int, newpath: *const c_char, flags: c_int) -> c_int;
+    fn renameat(olddirfd: c_int, oldpath: *const c_char, newdirfd: c_int, newpath: *const c_char) -> c_int;
+    fn mkdirat(dirfd: c_int, path: *const c_char, mode: u32) -> c_int;
     fn setxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int;
     fn lsetxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int;
 }
@@ -399,4 +403,22 @@ pub fn unlink(path: &CStr) -> Result<(), c_int> {
 /// Flush the whole file system that `fd` lives on (`syncfs(2)`).
 pub fn syncfs_fd(fd: &Fd) -> Result<(), c_int> {
     retry!(unsafe { syncfs(fd.0) }).map(|_| ())
+}
+
+pub fn fsync_fd(fd: &Fd) -> Result<(), c_int> {
+    retry!(unsafe { fsync(fd.0) }).map(|_| ())
+}
+
+/// `link(2)` (never replaces an existing `to`: `EEXIST`).
+pub fn link(from: &CStr, to: &CStr) -> Result<(), c_int> {
+    retry!(unsafe { linkat(AT_FDCWD, from.as_ptr(), AT_FDCWD, to.as_ptr(), 0) }).map(|_| ())
+}
+
+/// `rename(2)` (atomically replaces `to`).
+pub fn rename(from: &CStr, to: &CStr) -> Result<(), c_int> {
+    retry!(unsafe { renameat(AT_FDCWD, from.as_ptr(), AT_FDCWD, to.as_ptr()) }).map(|_| ())
+}
+
+pub fn mkdir(path: &CStr, mode: u32) -> Result<(), c_int> {
+    retry!(unsafe { mkdirat(AT_FDCWD, path.as_ptr(), mode) }).map(|_| ())
 }

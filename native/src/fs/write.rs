@@ -170,6 +170,112 @@ pub fn write_files_batch(specs: &[WriteSpec], data: &[u8], opts: WriteOpts) -> (
     (status, errors)
 }
 
+/// Options of [`write_file_atomic`].
+#[derive(Debug, Clone, Copy)]
+pub struct AtomicOpts {
+    /// Publish with link(2): an existing target is kept (result false), never replaced.
+    pub if_absent: bool,
+    /// fsync the file before publishing and its directory after.
+    pub fsync: bool,
+    /// Mode of the new file (before umask).
+    pub mode: u32,
+    /// Create missing parent directories with this mode; when None they must exist.
+    pub dir_mode: Option<u32>,
+    /// `tmp` is a fixed name: one left over by a crashed writer is removed first.
+    pub replace_stale: bool,
+}
+
+/// Publish `data` as `target` atomically, in one call (one pool job instead of a JS round trip
+/// per step): create the temporary file `tmp` (same directory) with O_EXCL, write, [fsync],
+/// close, then rename it over the target, or link it (if_absent: of several concurrent
+/// creators exactly one wins, nobody sees a partial file) and drop the temporary name;
+/// [fsync the directory]. Returns false when if_absent found an existing target. On any
+/// failure the temporary file is removed and the target is untouched.
+pub fn write_file_atomic(target: &CStr, tmp: &CStr, data: &[u8], o: AtomicOpts) -> Result<bool, FsError> {
+    let flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
+    let fd = match open_create(tmp, flags, o.mode) {
+        Ok(fd) => fd,
+        Err(ENOENT) if o.dir_mode.is_some() => {
+            mkdir_p(&parent(tmp), o.dir_mode.unwrap_or(0o755))?;
+            open_create(tmp, flags, o.mode).map_err(|e| err(e, "open", tmp))?
+        }
+        Err(EEXIST) if o.replace_stale => {
+            match unlink(tmp) {
+                Ok(()) | Err(ENOENT) => {}
+                Err(e) => return Err(err(e, "unlink", tmp)),
+            }
+            open_create(tmp, flags, o.mode).map_err(|e| err(e, "open", tmp))?
+        }
+        Err(e) => return Err(err(e, "open", tmp)),
+    };
+    let filled = (move || {
+        write_all(&fd, data).map_err(|e| err(e, "write", tmp))?;
+        if o.fsync {
+            fsync_fd(&fd).map_err(|e| err(e, "fsync", tmp))?;
+        }
+        close_fd(fd).map_err(|e| err(e, "close", tmp))
+    })();
+    if let Err(e) = filled {
+        let _ = unlink(tmp);
+        return Err(e);
+    }
+    let created = if o.if_absent {
+        let linked = link(tmp, target);
+        // After a link the temporary name is a second name of the same file; a stray one
+        // left by a failed unlink is harmless (temporary names are never listed).
+        let _ = unlink(tmp);
+        match linked {
+            Ok(()) => true,
+            Err(EEXIST) => false,
+            Err(e) => return Err(err(e, "link", target)),
+        }
+    } else {
+        if let Err(e) = rename(tmp, target) {
+            let _ = unlink(tmp);
+            return Err(err(e, "rename", target));
+        }
+        true
+    };
+    if created && o.fsync {
+        sync_dir(&parent(target))?;
+    }
+    Ok(created)
+}
+
+/// The directory part of a path ("." for a bare name).
+fn parent(path: &CStr) -> CString {
+    let b = path.to_bytes();
+    match b.iter().rposition(|&c| c == b'/') {
+        Some(0) => CString::new("/").unwrap_or_default(),
+        Some(i) => CString::new(&b[..i]).unwrap_or_default(),
+        None => CString::new(".").unwrap_or_default(),
+    }
+}
+
+/// `mkdir -p` with `mode` for the directories it creates.
+fn mkdir_p(dir: &CStr, mode: u32) -> Result<(), FsError> {
+    match mkdir(dir, mode) {
+        Ok(()) | Err(EEXIST) => Ok(()),
+        Err(ENOENT) if dir.to_bytes() != b"/" && dir.to_bytes() != b"." => {
+            mkdir_p(&parent(dir), mode)?;
+            match mkdir(dir, mode) {
+                Ok(()) | Err(EEXIST) => Ok(()),
+                Err(e) => Err(err(e, "mkdir", dir)),
+            }
+        }
+        Err(e) => Err(err(e, "mkdir", dir)),
+    }
+}
+
+/// fsync a directory so a rename/link in it is durable (file systems that cannot: ignored).
+fn sync_dir(dir: &CStr) -> Result<(), FsError> {
+    let fd = open_at(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC).map_err(|e| err(e, "open", dir))?;
+    match fsync_fd(&fd) {
+        Ok(()) | Err(EINVAL) | Err(EISDIR) => Ok(()),
+        Err(e) => Err(err(e, "fsync", dir)),
+    }
+}
+
 /// Flush the file system containing `path` (open it read-only, `syncfs(fd)`).
 pub fn syncfs(path: &CStr) -> Result<(), FsError> {
     let fd = open_at(AT_FDCWD, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC).map_err(|e| err(e, "open", path))?;
@@ -190,6 +296,40 @@ mod tests {
             gid: 0,
             mtime: (1_000_000_000, 123_456_789),
         }
+    }
+
+    #[test]
+    fn atomic_write_link_rename_and_parents() {
+        let dir = crate::fs::testing::fresh_dir("atomic");
+        let c = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+        let target = dir.join("a/b/obj");
+        let tmp = dir.join("a/b/obj.tmp1");
+        let o = AtomicOpts { if_absent: true, fsync: true, mode: 0o644, dir_mode: Some(0o750), replace_stale: false };
+        assert_eq!(write_file_atomic(&c(&target), &c(&tmp), b"one", o).map_err(|e| e.errno), Ok(true));
+        assert_eq!(std::fs::read(&target).unwrap(), b"one");
+        assert!(!tmp.exists());
+        // if_absent keeps the existing object and leaves no temporary file
+        assert_eq!(write_file_atomic(&c(&target), &c(&tmp), b"two", o).map_err(|e| e.errno), Ok(false));
+        assert_eq!(std::fs::read(&target).unwrap(), b"one");
+        assert!(!tmp.exists());
+        // rename replaces
+        let r = AtomicOpts { if_absent: false, ..o };
+        assert_eq!(write_file_atomic(&c(&target), &c(&tmp), b"three", r).map_err(|e| e.errno), Ok(true));
+        assert_eq!(std::fs::read(&target).unwrap(), b"three");
+        // a stale fixed temporary name: refused unless replace_stale
+        std::fs::write(&tmp, b"stale").unwrap();
+        assert_eq!(write_file_atomic(&c(&target), &c(&tmp), b"four", r).map_err(|e| e.errno), Err(EEXIST));
+        assert_eq!(write_file_atomic(&c(&target), &c(&tmp), b"four", AtomicOpts { replace_stale: true, ..r }).map_err(|e| e.errno), Ok(true));
+        assert_eq!(std::fs::read(&target).unwrap(), b"four");
+        // without dir_mode a missing parent is an error naming the temporary file
+        let e = write_file_atomic(&c(&dir.join("x/obj")), &c(&dir.join("x/obj.t")), b"", AtomicOpts { dir_mode: None, ..o }).unwrap_err();
+        assert_eq!((e.errno, e.syscall), (ENOENT, "open"));
+        // a failed publish removes the temporary file (target is a directory: rename fails)
+        std::fs::create_dir(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/f"), b"x").unwrap();
+        let e = write_file_atomic(&c(&dir.join("d")), &c(&dir.join("d.tmp")), b"y", r).unwrap_err();
+        assert_eq!(e.syscall, "rename");
+        assert!(!dir.join("d.tmp").exists());
     }
 
     #[test]

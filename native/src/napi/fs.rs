@@ -13,7 +13,7 @@ use super::rt::*;
 use super::sys::*;
 use crate::fs::dir::{self, MetaOpts};
 use crate::fs::error::FsError;
-use crate::fs::write::{self, WriteOpts, WriteSpec};
+use crate::fs::write::{self, AtomicOpts, WriteOpts, WriteSpec};
 use crate::fs::{c_path, read, restore, touch};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
@@ -35,6 +35,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsSetProjid\0", set_projid),
         method(b"fsWriteFilesBatch\0", write_files_batch),
         method(b"fsSyncfs\0", syncfs),
+        method(b"fsWriteFileAtomic\0", write_file_atomic),
         method(b"fsTouchFiles\0", touch_files),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
@@ -515,6 +516,43 @@ unsafe extern "C" fn write_files_batch(env: napi_env, info: napi_callback_info) 
 
 unsafe fn undefined_js(env: napi_env, _r: (), _kept: napi_value) -> NResult<napi_value> {
     undefined(env)
+}
+
+/// fsWriteFileAtomic(target, tmp, data, {ifAbsent, fsync, mode, dirMode?, replaceStale})
+/// -> Promise<boolean>: `write::write_file_atomic` in one pool job. `data` is read in place,
+/// pinned until the job completes (the caller must not change it before the promise settles).
+unsafe extern "C" fn write_file_atomic(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([t, p, d, o], _, _) = args::<4>(env, info)?;
+        let target = path_arg(env, t, "target")?;
+        let tmp = path_arg(env, p, "tmp")?;
+        if type_of(env, d)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "data must be a Buffer"));
+        }
+        let data = bytes(env, d).map_err(|_| type_error(env, "data must be a Buffer"))?;
+        if type_of(env, o)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "options must be an object"));
+        }
+        let prop = |name: &'static [u8]| -> NResult<napi_value> {
+            let mut x = null_mut();
+            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
+            Ok(x)
+        };
+        let dir_mode = prop(b"dirMode\0")?;
+        let opts = AtomicOpts {
+            if_absent: flag_arg(env, prop(b"ifAbsent\0")?, "options.ifAbsent")?,
+            fsync: flag_arg(env, prop(b"fsync\0")?, "options.fsync")?,
+            mode: u32_arg(env, prop(b"mode\0")?, "options.mode")?,
+            dir_mode: if type_of(env, dir_mode)? == NAPI_UNDEFINED_T { None } else { Some(u32_arg(env, dir_mode, "options.dirMode")?) },
+            replace_stale: flag_arg(env, prop(b"replaceStale\0")?, "options.replaceStale")?,
+        };
+        let pinned = SendSlice(data.as_ptr(), data.len());
+        spawn(env, "pxb.fs.writeFileAtomic", Some(d), move || write::write_file_atomic(&target, &tmp, pinned.get(), opts).map_err(Fail::Fs), bool_js)
+    })
+}
+
+unsafe fn bool_js(env: napi_env, v: bool, _kept: napi_value) -> NResult<napi_value> {
+    bool_val(env, v)
 }
 
 /// fsSyncfs(path) -> Promise<void>
