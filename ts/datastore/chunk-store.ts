@@ -92,6 +92,9 @@ export class ChunkStore {
       throw new Error(`chunk ${hex}: refusing to insert, not a data blob (${blob.length} bytes, magic ${Buffer.from(blob.subarray(0, 8)).toString('hex')})`);
     }
     await this.ensurePrefixDir(hex);
+    // Callers insert chunks a dedup check found missing, so try to publish right away (one
+    // job); only when a file is there already are the PBS rules below consulted.
+    if ((await this.backend.put(key, blob, { ifAbsent: true })).created) return { isDuplicate: false, encodedSize: blob.length };
     // A lost ifAbsent race means another writer published first: re-evaluate against its copy.
     for (let attempt = 0; attempt < 3; attempt++) {
       const st = await this.backend.stat(key);
