@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod crc;
 pub mod digest;
 pub mod fs;
+pub mod store;
 pub mod zstd;
 
 #[cfg(not(test))]

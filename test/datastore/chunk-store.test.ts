@@ -109,6 +109,30 @@ describe('ChunkStore layout and insert', () => {
   });
 });
 
+describe('ChunkStore.storeData (a backup\'s one-job insert)', () => {
+  it('writes a new chunk, then finds it (touched, not rewritten), and repairs an empty file', async () => {
+    const data = Buffer.from('hello world');
+    const file = path.join(store.path, '.chunks', 'b94d', HELLO_DIGEST);
+    const first = await chunks.storeData(data, false);
+    expect(first.digest.toString('hex')).toBe(HELLO_DIGEST);
+    expect(first).toMatchObject({ outcome: 'new', size: 23 });
+    expect(await readFile(file)).toEqual(HELLO_BLOB);
+    expect(await readdir(path.dirname(file))).toEqual([HELLO_DIGEST]); // no temporary file left
+    expect((await stat(path.dirname(file))).mode & 0o777).toBe(0o750);
+
+    const old = new Date('2001-01-01T00:00:00Z');
+    await utimes(file, old, old);
+    expect(await chunks.storeData(data, false)).toMatchObject({ outcome: 'known', size: 0 });
+    const st = await stat(file);
+    expect(st.atimeMs).toBeGreaterThan(old.getTime()); // GC mark
+    expect(st.mtimeMs).toBe(old.getTime());
+
+    await truncate(file, 0); // left by a crash
+    expect(await chunks.storeData(data, false)).toMatchObject({ outcome: 'new', size: 23 });
+    expect(await readFile(file)).toEqual(HELLO_BLOB);
+  });
+});
+
 describe('ChunkStore.readChunk verification', () => {
   const data = Buffer.alloc(256 * 1024, 0x5a);
   const digest = sha(data);

@@ -239,22 +239,23 @@ describe('garbageCollect concurrent with a backup', () => {
     // Backup S2: new data first (referenced by no index yet), then S1's data (deduplicated),
     // then S0's data (deduplicated against unreferenced chunks). After its 3rd chunk insert
     // it pauses while a whole GC runs.
-    const insert = ds.chunks.insert.bind(ds.chunks);
+    // (A backup stores each chunk through storeData: hash, dedup touch or write, in one job.)
+    const storeData = ds.chunks.storeData.bind(ds.chunks);
     const beforeGc: string[] = [];
     let gc: Awaited<ReturnType<typeof garbageCollect>> | undefined;
     let calls = 0;
-    ds.chunks.insert = async (digest: Digest, blob: Uint8Array) => {
-      if (++calls === 3) {
+    ds.chunks.storeData = async (data: Uint8Array, compress: boolean) => {
+      const r = await storeData(data, compress);
+      if (r.outcome === 'new' && ++calls === 3) {
         // Let the new chunks get older than the 1 s cutoff: only the writer rule can keep them.
-        await new Promise((r) => setTimeout(r, 2100));
+        await new Promise((res) => setTimeout(res, 2100));
         gc = await garbageCollect(ds, { cutoffSeconds: 1 });
       }
-      const r = await insert(digest, blob);
-      if (!gc) beforeGc.push(digestHex(digest));
+      if (!gc && r.outcome === 'new') beforeGc.push(digestHex(r.digest));
       return r;
     };
     const s2 = await backup(ds, [['new.pxar', src3], ['root.pxar', src1], ['extra.pxar', src2]], T + 20);
-    ds.chunks.insert = insert;
+    ds.chunks.storeData = storeData;
 
     expect(gc).toBeDefined();
     expect(gc!.runningWriters).toBe(1);

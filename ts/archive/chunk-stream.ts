@@ -46,8 +46,22 @@ export interface ChunkRecord {
   offset: number;
   size: number;
   digest: Buffer;
-  /** Encoded DataBlob; null for a chunk already stored: injected (reused) or found by `known`. */
+  /**
+   * Encoded DataBlob; null for a chunk already stored: injected (reused), found by `known`,
+   * or stored by `store` (then `stored` is set).
+   */
   blob: Buffer | null;
+  /** Set when `store` wrote this chunk itself: the bytes it stored. */
+  stored?: number;
+}
+
+/** What a `store` callback did with a chunk (see ChunkStreamOptions.store). */
+export interface StoreResult {
+  digest: Buffer;
+  /** Null when the target has the chunk now (already had it, or wrote it: `stored`). */
+  blob: Buffer | null;
+  /** Bytes written by the target for a new chunk. */
+  stored?: number;
 }
 
 export type ChunkSink = (rec: ChunkRecord) => void | Promise<void>;
@@ -79,6 +93,11 @@ export interface ChunkStreamOptions {
    * has it) is emitted with `blob: null` and never compressed. Default: every chunk is encoded.
    */
   known?: (digest: Buffer) => boolean | Promise<boolean>;
+  /**
+   * Hash, dedup and store a chunk in one step (a local chunk store does it in one native job),
+   * instead of hashing here, asking `known` and encoding; the record carries what it returns.
+   */
+  store?: (data: Uint8Array, compress: boolean) => Promise<StoreResult>;
   sink: ChunkSink;
 }
 
@@ -98,6 +117,7 @@ export class ChunkStream {
   private readonly payload: boolean;
   private readonly sink: ChunkSink;
   private readonly known: ChunkStreamOptions['known'];
+  private readonly store: ChunkStreamOptions['store'];
   private readonly windowSize: number;
 
   // §1.3 buffer: the current (not yet emitted) chunk is win.buf[start, start + bufLen), of which
@@ -148,6 +168,7 @@ export class ChunkStream {
     this.payload = opts.payload ?? false;
     this.sink = opts.sink;
     this.known = opts.known;
+    this.store = opts.store;
     // Room for a maximal chunk plus a large write behind it.
     this.windowSize = this.max + avg;
   }
@@ -385,13 +406,15 @@ export class ChunkStream {
     this.stats.size += len;
     const known = this.known;
     const compress = this.compress;
-    const work = known
-      ? native.sha256Async(data).then(async (digest) => ({ digest, blob: (await known(digest)) ? null : await native.encodeBlobAsync(data, compress) }))
-      : native.processChunk(data, compress);
+    const work: Promise<StoreResult> = this.store
+      ? this.store(data, compress)
+      : known
+        ? native.sha256Async(data).then(async (digest) => ({ digest, blob: (await known(digest)) ? null : await native.encodeBlobAsync(data, compress) }))
+        : native.processChunk(data, compress);
     const promise = work.then(
-      (r) => {
+      (r): ChunkRecord => {
         release();
-        return { offset, size: len, digest: r.digest, blob: r.blob };
+        return r.stored === undefined ? { offset, size: len, digest: r.digest, blob: r.blob } : { offset, size: len, digest: r.digest, blob: null, stored: r.stored };
       },
       (e: unknown) => {
         release();

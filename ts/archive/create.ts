@@ -40,7 +40,7 @@ import { emptyAcl, metadataEqualForReuse, type Metadata } from '../format/pxar/m
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
-import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord } from './chunk-stream.js';
+import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { entryMetadata } from './fs-metadata.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
@@ -56,6 +56,11 @@ export interface ChunkUploader {
    * `blob: null`). Without it every chunk is encoded and sent.
    */
   known?(digest: Buffer): boolean | Promise<boolean>;
+  /**
+   * Hash, dedup and store a chunk in one step (ChunkStreamOptions.store); `upload` then gets
+   * its record with `blob: null` (and `stored` when it was written).
+   */
+  store?(data: Uint8Array, compress: boolean): Promise<StoreResult>;
   /**
    * How many `upload` calls may be in flight at once (default 1: each is awaited before the
    * next). Calls are always made in stream order.
@@ -536,6 +541,7 @@ class Archiver {
         avg,
         payload,
         known: uploader.known ? (d) => uploader.known!(d) : undefined,
+        store: uploader.store ? (d, c) => uploader.store!(d, c) : undefined,
         sink: async (rec) => {
           if (failure) throw failure;
           index.add(rec.offset + rec.size, rec.digest);

@@ -79,7 +79,8 @@ export class FsBackend implements Backend {
   readonly location: string;
   readonly fsync: boolean;
   private readonly dirMode: number;
-  private readonly fileMode: number;
+  /** Mode of files it creates (before umask). */
+  readonly fileMode: number;
 
   constructor(root: string, options: FsBackendOptions = {}) {
     this.root = path.resolve(root);

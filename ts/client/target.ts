@@ -99,20 +99,25 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
     const tracked = p.finally(() => pending.delete(tracked));
     pending.add(tracked);
   };
-  // Chunks found in the store by `known` (touched there already, so not again on upload).
+  // Chunks found in the store by `store` (touched there already, so not again on upload).
   const touched = new Set<string>();
   return {
     // Chunk files are written concurrently (each insert is several file-system calls).
     concurrency: 8,
-    known: dryRun
+    // One native job per chunk: hash, then touch it if the store has it (GC mark; it is not
+    // encoded), else encode and write it.
+    store: dryRun
       ? undefined
-      : async (digest: Buffer) => {
-          // An existing chunk is touched (GC mark) and not encoded; errors fall back to insert.
-          const ok = await ds.chunks.touchIfStored(digest).catch(() => false);
-          if (ok) touched.add(digest.toString('latin1'));
-          return ok;
+      : async (data: Uint8Array, compress: boolean) => {
+          const r = await ds.chunks.storeData(data, compress);
+          if (r.outcome === 'known') {
+            touched.add(r.digest.toString('latin1'));
+            return { digest: r.digest, blob: null };
+          }
+          return { digest: r.digest, blob: null, stored: r.size };
         },
     async upload(_archive: string, rec: ChunkRecord) {
+      if (rec.stored !== undefined) return { isDuplicate: false, storedBytes: rec.stored };
       if (!rec.blob) {
         if (touched.has(rec.digest.toString('latin1'))) return { isDuplicate: true, storedBytes: 0 };
         queued.push(rec.digest);

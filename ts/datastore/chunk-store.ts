@@ -16,12 +16,15 @@
  *    and the expected size; every failure is a `ChunkError` naming the digest.
  */
 import { mkdir } from 'node:fs/promises';
-import { isNotFound } from '../backend/backend.js';
+import { TEMP_MARKER, isNotFound } from '../backend/backend.js';
 import type { FsBackend } from '../backend/fs.js';
 import { BLOB_MAGIC, MAX_CHUNK_SIZE, decodeBlobAsync } from '../format/blob.js';
 import { native } from '../native/index.js';
+import { STORE_KNOWN, STORE_NEW, storeChunk } from '../native/fs.js';
 
 export const CHUNK_DIR = '.chunks';
+/** Mode of the `.chunks/XXXX` prefix directories. */
+const CHUNK_PREFIX_DIR_MODE = 0o750;
 const DIGEST_HEX_RE = /^[0-9a-f]{64}$/;
 
 export type Digest = Uint8Array | string;
@@ -118,6 +121,27 @@ export class ChunkStore {
     throw new Error(`chunk ${hex}: insert did not settle (the chunk file keeps changing)`);
   }
 
+  /**
+   * A backup's chunk: hash, dedup-check and store raw data in one native job (no JS between
+   * the steps). `known`: a non-empty chunk file exists and was touched (GC mark), nothing was
+   * encoded. `new`: written now. Anything else (an empty file left by a crash, an odd file in
+   * the way, a lost race) goes through `insert` with the encoded blob, which repairs it.
+   */
+  async storeData(data: Uint8Array, compress: boolean): Promise<{ digest: Buffer; outcome: 'known' | 'new'; size: number }> {
+    const r = await storeChunk(data, {
+      chunkDir: this.backend.pathOf(CHUNK_DIR),
+      compress,
+      fsync: this.backend.fsync,
+      fileMode: this.backend.fileMode,
+      dirMode: CHUNK_PREFIX_DIR_MODE,
+      tmpMarker: TEMP_MARKER,
+    });
+    if (r.status === STORE_KNOWN) return { digest: r.digest, outcome: 'known', size: 0 };
+    if (r.status === STORE_NEW) return { digest: r.digest, outcome: 'new', size: r.size };
+    const ins = await this.insert(r.digest, r.blob!);
+    return { digest: r.digest, outcome: ins.isDuplicate ? 'known' : 'new', size: ins.isDuplicate ? 0 : ins.encodedSize };
+  }
+
   /** PBS rules for an existing non-empty chunk of a different size. */
   private async shouldReplace(hex: string, key: string, incoming: StoredKind, oldSize: number, newSize: number): Promise<boolean> {
     if (incoming === 'plain') return newSize < oldSize; // keep the smaller copy
@@ -135,7 +159,7 @@ export class ChunkStore {
   private async ensurePrefixDir(hex: string): Promise<void> {
     const prefix = hex.slice(0, 4);
     if (this.prefixDirs.has(prefix)) return;
-    await mkdir(this.backend.pathOf(`${CHUNK_DIR}/${prefix}`), { recursive: true, mode: 0o750 });
+    await mkdir(this.backend.pathOf(`${CHUNK_DIR}/${prefix}`), { recursive: true, mode: CHUNK_PREFIX_DIR_MODE });
     this.prefixDirs.add(prefix);
   }
 
@@ -151,16 +175,6 @@ export class ChunkStore {
   /** Update the chunk's atime (GC mark); false if the chunk is missing. */
   async touch(digest: Digest): Promise<boolean> {
     return this.backend.touch(chunkKey(digest));
-  }
-
-  /**
-   * Dedup check of a backup: true (and touched) if a non-empty chunk file exists, so the chunk
-   * need not be encoded and inserted. An empty file (left by a crash) counts as missing, so
-   * inserting the chunk repairs it.
-   */
-  async touchIfStored(digest: Digest): Promise<boolean> {
-    const [ok] = await this.backend.touchMany([chunkKey(digest)], { nonEmpty: true });
-    return ok;
   }
 
   /** `touch` for many chunks in one job; per digest false if it is missing. */

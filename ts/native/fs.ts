@@ -484,6 +484,7 @@ export interface WriteFilesResult {
 interface NativeWrite {
   fsWriteFilesBatch(paths: RawPath[], nums: Uint8Array, data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult>;
   fsWriteFileAtomic(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean>;
+  fsStoreChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk>;
   fsSyncfs(path: RawPath): Promise<void>;
   fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
 }
@@ -567,4 +568,44 @@ export interface AtomicWriteOptions {
  */
 export async function atomicWrite(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean> {
   return writeNative.fsWriteFileAtomic(target, tmp, data, opts);
+}
+
+/** Options of `storeChunk`: where and how a local PBS chunk store keeps its chunks. */
+export interface StoreChunkOptions {
+  /** The store's `.chunks` directory (holding the XXXX prefix directories). */
+  chunkDir: RawPath;
+  compress: boolean;
+  /** fsync the chunk file and its directory. */
+  fsync: boolean;
+  fileMode: number;
+  /** Mode of a prefix directory created on demand. */
+  dirMode: number;
+  /** Put between a chunk's path and a unique suffix to name its temporary file. */
+  tmpMarker: string;
+}
+
+/** `storeChunk` outcomes. */
+export const STORE_KNOWN = 0;
+export const STORE_NEW = 1;
+export const STORE_INSERT = 2;
+
+export interface StoredChunk {
+  digest: Buffer;
+  /** STORE_KNOWN (the store had it: touched), STORE_NEW (written now), STORE_INSERT. */
+  status: number;
+  /** Bytes written (STORE_NEW) or the blob's size (STORE_INSERT). */
+  size: number;
+  /** STORE_INSERT: the encoded blob, for the caller's own insert rules. */
+  blob: Buffer | null;
+}
+
+/**
+ * Insert raw chunk data into a local chunk store in one job on the libuv pool: SHA-256; if a
+ * non-empty `chunkDir/XXXX/<hex>` exists it is touched (STORE_KNOWN); otherwise the DataBlob is
+ * encoded and published with link-if-absent (STORE_NEW). Anything else (an empty or
+ * non-regular file in the way, a lost race) returns the blob (STORE_INSERT). `chunk` is read in
+ * place: do not change it until the promise settles.
+ */
+export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk> {
+  return writeNative.fsStoreChunk(chunk, opts);
 }

@@ -41,6 +41,7 @@ pub const EIO: c_int = 5;
 pub const ENXIO: c_int = 6;
 pub const EBADF: c_int = 9;
 pub const EEXIST: c_int = 17;
+pub const ENOTDIR: c_int = 20;
 pub const EISDIR: c_int = 21;
 pub const EINVAL: c_int = 22;
 pub const ENOTTY: c_int = 25;

@@ -36,6 +36,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsWriteFilesBatch\0", write_files_batch),
         method(b"fsSyncfs\0", syncfs),
         method(b"fsWriteFileAtomic\0", write_file_atomic),
+        method(b"fsStoreChunk\0", store_chunk),
         method(b"fsTouchFiles\0", touch_files),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
@@ -553,6 +554,60 @@ unsafe extern "C" fn write_file_atomic(env: napi_env, info: napi_callback_info) 
 
 unsafe fn bool_js(env: napi_env, v: bool, _kept: napi_value) -> NResult<napi_value> {
     bool_val(env, v)
+}
+
+/// fsStoreChunk(chunk, {chunkDir, compress, fsync, fileMode, dirMode, tmpMarker})
+/// -> Promise<{digest, status, size, blob}>: `store::store_chunk` in one pool job. status 0:
+/// the store had it (touched), 1: written now (`size` bytes), 2: not decided, `blob` must be
+/// inserted by the caller. The chunk Buffer is pinned, not copied.
+unsafe extern "C" fn store_chunk(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([b, o], _, _) = args::<2>(env, info)?;
+        if type_of(env, b)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "chunk must be a Buffer"));
+        }
+        let data = bytes(env, b).map_err(|_| type_error(env, "chunk must be a Buffer"))?;
+        if data.len() > crate::blob::MAX_CHUNK_SIZE {
+            return Err(format!("chunk of {} bytes exceeds the 16 MiB maximum", data.len()));
+        }
+        if type_of(env, o)? != NAPI_OBJECT_T {
+            return Err(type_error(env, "options must be an object"));
+        }
+        let prop = |name: &'static [u8]| -> NResult<napi_value> {
+            let mut x = null_mut();
+            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
+            Ok(x)
+        };
+        let opts = crate::store::StoreOpts {
+            chunk_dir: path_arg(env, prop(b"chunkDir\0")?, "options.chunkDir")?.into_bytes(),
+            compress: flag_arg(env, prop(b"compress\0")?, "options.compress")?,
+            fsync: flag_arg(env, prop(b"fsync\0")?, "options.fsync")?,
+            file_mode: u32_arg(env, prop(b"fileMode\0")?, "options.fileMode")?,
+            dir_mode: u32_arg(env, prop(b"dirMode\0")?, "options.dirMode")?,
+            tmp_marker: path_arg(env, prop(b"tmpMarker\0")?, "options.tmpMarker")?.into_bytes(),
+        };
+        let pinned = SendSlice(data.as_ptr(), data.len());
+        spawn(env, "pxb.fs.storeChunk", Some(b), move || crate::store::store_chunk(pinned.get(), &opts).map_err(Fail::Msg), stored_js)
+    })
+}
+
+unsafe fn stored_js(env: napi_env, r: ([u8; 32], crate::store::Stored), _kept: napi_value) -> NResult<napi_value> {
+    use crate::store::Stored;
+    let o = object(env)?;
+    set(env, o, b"digest\0", buffer_copy(env, &r.0)?)?;
+    let (status, size, blob) = match r.1 {
+        Stored::Known => (0.0, 0.0, None),
+        Stored::New(n) => (1.0, n as f64, None),
+        Stored::Insert(b) => (2.0, b.len() as f64, Some(b)),
+    };
+    set(env, o, b"status\0", f64_val(env, status)?)?;
+    set(env, o, b"size\0", f64_val(env, size)?)?;
+    let blob = match blob {
+        Some(v) => buffer_from_vec_accounted(env, v)?,
+        None => null_val(env)?,
+    };
+    set(env, o, b"blob\0", blob)?;
+    Ok(o)
 }
 
 /// fsSyncfs(path) -> Promise<void>

@@ -93,6 +93,12 @@ pub unsafe fn bytes<'a>(env: napi_env, v: napi_value) -> NResult<&'a [u8]> {
 
 
 
+pub unsafe fn null_val(env: napi_env) -> NResult<napi_value> {
+    let mut v = null_mut();
+    napi!(env, napi_get_null(env, &mut v))?;
+    Ok(v)
+}
+
 pub unsafe fn undefined(env: napi_env) -> NResult<napi_value> {
     let mut v = null_mut();
     napi!(env, napi_get_undefined(env, &mut v))?;
