@@ -168,6 +168,26 @@ unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<n
     Ok(out)
 }
 
+/// A Buffer/Uint8Array argument (read in place; pin it if a job reads it later).
+unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u8]> {
+    if type_of(env, v)? != NAPI_OBJECT_T {
+        return Err(type_error(env, &format!("{} must be a Buffer", what)));
+    }
+    bytes(env, v).map_err(|_| type_error(env, &format!("{} must be a Buffer", what)))
+}
+
+/// An options object; `get(name)` reads one of its properties (`name` NUL-terminated).
+unsafe fn options_obj(env: napi_env, o: napi_value) -> NResult<impl Fn(&'static [u8]) -> NResult<napi_value>> {
+    if type_of(env, o)? != NAPI_OBJECT_T {
+        return Err(type_error(env, "options must be an object"));
+    }
+    Ok(move |name: &'static [u8]| -> NResult<napi_value> {
+        let mut x = null_mut();
+        napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
+        Ok(x)
+    })
+}
+
 // --- promise jobs with node-style rejections ---------------------------------------------
 
 enum Fail {
@@ -469,18 +489,9 @@ unsafe extern "C" fn write_files_batch(env: napi_env, info: napi_callback_info) 
         if nums_bytes.len() != pv.len() * per {
             return Err(type_error(env, &format!("nums has {} bytes, expected {} for {} files", nums_bytes.len(), pv.len() * per, pv.len())));
         }
-        if type_of(env, d)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "data must be a Buffer"));
-        }
-        let data = bytes(env, d).map_err(|_| type_error(env, "data must be a Buffer"))?;
-        if type_of(env, o)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "options must be an object"));
-        }
-        let get = |name: &'static [u8], what: &str| -> NResult<bool> {
-            let mut x = null_mut();
-            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
-            flag_arg(env, x, what)
-        };
+        let data = buffer_arg(env, d, "data")?;
+        let prop = options_obj(env, o)?;
+        let get = |name: &'static [u8], what: &str| -> NResult<bool> { flag_arg(env, prop(name)?, what) };
         let opts = WriteOpts {
             chown: get(b"chown\0", "options.chown")?,
             overwrite: get(b"overwrite\0", "options.overwrite")?,
@@ -527,18 +538,8 @@ unsafe extern "C" fn write_file_atomic(env: napi_env, info: napi_callback_info) 
         let ([t, p, d, o], _, _) = args::<4>(env, info)?;
         let target = path_arg(env, t, "target")?;
         let tmp = path_arg(env, p, "tmp")?;
-        if type_of(env, d)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "data must be a Buffer"));
-        }
-        let data = bytes(env, d).map_err(|_| type_error(env, "data must be a Buffer"))?;
-        if type_of(env, o)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "options must be an object"));
-        }
-        let prop = |name: &'static [u8]| -> NResult<napi_value> {
-            let mut x = null_mut();
-            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
-            Ok(x)
-        };
+        let data = buffer_arg(env, d, "data")?;
+        let prop = options_obj(env, o)?;
         let dir_mode = prop(b"dirMode\0")?;
         let opts = AtomicOpts {
             if_absent: flag_arg(env, prop(b"ifAbsent\0")?, "options.ifAbsent")?,
@@ -563,21 +564,11 @@ unsafe fn bool_js(env: napi_env, v: bool, _kept: napi_value) -> NResult<napi_val
 unsafe extern "C" fn store_chunk(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([b, o], _, _) = args::<2>(env, info)?;
-        if type_of(env, b)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "chunk must be a Buffer"));
-        }
-        let data = bytes(env, b).map_err(|_| type_error(env, "chunk must be a Buffer"))?;
+        let data = buffer_arg(env, b, "chunk")?;
         if data.len() > crate::blob::MAX_CHUNK_SIZE {
             return Err(format!("chunk of {} bytes exceeds the 16 MiB maximum", data.len()));
         }
-        if type_of(env, o)? != NAPI_OBJECT_T {
-            return Err(type_error(env, "options must be an object"));
-        }
-        let prop = |name: &'static [u8]| -> NResult<napi_value> {
-            let mut x = null_mut();
-            napi!(env, napi_get_named_property(env, o, name.as_ptr() as *const c_char, &mut x))?;
-            Ok(x)
-        };
+        let prop = options_obj(env, o)?;
         let opts = crate::store::StoreOpts {
             chunk_dir: path_arg(env, prop(b"chunkDir\0")?, "options.chunkDir")?.into_bytes(),
             compress: flag_arg(env, prop(b"compress\0")?, "options.compress")?,
