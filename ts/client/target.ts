@@ -102,7 +102,8 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
   // Chunks found in the store by `store` (touched there already, so not again on upload).
   const touched = new Set<string>();
   return {
-    // Chunk files are written concurrently (each insert is several file-system calls).
+    // Uploads in flight: most are bookkeeping (`store` wrote the chunk already); the rest
+    // are reused-chunk touches and the rare full insert.
     concurrency: 8,
     // One native job per chunk: hash, then touch it if the store has it (GC mark; it is not
     // encoded), else encode and write it.
