@@ -72,4 +72,28 @@ describe.skipIf(!canMount)(`full disk (tmpfs in a mount namespace${canMount ? ''
     expect(fs.readFileSync(path.join(out, 'restored', 'a.bin')).equals(lcgBytes(100_000, 1))).toBe(true);
     expect(fs.readFileSync(path.join(out, 'restored', 'b.txt'), 'utf8')).toBe('hello\n');
   });
+
+  it('fails a restore into a full file system with one line and exit 1', () => {
+    const base = tempDir('pxb-full-');
+    const mnt = path.join(base, 'mnt');
+    const out = path.join(base, 'out');
+    const src = path.join(base, 'src');
+    const ds = path.join(base, 'ds');
+    for (const d of [mnt, out, src]) fs.mkdirSync(d, { recursive: true });
+    for (let k = 0; k < 8; k++) fs.writeFileSync(path.join(src, `f${k}.bin`), noise(512 * 1024, 10 + k));
+    const pxb = (args: string) => `"${process.execPath}" "${BIN}" ${args} --repository "${ds}"`;
+    const script = [
+      `${pxb(`backup root.pxar:"${src}" --backup-id r`)} > /dev/null 2> "${out}/err1"; echo $? > "${out}/rc1"`,
+      `mount -t tmpfs -o size=1m tmpfs "${mnt}"`,
+      `${pxb(`restore host/r root.pxar "${mnt}/target"`)} > "${out}/out2" 2> "${out}/err2"; echo $? > "${out}/rc2"`,
+    ].join('\n');
+    const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: base } });
+    expect(r.status, r.stderr).toBe(0);
+    const read = (f: string) => fs.readFileSync(path.join(out, f), 'utf8');
+    expect(read('rc1').trim(), read('err1')).toBe('0');
+    expect(read('rc2').trim(), read('out2')).toBe('1');
+    const err = read('err2').split('\n').filter((l) => l.length > 0);
+    expect(err, read('err2')).toHaveLength(1);
+    expect(err[0]).toMatch(/^pxb: .*(ENOSPC|no space left)/i);
+  });
 });
