@@ -5,8 +5,9 @@
  *
  * Invariants
  * - Cut positions are found by the native buzhash scanner; JS never touches payload bytes one
- *   by one. Hashing and blob encoding run on the libuv pool (`native.processChunk`), several
- *   chunks at once, and records reach the sink strictly in stream order.
+ *   by one. Hashing and blob encoding run on the libuv pool (`native.processChunk`, or the
+ *   target's `store` step, e.g. a local chunk store's one-job insert), several chunks at once,
+ *   and records reach the sink strictly in stream order.
  * - `write()` copies its bytes once, into a window: one contiguous buffer holding the current
  *   chunk and what follows it, so every chunk is a zero-copy view of a window. The caller may
  *   reuse its buffer as soon as `write()` returns. A window that is full is retired and goes
