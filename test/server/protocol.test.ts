@@ -15,7 +15,7 @@ import { BackupDir } from '../../ts/datastore/backup-dir.js';
 import { BackupGroup } from '../../ts/datastore/backup-group.js';
 import { indexStream } from '../../ts/datastore/index-reader.js';
 import { BackupNamespace } from '../../ts/datastore/namespace.js';
-import { encodeBlob } from '../../ts/format/blob.js';
+import { BLOB_MAGIC, encodeBlob } from '../../ts/format/blob.js';
 import { DynamicIndex, DynamicIndexWriter } from '../../ts/format/dynamic-index.js';
 import { FixedIndex, FixedIndexWriter } from '../../ts/format/fixed-index.js';
 import { BackupManifest } from '../../ts/format/manifest.js';
@@ -396,6 +396,13 @@ describe('server-side checks of the backup protocol', () => {
     garbage[0] ^= 0xff;
     const bad = await rawRequest(sess, 'POST', chunkPath(chunk), garbage, 'application/octet-stream');
     expect(bad.body.toString()).toMatch(/is not a data blob/);
+    // zstd magic, but no zstd frame behind it
+    const corrupt = Buffer.concat([chunk.blob.subarray(0, 12), Buffer.from('not a zstd frame at all')]);
+    corrupt.set(BLOB_MAGIC.zstd, 0);
+    const z = await rawRequest(sess, 'POST', chunkPath({ ...chunk, blob: corrupt }), corrupt, 'application/octet-stream');
+    expect(z.status).toBe(400);
+    expect(z.body.toString()).toMatch(new RegExp(`^uploaded chunk ${chunk.hex}: `));
+    expect(await h.ds.chunks.has(chunk.digest)).toBe(false);
     // A wrong CRC alone is fine: the server recomputes it, as PBS does.
     const crc = Buffer.from(chunk.blob);
     crc.writeUInt32LE(0, 8);
