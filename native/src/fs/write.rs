@@ -330,6 +330,7 @@ mod tests {
         let e = write_file_atomic(&c(&dir.join("d")), &c(&dir.join("d.tmp")), b"y", r).unwrap_err();
         assert_eq!(e.syscall, "rename");
         assert!(!dir.join("d.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
