@@ -43,16 +43,12 @@ pub fn kind_of(blob: &[u8]) -> Result<Kind, String> {
     } else if m == MAGIC_ENCR_ZSTD {
         Kind::EncryptedZstd
     } else {
-        return Err(format!("not a data blob: unknown magic {}", hex(m)));
+        return Err(format!("not a data blob: unknown magic {}", crate::digest::hex(m)));
     };
     if matches!(k, Kind::Encrypted | Kind::EncryptedZstd) && blob.len() < ENC_HEADER {
         return Err(format!("encrypted blob too short: {} bytes", blob.len()));
     }
     Ok(k)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{:02x}", x)).collect()
 }
 
 /// Encode `data` as an unencrypted blob. With `compress`, zstd level 1 is kept only when the

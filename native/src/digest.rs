@@ -69,6 +69,11 @@ impl Default for Sha256 {
     fn default() -> Self { Self::new() }
 }
 
+/// Lower-case hex of bytes (a digest's usual spelling, e.g. its chunk file name).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{:02x}", x)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

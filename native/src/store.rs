@@ -42,13 +42,9 @@ pub enum Stored {
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn hex(d: &[u8; 32]) -> String {
-    d.iter().map(|b| format!("{:02x}", b)).collect()
-}
-
 pub fn store_chunk(data: &[u8], o: &StoreOpts) -> Result<([u8; 32], Stored), String> {
     let d = digest::sha256(data);
-    let h = hex(&d);
+    let h = digest::hex(&d);
     let mut path = o.chunk_dir.clone();
     path.extend_from_slice(format!("/{}/{}", &h[..4], h).as_bytes());
     let cpath = CString::new(path.clone()).map_err(|_| "chunk directory contains NUL".to_string())?;
@@ -92,7 +88,7 @@ mod tests {
         let o = opts(&dir);
         let data = vec![7u8; 100_000];
         let (d, s) = store_chunk(&data, &o).unwrap();
-        let h = hex(&d);
+        let h = digest::hex(&d);
         let file = dir.join(&h[..4]).join(&h);
         let size = match s { Stored::New(n) => n, other => panic!("{:?}", other) };
         let stored = std::fs::read(&file).unwrap();

@@ -34,7 +34,7 @@ import {
 } from './backend.js';
 
 const O_NOFOLLOW = fsConstants.O_NOFOLLOW ?? 0;
-const { ENOENT, ENOTDIR, EINVAL } = osConstants.errno;
+const { ENOENT, ENOTDIR } = osConstants.errno;
 
 export interface AtomicWriteOptions {
   /** Temporary file to write first (default `<target>.pxb-tmp-<random hex>`). */
@@ -178,16 +178,13 @@ export class FsBackend implements Backend {
     return (await this.touchMany([key]))[0];
   }
 
-  /**
-   * `touch` for many objects in one job on the libuv pool. Per key: true if touched, false if
-   * missing (with `nonEmpty`, also if empty or not a regular file: not touched then).
-   */
-  async touchMany(keys: string[], opts: { nonEmpty?: boolean } = {}): Promise<boolean[]> {
-    const st = await touchFiles(keys.map((k) => this.pathOf(k)), !!opts.nonEmpty);
+  /** `touch` for many objects in one job on the libuv pool. Per key: true if touched, false if missing. */
+  async touchMany(keys: string[]): Promise<boolean[]> {
+    const st = await touchFiles(keys.map((k) => this.pathOf(k)));
     return keys.map((k, i) => {
       const s = st[i];
       if (s === 0) return true;
-      if (s > 0 || s === -ENOENT || s === -ENOTDIR || (opts.nonEmpty && s === -EINVAL)) return false;
+      if (s === -ENOENT || s === -ENOTDIR) return false;
       throw new BackendError(k, `cannot touch ${this.pathOf(k)}: ${errnoCode(-s)}`);
     });
   }

@@ -52,6 +52,7 @@ import {
   fileNameProblem,
   formatError,
   isAttribute,
+  isHeader,
   itemName,
   joinPath,
   parseDevice,
@@ -63,6 +64,7 @@ import {
   parseSymlink,
   readU64,
   splitPath,
+  typeWords,
   type ItemHeader,
 } from './wire.js';
 
@@ -94,14 +96,9 @@ export interface PxarFileReader {
 
 const READ_AHEAD = 4096;
 /** Low and high words of the item types the plain-file fast path reads. */
-const lo32 = (t: bigint): number => Number(t & 0xffffffffn);
-const hi32 = (t: bigint): number => Number(t >> 32n);
-const FILENAME_LO = lo32(PXAR_FILENAME);
-const FILENAME_HI = hi32(PXAR_FILENAME);
-const ENTRY_LO = lo32(PXAR_ENTRY);
-const ENTRY_HI = hi32(PXAR_ENTRY);
-const PAYLOAD_REF_LO = lo32(PXAR_PAYLOAD_REF);
-const PAYLOAD_REF_HI = hi32(PXAR_PAYLOAD_REF);
+const T_FILENAME = typeWords(PXAR_FILENAME);
+const T_ENTRY = typeWords(PXAR_ENTRY);
+const T_PAYLOAD_REF = typeWords(PXAR_PAYLOAD_REF);
 /** FILENAME → ENTRY (16 + 40 bytes) → PAYLOAD_REF (16 + 16 bytes). */
 const ENTRY_ITEM = HEADER_SIZE + 40;
 const PAYLOAD_REF_ITEM = HEADER_SIZE + 16;
@@ -475,15 +472,14 @@ export class PxarAccessor {
   private parsePlainFile(buf: Buffer, bufStart: number, filenamePos: number, end: number, parent: Buffer | null, path?: Buffer): AccessorEntry | null {
     const o = filenamePos - bufStart;
     if (o < 0 || o + HEADER_SIZE > buf.length) return null;
-    if (buf.readUInt32LE(o) !== FILENAME_LO || buf.readUInt32LE(o + 4) !== FILENAME_HI || buf.readUInt32LE(o + 12) !== 0) return null;
     const nameItem = buf.readUInt32LE(o + 8);
+    if (!isHeader(buf, o, T_FILENAME, nameItem)) return null;
     if (nameItem < HEADER_SIZE + 2 || nameItem > HEADER_SIZE + MAX_FILENAME_LEN + 1) return null;
     const e = o + nameItem;
     const r = e + ENTRY_ITEM;
     if (r + PAYLOAD_REF_ITEM > buf.length || filenamePos + nameItem + ENTRY_ITEM + PAYLOAD_REF_ITEM > end) return null;
     if (buf[e - 1] !== 0) return null;
-    if (buf.readUInt32LE(e) !== ENTRY_LO || buf.readUInt32LE(e + 4) !== ENTRY_HI || buf.readUInt32LE(e + 8) !== ENTRY_ITEM || buf.readUInt32LE(e + 12) !== 0) return null;
-    if (buf.readUInt32LE(r) !== PAYLOAD_REF_LO || buf.readUInt32LE(r + 4) !== PAYLOAD_REF_HI || buf.readUInt32LE(r + 8) !== PAYLOAD_REF_ITEM || buf.readUInt32LE(r + 12) !== 0) return null;
+    if (!isHeader(buf, e, T_ENTRY, ENTRY_ITEM) || !isHeader(buf, r, T_PAYLOAD_REF, PAYLOAD_REF_ITEM)) return null;
     const st = e + HEADER_SIZE;
     const mode = buf.readUInt32LE(st);
     if (buf.readUInt32LE(st + 4) !== 0 || (mode & IFMT) !== IFREG) return null;

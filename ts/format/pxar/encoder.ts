@@ -63,7 +63,7 @@ import {
 import { binaryTreeArrayOrder } from './binary-tree-array.js';
 import type { AclGroup, AclUser, Metadata } from './metadata.js';
 import { sipHash24 } from './siphash.js';
-import { fileNameProblem, writeU64 } from './wire.js';
+import { fileNameProblem, typeWords, writeU64, type TypeWords } from './wire.js';
 import { DOUBLE_FIELD } from '../double.js';
 
 /** Receives encoder output synchronously, in order. */
@@ -78,34 +78,28 @@ export type PxarEncoderOptions =
 const STAGE_SIZE = 64 * 1024;
 const TWO32 = 2 ** 32;
 
-/** Item type split into u32 halves once, so hot paths never touch BigInt. */
-interface TypeWords {
-  lo: number;
-  hi: number;
-}
-const words = (t: bigint): TypeWords => ({ lo: Number(t & 0xffffffffn), hi: Number(t >> 32n) });
-const T_VERSION = words(PXAR_FORMAT_VERSION);
-const T_PRELUDE = words(PXAR_PRELUDE);
-const T_ENTRY = words(PXAR_ENTRY);
-const T_FILENAME = words(PXAR_FILENAME);
-const T_SYMLINK = words(PXAR_SYMLINK);
-const T_DEVICE = words(PXAR_DEVICE);
-const T_XATTR = words(PXAR_XATTR);
-const T_ACL_USER = words(PXAR_ACL_USER);
-const T_ACL_GROUP = words(PXAR_ACL_GROUP);
-const T_ACL_GROUP_OBJ = words(PXAR_ACL_GROUP_OBJ);
-const T_ACL_DEFAULT = words(PXAR_ACL_DEFAULT);
-const T_ACL_DEFAULT_USER = words(PXAR_ACL_DEFAULT_USER);
-const T_ACL_DEFAULT_GROUP = words(PXAR_ACL_DEFAULT_GROUP);
-const T_FCAPS = words(PXAR_FCAPS);
-const T_QUOTA = words(PXAR_QUOTA_PROJID);
-const T_HARDLINK = words(PXAR_HARDLINK);
-const T_PAYLOAD = words(PXAR_PAYLOAD);
-const T_PAYLOAD_REF = words(PXAR_PAYLOAD_REF);
-const T_GOODBYE = words(PXAR_GOODBYE);
-const T_TAIL = words(PXAR_GOODBYE_TAIL_MARKER);
-const T_START_MARKER = words(PXAR_PAYLOAD_START_MARKER);
-const T_TAIL_MARKER = words(PXAR_PAYLOAD_TAIL_MARKER);
+const T_VERSION = typeWords(PXAR_FORMAT_VERSION);
+const T_PRELUDE = typeWords(PXAR_PRELUDE);
+const T_ENTRY = typeWords(PXAR_ENTRY);
+const T_FILENAME = typeWords(PXAR_FILENAME);
+const T_SYMLINK = typeWords(PXAR_SYMLINK);
+const T_DEVICE = typeWords(PXAR_DEVICE);
+const T_XATTR = typeWords(PXAR_XATTR);
+const T_ACL_USER = typeWords(PXAR_ACL_USER);
+const T_ACL_GROUP = typeWords(PXAR_ACL_GROUP);
+const T_ACL_GROUP_OBJ = typeWords(PXAR_ACL_GROUP_OBJ);
+const T_ACL_DEFAULT = typeWords(PXAR_ACL_DEFAULT);
+const T_ACL_DEFAULT_USER = typeWords(PXAR_ACL_DEFAULT_USER);
+const T_ACL_DEFAULT_GROUP = typeWords(PXAR_ACL_DEFAULT_GROUP);
+const T_FCAPS = typeWords(PXAR_FCAPS);
+const T_QUOTA = typeWords(PXAR_QUOTA_PROJID);
+const T_HARDLINK = typeWords(PXAR_HARDLINK);
+const T_PAYLOAD = typeWords(PXAR_PAYLOAD);
+const T_PAYLOAD_REF = typeWords(PXAR_PAYLOAD_REF);
+const T_GOODBYE = typeWords(PXAR_GOODBYE);
+const T_TAIL = typeWords(PXAR_GOODBYE_TAIL_MARKER);
+const T_START_MARKER = typeWords(PXAR_PAYLOAD_START_MARKER);
+const T_TAIL_MARKER = typeWords(PXAR_PAYLOAD_TAIL_MARKER);
 
 /** Goodbye items of one open directory, in columns. */
 class GoodbyeItems {

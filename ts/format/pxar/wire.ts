@@ -38,6 +38,19 @@ export interface ItemHeader {
 
 const TWO32 = 2 ** 32;
 
+/** Item type split into u32 halves once, so hot paths never touch BigInt. */
+export interface TypeWords {
+  lo: number;
+  hi: number;
+}
+
+export const typeWords = (t: bigint): TypeWords => ({ lo: Number(t & 0xffffffffn), hi: Number(t >> 32n) });
+
+/** Whether `buf[off]` holds a header of type `t` whose full size is `full` (< 2^32). */
+export function isHeader(buf: Buffer, off: number, t: TypeWords, full: number): boolean {
+  return buf.readUInt32LE(off) === t.lo && buf.readUInt32LE(off + 4) === t.hi && buf.readUInt32LE(off + 8) === full && buf.readUInt32LE(off + 12) === 0;
+}
+
 export function formatError(what: string, pos: number, message: string): FormatError {
   return new FormatError(`${what}: ${message} at byte ${pos}`);
 }
