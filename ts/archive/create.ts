@@ -229,6 +229,15 @@ class TreePrefetcher {
     });
   }
 
+  /**
+   * The encoder is done with a taken node: forget its listing and child nodes, so memory is
+   * bounded by the lookahead and the current path, not by the size of the tree.
+   */
+  release(node: PrefetchNode): void {
+    node.promise = null;
+    node.children = null;
+  }
+
   /** Child nodes of a taken node, by raw name (after its listing resolved). */
   children(node: PrefetchNode): Map<string, PrefetchNode> {
     return node.children ?? new Map();
@@ -846,6 +855,7 @@ class Archiver {
           }
           await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, prevSub, item!);
         }
+        if (item) this.prefetch.release(item);
         // (no listing: mount point of another file system, archived as an empty directory)
         if (cache?.enabled) cache.push({ kind: 'dirEnd' });
         else this.encoder.leaveDirectory();
