@@ -63,7 +63,7 @@ async function previousFrom(
     };
     const metaIdx = await asIndex(meta.filename, meta.csum, meta.size);
     const payloadIdx = await asIndex(payload.filename, payload.csum, payload.size);
-    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, chunks, meta.filename, 16), { name: `${label} ${meta.filename}` });
+    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, chunks, meta.filename), { name: `${label} ${meta.filename}` });
     return { accessor, payloadIndex: payloadIdx };
   } catch (e) {
     return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };

@@ -60,15 +60,23 @@ export async function* indexStream(index: AnyIndex, source: ChunkSource, archive
   }
 }
 
-/** Random access over an archive stream (`readAt`), caching the most recent chunks. */
+/** Bytes of decoded chunks `IndexReadAt` keeps by default (four average 4 MiB chunks). */
+export const READ_AT_CACHE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Random access over an archive stream (`readAt`), caching the most recently used chunks: at
+ * most `cacheBytes` of them, but always the last two (a read may span a chunk boundary), so
+ * memory is bounded by the cache, not by the size of the archive.
+ */
 export class IndexReadAt {
   private readonly cache = new Map<number, Promise<Buffer>>();
+  private cached = 0;
 
   constructor(
     private readonly index: AnyIndex,
     private readonly source: ChunkSource,
     readonly archive: string,
-    private readonly cacheChunks = 8,
+    private readonly cacheBytes = READ_AT_CACHE_BYTES,
   ) {}
 
   get size(): number {
@@ -76,20 +84,25 @@ export class IndexReadAt {
   }
 
   private chunk(k: number): Promise<Buffer> {
-    let p = this.cache.get(k);
-    if (p) {
+    const hit = this.cache.get(k);
+    if (hit) {
       this.cache.delete(k);
-      this.cache.set(k, p); // LRU: most recent last
-      return p;
+      this.cache.set(k, hit); // LRU: most recent last
+      return hit;
     }
     const c = this.index.chunk(k);
-    p = this.source.readChunk(c.digest, c.size).catch((e: unknown) => {
-      this.cache.delete(k);
+    const read: Promise<Buffer> = this.source.readChunk(c.digest, c.size).catch((e: unknown) => {
+      if (this.cache.get(k) === read) this.forget(k); // a failed read is not cached
       throw wrap(this.archive, this.index, k, e);
     });
-    this.cache.set(k, p);
-    while (this.cache.size > this.cacheChunks) this.cache.delete(this.cache.keys().next().value!);
-    return p;
+    this.cache.set(k, read);
+    this.cached += c.size;
+    while (this.cache.size > 2 && this.cached > this.cacheBytes) this.forget(this.cache.keys().next().value!);
+    return read;
+  }
+
+  private forget(k: number): void {
+    if (this.cache.delete(k)) this.cached -= this.index.chunk(k).size;
   }
 
   async readAt(offset: number, length: number): Promise<Buffer> {
