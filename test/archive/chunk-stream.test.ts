@@ -1,4 +1,4 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { createHash } from 'node:crypto';
 import { ChunkStream, type ChunkRecord, type InjectChunks } from '../../ts/archive/chunk-stream.js';
 import { decodeBlob } from '../../ts/format/blob.js';
@@ -146,6 +146,95 @@ describe('ChunkStream (plain chunker)', () => {
       for (const r of recs) expect(r.digest.toString('hex')).toBe(sha(data.subarray(r.offset, r.offset + r.size)));
     }
   }, 60_000);
+});
+
+describe('ChunkStream windows (ring)', () => {
+  it('never overwrites chunks in flight: slow, out-of-order stores see their own bytes', async () => {
+    // avg 64 KiB: windows of 384 KiB; stores finish in random order after random delays and
+    // hash the data only then, so bytes written over an in-flight chunk would show up.
+    const data = lcgBytes(6 << 20, 4242);
+    let seed = 99;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    for (const payload of [false, true]) {
+      const recs: ChunkRecord[] = [];
+      const sizes: number[] = [];
+      const alloc = vi.spyOn(Buffer, 'allocUnsafe');
+      const cs = new ChunkStream({
+        avg: 65536,
+        payload,
+        maxInFlight: 8,
+        store: async (chunk) => {
+          await new Promise((r) => setTimeout(r, rnd(4)));
+          return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
+        },
+        sink: (r) => void recs.push(r),
+      });
+      const scratch = Buffer.allocUnsafe(200_000);
+      for (let off = 0; off < data.length; ) {
+        // mostly small writes, some larger than the room the stream keeps free (fallback windows)
+        const n = Math.min(rnd(10) === 0 ? 200_000 : 1 + rnd(40_000), data.length - off);
+        data.copy(scratch, 0, off, off + n);
+        const more = cs.write(scratch.subarray(0, n));
+        off += n;
+        if (!more || rnd(3) === 0) await cs.drain();
+      }
+      await cs.end();
+      for (const c of alloc.mock.calls) if (c[0] >= 256 * 1024) sizes.push(c[0]);
+      alloc.mockRestore();
+      expect(recs.length, `payload ${payload}`).toBeGreaterThan(20);
+      let offset = 0;
+      for (const r of recs) {
+        expect(r.offset).toBe(offset);
+        expect(r.digest.toString('hex')).toBe(sha(data.subarray(r.offset, r.offset + r.size)));
+        offset += r.size;
+      }
+      expect(offset).toBe(data.length);
+      // The window is reused as a ring: a few windows for 6 MiB, not one per 384 KiB.
+      expect(sizes.length).toBeGreaterThan(0);
+      expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThan(data.length / 3);
+    }
+  }, 60_000);
+
+  it('holds writes back while the window has no room for chunks still in flight', async () => {
+    // Stores wait until released: once the window is full of in-flight chunks, write() asks
+    // the caller to drain, and drain() resolves only after chunks are done.
+    const gates: Array<() => void> = [];
+    const cs = new ChunkStream({
+      avg: 65536,
+      maxInFlight: 100,
+      store: async (chunk) => {
+        await new Promise<void>((r) => gates.push(r));
+        return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
+      },
+      sink: () => undefined,
+    });
+    const data = lcgBytes(4 << 20, 5);
+    let off = 0;
+    while (off < data.length && cs.write(data.subarray(off, off + 16384))) off += 16384;
+    off += 16384;
+    expect(off).toBeLessThan(data.length); // stopped by the window, not by maxInFlight
+    expect(gates.length).toBeGreaterThan(0);
+    let drained = false;
+    const d = cs.drain().then(() => (drained = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(drained).toBe(false);
+    while (!drained) {
+      gates.splice(0).forEach((g) => g());
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await d;
+    for (; off < data.length; off += 16384) {
+      if (!cs.write(data.subarray(off, off + 16384))) {
+        const p = cs.drain();
+        while (gates.length) gates.splice(0).forEach((g) => g());
+        await p;
+      }
+    }
+    const end = cs.end();
+    const release = setInterval(() => gates.splice(0).forEach((g) => g()), 1);
+    const stats = await end.finally(() => clearInterval(release));
+    expect(stats.size).toBe(data.length);
+  });
 });
 
 describe('ChunkStream (payload chunker)', () => {

@@ -8,14 +8,17 @@
  *   by one. Hashing and blob encoding run on the libuv pool (`native.processChunk`, or the
  *   target's `store` step, e.g. a local chunk store's one-job insert), several chunks at once,
  *   and records reach the sink strictly in stream order.
- * - `write()` copies its bytes once, into a window: one contiguous buffer holding the current
- *   chunk and what follows it, so every chunk is a zero-copy view of a window. The caller may
- *   reuse its buffer as soon as `write()` returns. A window that is full is retired and goes
- *   back to a small free list once every chunk cut from it has been hashed/encoded, so a
- *   backup allocates a few windows, not a buffer per chunk (external-memory churn drives V8
- *   into full GCs).
+ * - `write()` copies its bytes once, into a window used as a ring: the current chunk and what
+ *   follows it are contiguous, so every chunk is a zero-copy view of the window. The caller may
+ *   reuse its buffer as soon as `write()` returns. Chunks still being hashed/encoded keep their
+ *   bytes (the window's in-flight spans); when the end of the window is reached, the current
+ *   chunk's bytes move to its start if the spans there are done. Only when there is no room
+ *   (or a metadata stream's window must grow) is another window allocated, so a backup
+ *   allocates one or two windows, not a buffer per chunk (external-memory garbage drives V8
+ *   into full GCs and, waiting for them, the resident set up).
  * - Memory is bounded: at most `maxInFlight` chunks are being hashed/encoded or waiting for the
- *   sink; `write()` returns false when the caller must `await drain()` before writing more.
+ *   sink, and `write()` returns false (the caller must `await drain()`) also when the window has
+ *   no room left for another large write until in-flight chunks are done.
  * - Payload streams reproduce upstream's deterministic reference behaviour (§1.4.1): writes are
  *   grouped into pieces like Rust's `BufWriter` (capacity 262 144) and a piece is scanned only
  *   when the archiver makes its next payload write (or ends), so every suggestion and injection
@@ -67,18 +70,26 @@ export interface StoreResult {
 
 export type ChunkSink = (rec: ChunkRecord) => void | Promise<void>;
 
-/** A stretch of stream buffer; `refs` chunks cut from it are still being processed. */
-interface Window {
-  buf: Buffer;
-  refs: number;
+/** Bytes of a window cut as one chunk, in flight until the chunk is hashed/encoded. */
+interface Span {
+  from: number;
+  size: number;
+  done: boolean;
 }
 
-/** First window of a stream (small archives stay small); later ones are `windowSize`. */
+/** A stream buffer used as a ring; `spans[head..]` are its chunks in flight, oldest first. */
+interface Window {
+  buf: Buffer;
+  spans: Span[];
+  head: number;
+}
+
+/** First window of a stream (small archives stay small); later ones grow to `windowSize`. */
 const FIRST_WINDOW = 256 * 1024;
 /** `current` when no suggested boundary is being considered (offsets are never negative). */
 const NO_SUGGESTION = -1;
-/** Retired windows kept for reuse. */
-const SPARE_WINDOWS = 2;
+/** Retired full-size windows kept for reuse. */
+const SPARE_WINDOWS = 1;
 
 export interface ChunkStreamOptions {
   /** Average chunk size, a power of two (PBS: 64 KiB .. 4 MiB). */
@@ -120,6 +131,9 @@ export class ChunkStream {
   private readonly known: ChunkStreamOptions['known'];
   private readonly store: ChunkStreamOptions['store'];
   private readonly windowSize: number;
+  private readonly reserve: number;
+  /** Bytes of chunks being hashed/encoded (their windows' spans). */
+  private inFlightBytes = 0;
 
   // §1.3 buffer: the current (not yet emitted) chunk is win.buf[start, start + bufLen), of which
   // `scanPos` bytes are scanned. Written bytes not yet appended to it (deferred pieces, then the
@@ -170,8 +184,11 @@ export class ChunkStream {
     this.sink = opts.sink;
     this.known = opts.known;
     this.store = opts.store;
-    // Room for a maximal chunk plus a large write behind it.
-    this.windowSize = this.max + avg;
+    // A maximal chunk plus a large write behind it (and a payload stream's not yet scanned
+    // BufWriter bytes), and room for chunks in flight.
+    this.windowSize = this.max + 2 * avg + (this.payload ? PAYLOAD_BUFWRITER_CAPACITY : 0);
+    // The largest single write callers make between drains (a 4 MiB read, headers around it).
+    this.reserve = avg + 64 * 1024;
   }
 
   /**
@@ -181,7 +198,7 @@ export class ChunkStream {
   write(buf: Uint8Array): boolean {
     this.check();
     const n = buf.length;
-    if (n === 0) return this.queue.length < this.maxInFlight;
+    if (n === 0) return !this.full;
     if (!this.payload) {
       this.append(buf);
       this.scanPiece(n);
@@ -194,7 +211,7 @@ export class ChunkStream {
       if (n >= cap) this.sent.push(n);
       else this.bwLen += n;
     }
-    return this.queue.length < this.maxInFlight;
+    return !this.full;
   }
 
   /** Payload chunker: queue a suggested boundary (absolute stream offset). */
@@ -212,12 +229,12 @@ export class ChunkStream {
 
   /** True when the caller should `await drain()` before writing more. */
   get full(): boolean {
-    return this.queue.length >= this.maxInFlight;
+    return this.queue.length >= this.maxInFlight || this.cramped();
   }
 
-  /** Resolves when fewer than `maxInFlight` chunks are pending. */
+  /** Resolves when fewer than `maxInFlight` chunks are pending and the window has room. */
   async drain(): Promise<void> {
-    while (this.queue.length >= this.maxInFlight && !this.failure) {
+    while (this.full && !this.failure) {
       await new Promise<void>((r) => this.waiters.push(r));
     }
     this.check();
@@ -251,23 +268,59 @@ export class ChunkStream {
 
   // --- windows ------------------------------------------------------------------------
 
-  /** Copy `buf` behind the written bytes, moving to a fresh window when it does not fit. */
+  /** Copy `buf` behind the written bytes (see `place`), moving to another window when it does not fit. */
   private append(buf: Uint8Array): void {
     const n = buf.length;
     let w = this.win;
-    if (!w || this.wEnd + n > w.buf.length) w = this.nextWindow(n);
+    if (!w || !this.place(n, true)) w = this.nextWindow(n);
     w.buf.set(buf, this.wEnd);
     this.wEnd += n;
   }
 
-  /** Retire the current window; carry its live bytes (current chunk + deferred) over. */
+  /**
+   * Whether `n` more bytes fit behind the written ones in the current window without touching
+   * in-flight chunks: at the end, or (`move`: moving the current chunk and the deferred bytes
+   * there) at the start of the window. In-flight spans lie, oldest first, from `tail` up to
+   * `start`, wrapping around the end of the window once the live bytes have moved to its start.
+   */
+  private place(n: number, move: boolean): boolean {
+    const w = this.win!;
+    const len = w.buf.length;
+    const live = this.wEnd - this.start;
+    const tail = w.head < w.spans.length ? w.spans[w.head].from : -1;
+    if (tail > this.start) return this.wEnd + n <= tail; // wrapped: free between wEnd and tail
+    if (this.wEnd + n <= len) return true;
+    const limit = tail < 0 ? len : tail;
+    if (live + n > limit) return false;
+    if (move) {
+      w.buf.copyWithin(0, this.start, this.wEnd);
+      this.start = 0;
+      this.wEnd = live;
+    }
+    return true;
+  }
+
+  /**
+   * No room for another large write until chunks in flight are done: the window has none, or
+   * in-flight chunks (in any window), the live bytes and the write would exceed one window.
+   */
+  private cramped(): boolean {
+    if (this.inFlightBytes === 0) return false;
+    const live = this.wEnd - this.start;
+    return this.inFlightBytes + live + this.reserve > this.windowSize || !this.place(this.reserve, false);
+  }
+
+  /** Move to another window (larger when needed); carry the live bytes (current chunk + deferred) over. */
   private nextWindow(need: number): Window {
     const old = this.win;
     const live = old ? this.wEnd - this.start : 0;
-    const size = Math.max(old ? this.windowSize : FIRST_WINDOW, live + need);
+    // A payload stream moves to full windows at once; a metadata stream (small writes, a
+    // fraction of the payload's size) doubles them, so a small archive keeps a small window.
+    const next = !old ? FIRST_WINDOW : this.payload ? this.windowSize : Math.min(this.windowSize, old.buf.length * 2);
+    const size = Math.max(next, live + need);
     let w: Window | undefined;
     if (size === this.windowSize) w = this.spare.pop();
-    if (!w) w = { buf: Buffer.allocUnsafe(size), refs: 0 };
+    if (!w) w = { buf: Buffer.allocUnsafe(size), spans: [], head: 0 };
     if (old) old.buf.copy(w.buf, 0, this.start, this.wEnd);
     this.win = w;
     this.start = 0;
@@ -276,9 +329,22 @@ export class ChunkStream {
     return w;
   }
 
+  /** A chunk cut from `w` is done: drop the done spans at its tail, reuse it when idle. */
+  private release(w: Window, span: Span): void {
+    span.done = true;
+    this.inFlightBytes -= span.size;
+    while (w.head < w.spans.length && w.spans[w.head].done) w.head++;
+    if (w.head === w.spans.length || w.head >= 1024) {
+      w.spans.splice(0, w.head);
+      w.head = 0;
+    }
+    this.recycle(w);
+    this.wake();
+  }
+
   private recycle(w: Window): void {
     // Only a retired window (not the current one) whose chunks are all processed.
-    if (w !== this.win && w.refs === 0 && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
+    if (w !== this.win && w.head === w.spans.length && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
       this.spare.push(w);
     }
   }
@@ -394,13 +460,12 @@ export class ChunkStream {
     // Zero-copy view of the window; it is not reused before processChunk settles.
     const w = this.win!;
     const data = w.buf.subarray(this.start, this.start + len);
+    const span: Span = { from: this.start, size: len, done: false };
+    this.inFlightBytes += len;
+    w.spans.push(span);
     this.start += len;
     this.bufLen -= len;
-    w.refs++;
-    const release = () => {
-      w.refs--;
-      this.recycle(w);
-    };
+    const release = () => this.release(w, span);
     const offset = this.consumed;
     this.consumed += len;
     this.stats.chunks++;
