@@ -5,6 +5,7 @@
 //! * [`crc`]: CRC-32 (IEEE) through node's bundled zlib.
 //! * [`zstd`]: zstd through the system `libzstd.so.1`.
 //! * [`blob`]: PBS DataBlob encode/decode.
+//! * [`mem`]: allocator settings (glibc's mmap threshold).
 //! * [`fs`]: file-system mechanisms for backup and restore (tree walk, batch reads, xattrs).
 //!
 //! All Node-API glue lives in `napi/`; nothing outside it knows about JS.
@@ -13,6 +14,7 @@ pub mod chunker;
 pub mod crc;
 pub mod digest;
 pub mod fs;
+pub mod mem;
 pub mod store;
 pub mod zstd;
 

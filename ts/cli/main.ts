@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from './output.js';
+import { native } from '../native/index.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -64,12 +65,18 @@ export async function buildProgram(ctx: CliContext, argv?: string[]): Promise<Co
   return program;
 }
 
+/** Allocations from this size on are mmapped by the C allocator (see NativeAddon.mallocMmapThreshold). */
+const MMAP_THRESHOLD = 128 * 1024;
+
 export async function main(argv: string[]): Promise<number> {
   // Output piped into a reader that went away (`pxb catalog dump … | head`): stop quietly.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
+  // Large buffers (chunk windows, decoded chunks, compressed blobs) get their own mappings and
+  // go back to the system when freed, instead of piling up in per-thread malloc arenas.
+  native.mallocMmapThreshold(MMAP_THRESHOLD);
   const ac = new AbortController();
   const onSignal = () => ac.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);

@@ -29,6 +29,12 @@ export type BlobKind = 'uncompressed' | 'zstd' | 'encrypted' | 'encrypted+zstd';
 
 export interface NativeAddon {
   versions(): { zstd: string; native: string };
+  /**
+   * Process-wide: the C allocator serves blocks of at least `bytes` with their own mapping,
+   * returned to the system when freed (glibc's M_MMAP_THRESHOLD; stops its dynamic raising).
+   * False when the allocator refused.
+   */
+  mallocMmapThreshold(bytes: number): boolean;
   sha256(data: Uint8Array): Buffer;
   /** Hash on a pool thread; `data` must not be mutated until the promise settles. */
   sha256Async(data: Uint8Array): Promise<Buffer>;

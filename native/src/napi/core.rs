@@ -1,7 +1,7 @@
 //! Hot-path exports: digests, CRC, chunker, data blobs.
 use super::rt::*;
 use super::sys::*;
-use crate::{blob, chunker::Chunker, crc, digest, zstd};
+use crate::{blob, chunker::Chunker, crc, digest, mem, zstd};
 use std::ptr::null_mut;
 
 pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
@@ -13,6 +13,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
     )?;
     let props = [
         method(b"versions\0", versions),
+        method(b"mallocMmapThreshold\0", malloc_mmap_threshold),
         method(b"sha256\0", sha256),
         method(b"sha256Async\0", sha256_async),
         method(b"crc32\0", crc32),
@@ -35,6 +36,13 @@ unsafe extern "C" fn versions(env: napi_env, _info: napi_callback_info) -> napi_
         set(env, o, b"zstd\0", str_val(env, &zstd::version())?)?;
         set(env, o, b"native\0", str_val(env, env!("CARGO_PKG_VERSION"))?)?;
         Ok(o)
+    })
+}
+
+unsafe extern "C" fn malloc_mmap_threshold(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([n], _, _) = args::<1>(env, info)?;
+        bool_val(env, mem::set_mmap_threshold(usize_arg(env, n, "threshold")?))
     })
 }
 
