@@ -1,5 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // pxb command line. The compiled TypeScript lives in dist/ (built by `npm install` / `npm run build`).
+// The young generation is capped at 4 MiB semi-spaces (V8's default grows to 16 MiB): a backup
+// allocates little that survives, so it collects as fast and its resident set is ~15-30 MiB smaller.
 import { existsSync } from 'node:fs';
 
 const entry = new URL('../dist/cli/main.js', import.meta.url);
