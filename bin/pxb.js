@@ -1,7 +1,8 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=8
 // pxb command line. The compiled TypeScript lives in dist/ (built by `npm install` / `npm run build`).
-// The young generation is capped at 4 MiB semi-spaces (V8's default grows to 16 MiB): a backup
-// allocates little that survives, so it collects as fast and its resident set is ~15-30 MiB smaller.
+// The young generation is capped at 8 MiB semi-spaces (V8's default grows to 16 MiB): a backup
+// allocates little that survives, so it runs as fast (4 MiB was ~4 % slower) with a resident
+// set ~20 MiB smaller.
 import { existsSync } from 'node:fs';
 
 const entry = new URL('../dist/cli/main.js', import.meta.url);
