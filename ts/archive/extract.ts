@@ -97,11 +97,9 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
 
   // --- batched small files ----------------------------------------------------------
   // File data is copied into a batch buffer; up to MAX_BATCHES_IN_FLIGHT batches are written
-  // concurrently by the native writer while decoding goes on. A written batch's buffer is
-  // reused (a fresh 8 MiB buffer per batch was gigabytes of garbage per restore).
-  const spareBufs: Buffer[] = [];
+  // concurrently by the native writer while decoding goes on.
   let batch: WriteFileSpec[] = [];
-  let batchBuf: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  let batchBuf = Buffer.allocUnsafe(BATCH_BYTES);
   let batchBytes = 0;
   let batchPaths: Buffer[] = [];
   const inFlight = new Set<Promise<void>>();
@@ -119,17 +117,13 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   };
   const flush = async () => {
     if (batch.length) {
-      const buf = batchBuf;
-      const p = writeBatch(batch, buf.subarray(0, batchBytes), batchPaths).catch((e: Error) => {
+      const p = writeBatch(batch, batchBuf.subarray(0, batchBytes), batchPaths).catch((e: Error) => {
         writeError ??= e;
       });
-      const tracked = p.finally(() => {
-        inFlight.delete(tracked);
-        spareBufs.push(buf);
-      });
+      const tracked = p.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
       batch = [];
-      batchBuf = spareBufs.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
+      batchBuf = Buffer.allocUnsafe(BATCH_BYTES);
       batchBytes = 0;
       batchPaths = [];
     }
