@@ -101,6 +101,11 @@ export interface ChunkStreamOptions {
   /** Payload stream: BufWriter piece timing, suggested boundaries, injections. */
   payload?: boolean;
   /**
+   * The largest single `write()` the caller makes between drains (default `avg`): the window
+   * keeps room for one behind a maximal chunk, so such writes never need a window of their own.
+   */
+  maxWrite?: number;
+  /**
    * Dedup before encoding: asked once a chunk is hashed; a chunk it accepts (the store already
    * has it) is emitted with `blob: null` and never compressed. Default: every chunk is encoded.
    */
@@ -184,11 +189,11 @@ export class ChunkStream {
     this.sink = opts.sink;
     this.known = opts.known;
     this.store = opts.store;
-    // A maximal chunk plus a large write behind it (and a payload stream's not yet scanned
-    // BufWriter bytes), and room for chunks in flight.
-    this.windowSize = this.max + 2 * avg + (this.payload ? PAYLOAD_BUFWRITER_CAPACITY : 0);
-    // The largest single write callers make between drains (a 4 MiB read, headers around it).
-    this.reserve = avg + 64 * 1024;
+    // Room the window keeps for the next write (with headers around it).
+    this.reserve = (opts.maxWrite ?? avg) + 64 * 1024;
+    // A maximal chunk plus that write (and a payload stream's not yet scanned BufWriter bytes),
+    // and room for chunks in flight.
+    this.windowSize = this.max + this.reserve + avg + (this.payload ? PAYLOAD_BUFWRITER_CAPACITY : 0);
   }
 
   /**

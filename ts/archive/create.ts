@@ -549,6 +549,8 @@ class Archiver {
       const stream = new ChunkStream({
         avg,
         payload,
+        // file data is written in READ_SIZE pieces, a drain check after each
+        maxWrite: READ_SIZE,
         known: uploader.known ? (d) => uploader.known!(d) : undefined,
         store: uploader.store ? (d, c) => uploader.store!(d, c) : undefined,
         sink: async (rec) => {
@@ -961,7 +963,8 @@ class Archiver {
     const r = this.encoder.beginFile(name, meta, size);
     for (let o = 0; o < size; o += READ_SIZE) this.encoder.writeFileData(d!.data!.subarray(o, Math.min(size, o + READ_SIZE)));
     this.encoder.endFile();
-    if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });    this.opts.catalog?.addFile(name, size, meta.mtime.secs);
+    if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+    this.opts.catalog?.addFile(name, size, meta.mtime.secs);
     return 'file';
   }
 
