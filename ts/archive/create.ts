@@ -198,9 +198,9 @@ class StreamSink implements ByteSink {
  * fetched first; a plain stack would let a later sibling's subtree use up the lookahead while
  * the encoder waits for an earlier one. It descends only into directories on allowed devices;
  * the encoder takes the node of every subdirectory it descends into and drops the nodes it
- * skips (excluded: their speculative subtrees are abandoned).
+ * skips (excluded: their speculative subtrees are abandoned). Exported for its tests only.
  */
-class TreePrefetcher {
+export class TreePrefetcher {
   /** Nodes not listed yet, earliest in DFS preorder first. */
   private frontier = new PreorderHeap();
   private running = 0;
@@ -296,13 +296,15 @@ class TreePrefetcher {
   private pump(): void {
     while (this.running < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.frontier.size) {
       const n = this.frontier.pop();
-      if (n.dropped || n.promise) continue;
+      // A taken node may still be in the heap (started by take() before the walk reached
+      // it): once released its promise is null again, and it must not be listed twice.
+      if (n.dropped || n.taken || n.promise) continue;
       this.start(n);
     }
   }
 }
 
-interface PrefetchNode {
+export interface PrefetchNode {
   path: Buffer;
   /** Child indexes from the root: lexicographic order of keys = DFS preorder. */
   key: number[];
