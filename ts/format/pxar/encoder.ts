@@ -159,6 +159,8 @@ export class PxarEncoder {
   private readonly payloadOut: ByteSink | undefined;
   private readonly prelude: Buffer | undefined;
   private stage = Buffer.allocUnsafe(STAGE_SIZE);
+  /** Little-endian writes into `stage` (replaced with it). */
+  private view = viewOf(this.stage);
   private staged = 0;
   // stream positions: double from the start (see DOUBLE_FIELD), set to 0 in the constructor
   private pos = DOUBLE_FIELD;
@@ -204,8 +206,8 @@ export class PxarEncoder {
       this.payloadOut.write(marker);
       this.payloadPos = HEADER_SIZE;
       const p = this.reserve(24);
-      putHeader(this.stage, p, T_VERSION, 24);
-      writeU64(this.stage, FORMAT_VERSION_2, p + 16);
+      headerAt(this.view, p, T_VERSION, 24);
+      u64At(this.view, FORMAT_VERSION_2, p + 16);
       this.pos += 24;
       if (this.prelude !== undefined) this.putItem(T_PRELUDE, this.prelude);
     }
@@ -256,24 +258,18 @@ export class PxarEncoder {
     const hash = sipHash24(name);
     const hashLo = hash[0];
     const hashHi = hash[1];
-    const filenamePos = this.pos;
-    this.putFilename(name);
-    this.putMetadata(meta);
+    const filenamePos = this.putHead(name, meta);
     let payloadOffset: number | undefined;
     if (this.payloadOut) {
       payloadOffset = this.payloadPos;
-      const p = this.reserve(32);
-      putHeader(this.stage, p, T_PAYLOAD_REF, 32);
-      writeU64(this.stage, payloadOffset, p + 16);
-      writeU64(this.stage, size, p + 24);
-      this.pos += 32;
+      this.putPayloadRef(payloadOffset, size);
       const header = Buffer.allocUnsafe(HEADER_SIZE);
       putHeader(header, 0, T_PAYLOAD, HEADER_SIZE + size);
       this.payloadOut.write(header);
       this.payloadPos += HEADER_SIZE;
     } else {
       const p = this.reserve(HEADER_SIZE);
-      putHeader(this.stage, p, T_PAYLOAD, HEADER_SIZE + size);
+      headerAt(this.view, p, T_PAYLOAD, HEADER_SIZE + size);
       this.pos += HEADER_SIZE;
     }
     const metaSize = this.pos - filenamePos;
@@ -336,10 +332,10 @@ export class PxarEncoder {
     if (payloadOffset < this.payloadPos) {
       throw new Error(`pxar encoder: payload offset ${payloadOffset} is below the current payload position ${this.payloadPos}`);
     }
-    const content = Buffer.allocUnsafe(16);
-    writeU64(content, payloadOffset, 0);
-    writeU64(content, size, 8);
-    return this.addSimple(name, meta, T_PAYLOAD_REF, content);
+    const filenamePos = this.putHead(name, meta);
+    this.putPayloadRef(payloadOffset, size);
+    this.endItem(name, filenamePos);
+    return filenamePos;
   }
 
   /** Move the payload position by `n` bytes without writing (chunks injected by the caller). */
@@ -436,6 +432,7 @@ export class PxarEncoder {
     if (this.staged === 0) return;
     const piece = this.stage.subarray(0, this.staged);
     this.stage = Buffer.allocUnsafe(STAGE_SIZE);
+    this.view = viewOf(this.stage);
     this.staged = 0;
     this.out.write(piece);
   }
@@ -459,24 +456,42 @@ export class PxarEncoder {
 
   /** FILENAME, optional ENTRY + attributes, optional one more item; records the goodbye item. */
   private addSimple(name: Buffer, meta: Metadata | undefined, type: TypeWords | undefined, content: Buffer | undefined): number {
-    const hash = sipHash24(name);
-    const hashLo = hash[0];
-    const hashHi = hash[1];
+    const filenamePos = this.putHead(name, meta);
+    if (type && content) this.putItem(type, content);
+    this.endItem(name, filenamePos);
+    return filenamePos;
+  }
+
+  /** FILENAME, then ENTRY + attributes when `meta` is given; returns the FILENAME position. */
+  private putHead(name: Buffer, meta: Metadata | undefined): number {
     const filenamePos = this.pos;
     this.putFilename(name);
     if (meta) this.putMetadata(meta);
-    if (type && content) this.putItem(type, content);
-    tmpHash[0] = hashLo;
-    tmpHash[1] = hashHi;
-    this.current().items.push(tmpHash, filenamePos, this.pos - filenamePos);
     return filenamePos;
+  }
+
+  /** The goodbye item of the entry `name` written from `filenamePos` up to here. */
+  private endItem(name: Buffer, filenamePos: number): void {
+    // sipHash24's result array is read by push() before anything else hashes
+    this.current().items.push(sipHash24(name), filenamePos, this.pos - filenamePos);
+  }
+
+  private putPayloadRef(payloadOffset: number, size: number): void {
+    const p = this.reserve(HEADER_SIZE + 16);
+    headerAt(this.view, p, T_PAYLOAD_REF, HEADER_SIZE + 16);
+    u64At(this.view, payloadOffset, p + 16);
+    u64At(this.view, size, p + 24);
+    this.pos += HEADER_SIZE + 16;
   }
 
   /** Make room for `n` contiguous bytes in the stage; returns their offset there. */
   private reserve(n: number): number {
     if (this.staged + n > this.stage.length) {
       this.flush();
-      if (n > this.stage.length) this.stage = Buffer.allocUnsafe(n);
+      if (n > this.stage.length) {
+        this.stage = Buffer.allocUnsafe(n);
+        this.view = viewOf(this.stage);
+      }
     }
     const p = this.staged;
     this.staged += n;
@@ -485,7 +500,7 @@ export class PxarEncoder {
 
   private putItem(type: TypeWords, content: Buffer): void {
     const p = this.reserve(HEADER_SIZE + content.length);
-    putHeader(this.stage, p, type, HEADER_SIZE + content.length);
+    headerAt(this.view, p, type, HEADER_SIZE + content.length);
     content.copy(this.stage, p + HEADER_SIZE);
     this.pos += HEADER_SIZE + content.length;
   }
@@ -493,8 +508,8 @@ export class PxarEncoder {
   private putFilename(name: Buffer): void {
     const full = HEADER_SIZE + name.length + 1;
     const p = this.reserve(full);
-    putHeader(this.stage, p, T_FILENAME, full);
-    name.copy(this.stage, p + HEADER_SIZE);
+    headerAt(this.view, p, T_FILENAME, full);
+    this.stage.set(name, p + HEADER_SIZE);
     this.stage[p + full - 1] = 0;
     this.pos += full;
   }
@@ -502,23 +517,28 @@ export class PxarEncoder {
   /** ENTRY then attributes in the fixed order of spec §4. */
   private putMetadata(meta: Metadata): void {
     let p = this.reserve(HEADER_SIZE + STAT_SIZE);
-    putHeader(this.stage, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
+    headerAt(this.view, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
     p += HEADER_SIZE;
-    writeU64(this.stage, meta.mode, p);
-    this.stage.writeBigUInt64LE(meta.flags, p + 8);
-    this.stage.writeUInt32LE(meta.uid, p + 16);
-    this.stage.writeUInt32LE(meta.gid, p + 20);
+    u64At(this.view, meta.mode, p);
+    if (meta.flags === 0n) {
+      this.view.setUint32(p + 8, 0, true);
+      this.view.setUint32(p + 12, 0, true);
+    } else {
+      this.view.setBigUint64(p + 8, meta.flags, true);
+    }
+    this.view.setUint32(p + 16, meta.uid, true);
+    this.view.setUint32(p + 20, meta.gid, true);
     const secs = meta.mtime.secs;
-    this.stage.writeUInt32LE(secs >>> 0, p + 24);
-    this.stage.writeInt32LE(Math.floor(secs / TWO32), p + 28);
-    this.stage.writeUInt32LE(meta.mtime.nanos, p + 32);
-    this.stage.writeUInt32LE(0, p + 36);
+    this.view.setUint32(p + 24, secs >>> 0, true);
+    this.view.setInt32(p + 28, Math.floor(secs / TWO32), true);
+    this.view.setUint32(p + 32, meta.mtime.nanos, true);
+    this.view.setUint32(p + 36, 0, true);
     this.pos += HEADER_SIZE + STAT_SIZE;
 
     for (const x of meta.xattrs) {
       const full = HEADER_SIZE + x.name.length + 1 + x.value.length;
       const q = this.reserve(full);
-      putHeader(this.stage, q, T_XATTR, full);
+      headerAt(this.view, q, T_XATTR, full);
       x.name.copy(this.stage, q + HEADER_SIZE);
       this.stage[q + HEADER_SIZE + x.name.length] = 0;
       x.value.copy(this.stage, q + HEADER_SIZE + x.name.length + 1);
@@ -529,14 +549,14 @@ export class PxarEncoder {
     for (const g of acl.groups) this.putPair(T_ACL_GROUP, g.gid, g.permissions);
     if (acl.groupObj !== undefined) {
       const q = this.reserve(24);
-      putHeader(this.stage, q, T_ACL_GROUP_OBJ, 24);
-      writeU64(this.stage, acl.groupObj, q + 16);
+      headerAt(this.view, q, T_ACL_GROUP_OBJ, 24);
+      u64At(this.view, acl.groupObj, q + 16);
       this.pos += 24;
     }
     if (acl.default !== undefined) {
       const d = acl.default;
       const q = this.reserve(48);
-      putHeader(this.stage, q, T_ACL_DEFAULT, 48);
+      headerAt(this.view, q, T_ACL_DEFAULT, 48);
       putPermission(this.stage, d.userObj, q + 16);
       putPermission(this.stage, d.groupObj, q + 24);
       putPermission(this.stage, d.other, q + 32);
@@ -548,17 +568,17 @@ export class PxarEncoder {
     if (meta.fcaps !== undefined) this.putItem(T_FCAPS, meta.fcaps);
     if (meta.quotaProjectId !== undefined) {
       const q = this.reserve(24);
-      putHeader(this.stage, q, T_QUOTA, 24);
-      writeU64(this.stage, meta.quotaProjectId, q + 16);
+      headerAt(this.view, q, T_QUOTA, 24);
+      u64At(this.view, meta.quotaProjectId, q + 16);
       this.pos += 24;
     }
   }
 
   private putPair(type: TypeWords, a: number, b: number): void {
     const q = this.reserve(32);
-    putHeader(this.stage, q, type, 32);
-    writeU64(this.stage, a, q + 16);
-    writeU64(this.stage, b, q + 24);
+    headerAt(this.view, q, type, 32);
+    u64At(this.view, a, q + 16);
+    u64At(this.view, b, q + 24);
     this.pos += 32;
   }
 
@@ -574,27 +594,43 @@ export class PxarEncoder {
     sorted.sort((a, b) => hashHi[a] - hashHi[b] || hashLo[a] - hashLo[b]);
     const order = binaryTreeArrayOrder(n);
     const p = this.reserve(full);
-    const s = this.stage;
-    putHeader(s, p, T_GOODBYE, full);
+    const v = this.view;
+    headerAt(v, p, T_GOODBYE, full);
     let q = p + HEADER_SIZE;
     for (let d = 0; d < n; d++) {
       const i = sorted[order[d]];
-      s.writeUInt32LE(hashLo[i], q);
-      s.writeUInt32LE(hashHi[i], q + 4);
-      writeU64(s, goodbyePos - items.offset[i], q + 8);
-      writeU64(s, items.size[i], q + 16);
+      v.setUint32(q, hashLo[i], true);
+      v.setUint32(q + 4, hashHi[i], true);
+      u64At(v, goodbyePos - items.offset[i], q + 8);
+      u64At(v, items.size[i], q + 16);
       q += GOODBYE_ITEM_SIZE;
     }
-    s.writeUInt32LE(T_TAIL.lo, q);
-    s.writeUInt32LE(T_TAIL.hi, q + 4);
-    writeU64(s, goodbyePos - dir.entryPos, q + 8);
-    writeU64(s, full, q + 16);
+    v.setUint32(q, T_TAIL.lo, true);
+    v.setUint32(q + 4, T_TAIL.hi, true);
+    u64At(v, goodbyePos - dir.entryPos, q + 8);
+    u64At(v, full, q + 16);
     this.pos += full;
   }
 }
 
 /** Scratch for passing a hash pair to GoodbyeItems.push without allocating. */
 const tmpHash = new Uint32Array(2);
+
+function viewOf(b: Buffer): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.length);
+}
+
+/** u64 `v` (a non-negative safe integer) at `p`. */
+function u64At(v: DataView, value: number, p: number): void {
+  v.setUint32(p, value >>> 0, true);
+  v.setUint32(p + 4, (value / TWO32) >>> 0, true);
+}
+
+function headerAt(v: DataView, p: number, type: TypeWords, fullSize: number): void {
+  v.setUint32(p, type.lo, true);
+  v.setUint32(p + 4, type.hi, true);
+  u64At(v, fullSize, p + 8);
+}
 
 function putHeader(buf: Buffer, p: number, type: TypeWords, fullSize: number): void {
   buf.writeUInt32LE(type.lo, p);
@@ -625,7 +661,7 @@ function checkCount(v: number, what: string): void {
 /** Refuse metadata that cannot be encoded faithfully. */
 function checkMetadata(m: Metadata): void {
   checkCount(m.mode, 'mode');
-  if (m.flags < 0n || m.flags > 0xffffffffffffffffn) throw new Error(`pxar encoder: flags ${m.flags} out of u64 range`);
+  if (m.flags !== 0n && (m.flags < 0n || m.flags > 0xffffffffffffffffn)) throw new Error(`pxar encoder: flags ${m.flags} out of u64 range`);
   if (!isU32(m.uid) || !isU32(m.gid)) throw new Error(`pxar encoder: uid/gid ${m.uid}/${m.gid} out of u32 range`);
   if (!Number.isSafeInteger(m.mtime.secs)) throw new Error(`pxar encoder: mtime seconds ${m.mtime.secs} not an integer`);
   if (!Number.isInteger(m.mtime.nanos) || m.mtime.nanos < 0 || m.mtime.nanos > 999_999_999) {

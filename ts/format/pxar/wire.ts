@@ -123,8 +123,12 @@ export function fileNameProblem(name: Uint8Array): string | undefined {
   if (name.length > MAX_FILENAME_LEN) return `longer than ${MAX_FILENAME_LEN} bytes`;
   if (name.length === 1 && name[0] === 0x2e) return "'.'";
   if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) return "'..'";
-  if (name.includes(0x2f)) return "contains '/'";
-  if (name.includes(0)) return 'contains NUL';
+  // a plain loop: names are short, and two includes() calls cost more than the scan
+  for (let i = 0; i < name.length; i++) {
+    const c = name[i];
+    if (c === 0x2f) return "contains '/'";
+    if (c === 0) return name.includes(0x2f) ? "contains '/'" : 'contains NUL';
+  }
   return undefined;
 }
 
