@@ -41,7 +41,12 @@ const FAT_MAP: Array<[number, bigint]> = [
 /** File systems on which PBS reads the quota project id. */
 const PROJID_FS = new Set([0xef53, 0x58465342, 0x65735546, 0x2fc12fc1]);
 
+/** chattr bits that map to a flag (ext4 sets EXTENTS on nearly every file: not one of them). */
+const CHATTR_MAPPED = CHATTR_MAP.reduce((m, [fs]) => m | fs, 0);
+const FAT_MAPPED = FAT_MAP.reduce((m, [a]) => m | a, 0);
+
 export function statFlagsFrom(chattr: number, fat: number): bigint {
+  if ((chattr & CHATTR_MAPPED) === 0 && (fat & FAT_MAPPED) === 0) return 0n;
   let f = 0n;
   for (const [fs, w] of CHATTR_MAP) if (chattr & fs) f |= w;
   for (const [a, w] of FAT_MAP) if (fat & a) f |= w;
@@ -56,7 +61,7 @@ export function chattrFrom(flags: bigint): number {
 }
 
 /** The chattr bits pxb manages on restore (others are left untouched). */
-export const CHATTR_MASK = CHATTR_MAP.reduce((m, [fs]) => m | fs, 0);
+export const CHATTR_MASK = CHATTR_MAPPED;
 
 function archivedXattrName(name: Buffer): boolean {
   if (name.length < 1 || name.length > 255) return false;
