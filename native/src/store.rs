@@ -10,7 +10,7 @@
 use crate::blob;
 use crate::digest;
 use crate::fs::error::FsError;
-use crate::fs::touch::{touch_files, TOUCH_EMPTY};
+use crate::fs::touch::touch_files;
 use crate::fs::write::{write_file_atomic, AtomicOpts};
 use crate::fs::sys::{EEXIST, ENOENT, ENOTDIR};
 use std::ffi::CString;
@@ -50,7 +50,9 @@ pub fn store_chunk(data: &[u8], o: &StoreOpts) -> Result<([u8; 32], Stored), Str
     let cpath = CString::new(path.clone()).map_err(|_| "chunk directory contains NUL".to_string())?;
     match touch_files(std::slice::from_ref(&cpath), true)[0] {
         0 => return Ok((d, Stored::Known)),
-        s if s == TOUCH_EMPTY || s == -ENOENT || s == -ENOTDIR => {}
+        s if s == -ENOENT || s == -ENOTDIR => {}
+        // an empty file (crash leftover) or something else in the way: link-if-absent could
+        // not publish over it, so hand it to the caller's insert rules at once
         _ => return Ok((d, Stored::Insert(blob::encode(data, o.compress)?))),
     }
     let encoded = blob::encode(data, o.compress)?;

@@ -485,7 +485,7 @@ export class ChunkStream {
     const promise = work.then(
       (r): ChunkRecord => {
         release();
-        return r.stored === undefined ? { offset, size: len, digest: r.digest, blob: r.blob } : { offset, size: len, digest: r.digest, blob: null, stored: r.stored };
+        return { offset, size: len, digest: r.digest, blob: r.blob, stored: r.stored };
       },
       (e: unknown) => {
         release();

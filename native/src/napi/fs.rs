@@ -132,16 +132,11 @@ unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
 }
 
 unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<MetaOpts> {
-    match type_of(env, v)? {
-        NAPI_UNDEFINED_T => return Ok(MetaOpts::default()),
-        NAPI_OBJECT_T => {}
-        _ => return Err(type_error(env, "options must be an object")),
+    if type_of(env, v)? == NAPI_UNDEFINED_T {
+        return Ok(MetaOpts::default());
     }
-    let get = |name: &'static [u8], what: &str| -> NResult<bool> {
-        let mut x = null_mut();
-        napi!(env, napi_get_named_property(env, v, name.as_ptr() as *const c_char, &mut x))?;
-        flag_arg(env, x, what)
-    };
+    let prop = options_obj(env, v)?;
+    let get = |name: &'static [u8], what: &str| -> NResult<bool> { flag_arg(env, prop(name)?, what) };
     Ok(MetaOpts {
         xattrs: get(b"xattrs\0", "options.xattrs")?,
         acls: get(b"acls\0", "options.acls")?,
