@@ -432,7 +432,9 @@ export class ChunkStream {
         }
         if (this.suggestionHead < this.suggestions.length) {
           this.current = this.suggestions[this.suggestionHead++];
-          if (this.suggestionHead > 1024) {
+          // Compact once the consumed head is most of the queue (a flush of many reused
+          // files queues thousands at once): amortized O(1) per suggestion.
+          if (this.suggestionHead > 1024 && this.suggestionHead * 2 > this.suggestions.length) {
             this.suggestions = this.suggestions.slice(this.suggestionHead);
             this.suggestionHead = 0;
           }

@@ -723,6 +723,7 @@ class Archiver {
     const prevOf: Array<AccessorEntry | undefined> = [];
     const subdirs: number[] = [];
     const hasPatterns = excl.patterns.length > 0;
+    const metaOpts = { xattrs: this.xattrs, describe: (i: number) => joinRel(rel, list.name(i)).toString() };
     let j = 0; // merge join: both listings are sorted by raw name
     for (let i = 0; i < list.length; i++) {
       const name = list.name(i);
@@ -734,7 +735,7 @@ class Archiver {
       if (hasPatterns && excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
       let meta: Metadata;
       try {
-        meta = entryMetadata(list, i, { xattrs: this.xattrs, describe: () => joinRel(rel, name).toString() });
+        meta = entryMetadata(list, i, metaOpts);
       } catch (e) {
         this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
         continue;
@@ -788,7 +789,10 @@ class Archiver {
     excl: ExcludeMatcher,
     reader: FileBatches<number>,
   ): Promise<void> {
-    for (const i of keep) {
+    // Indexed loops in these async per-entry loops: `for…of` allocates an iterator result per
+    // step across the awaits.
+    for (let k = 0; k < keep.length; k++) {
+      const i = keep[k];
       this.checkAbort();
       const name = list.name(i);
       const meta = metas[i];
@@ -1070,7 +1074,8 @@ class Archiver {
   }
 
   private async replay(entries: Cached[], base: number | null, batch: FileBatches<object>): Promise<void> {
-    for (const e of entries) {
+    for (let k = 0; k < entries.length; k++) {
+      const e = entries[k];
       switch (e.kind) {
         case 'file': {
           const link = e.key ? this.hardlinks.get(e.key) : undefined;

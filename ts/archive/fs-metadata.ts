@@ -112,7 +112,7 @@ export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions
   if (chattr || fat) meta.flags = statFlagsFrom(chattr, fat);
   const projid = list.projid(i);
   if (projid && PROJID_FS.has(list.fsMagic)) meta.quotaProjectId = projid;
-  if (!opts.xattrs) return meta;
+  if (!opts.xattrs || !list.hasXattrs(i)) return meta;
   const xattrs: Xattr[] = [];
   const own = () => ownAcl(meta);
   for (const x of list.xattrs(i)) {

@@ -237,6 +237,12 @@ export class DirEntries implements Iterable<DirEntry> {
   }
 
   /** xattr records (u32 nameLen, u32 valueLen, name, value)*, in flistxattr order. */
+  /** Whether entry `i` has any xattrs (without building them). */
+  hasXattrs(i: number): boolean {
+    this.#check(i);
+    return this.#offs[i * 4 + 3] > 0;
+  }
+
   xattrs(i: number): XAttr[] {
     this.#check(i);
     let o = this.#offs[i * 4] + this.#offs[i * 4 + 1] + this.#offs[i * 4 + 2];

@@ -633,7 +633,8 @@ export class PxarDirectory {
     const stop = this.goodbyeOffset + HEADER_SIZE;
     let win: Buffer = EMPTY;
     let winStart = 0;
-    for (const i of order) {
+    for (let k = 0; k < order.length; k++) {
+      const i = order[k];
       const pos = t.position[i];
       let len = LIST_WINDOW;
       for (;;) {

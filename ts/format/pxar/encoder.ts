@@ -535,7 +535,10 @@ export class PxarEncoder {
     this.view.setUint32(p + 36, 0, true);
     this.pos += HEADER_SIZE + STAT_SIZE;
 
-    for (const x of meta.xattrs) {
+    // Indexed loops: `for…of` allocates an iterator per loop here, and this runs per entry.
+    const xattrs = meta.xattrs;
+    for (let i = 0; i < xattrs.length; i++) {
+      const x = xattrs[i];
       const full = HEADER_SIZE + x.name.length + 1 + x.value.length;
       const q = this.reserve(full);
       headerAt(this.view, q, T_XATTR, full);
@@ -545,8 +548,8 @@ export class PxarEncoder {
       this.pos += full;
     }
     const acl = meta.acl;
-    for (const u of acl.users) this.putPair(T_ACL_USER, u.uid, u.permissions);
-    for (const g of acl.groups) this.putPair(T_ACL_GROUP, g.gid, g.permissions);
+    this.putUsers(T_ACL_USER, acl.users);
+    this.putGroups(T_ACL_GROUP, acl.groups);
     if (acl.groupObj !== undefined) {
       const q = this.reserve(24);
       headerAt(this.view, q, T_ACL_GROUP_OBJ, 24);
@@ -563,8 +566,8 @@ export class PxarEncoder {
       putPermission(this.stage, d.mask, q + 40);
       this.pos += 48;
     }
-    for (const u of acl.defaultUsers) this.putPair(T_ACL_DEFAULT_USER, u.uid, u.permissions);
-    for (const g of acl.defaultGroups) this.putPair(T_ACL_DEFAULT_GROUP, g.gid, g.permissions);
+    this.putUsers(T_ACL_DEFAULT_USER, acl.defaultUsers);
+    this.putGroups(T_ACL_DEFAULT_GROUP, acl.defaultGroups);
     if (meta.fcaps !== undefined) this.putItem(T_FCAPS, meta.fcaps);
     if (meta.quotaProjectId !== undefined) {
       const q = this.reserve(24);
@@ -572,6 +575,14 @@ export class PxarEncoder {
       u64At(this.view, meta.quotaProjectId, q + 16);
       this.pos += 24;
     }
+  }
+
+  private putUsers(type: TypeWords, users: AclUser[]): void {
+    for (let i = 0; i < users.length; i++) this.putPair(type, users[i].uid, users[i].permissions);
+  }
+
+  private putGroups(type: TypeWords, groups: AclGroup[]): void {
+    for (let i = 0; i < groups.length; i++) this.putPair(type, groups[i].gid, groups[i].permissions);
   }
 
   private putPair(type: TypeWords, a: number, b: number): void {
@@ -667,7 +678,9 @@ function checkMetadata(m: Metadata): void {
   if (!Number.isInteger(m.mtime.nanos) || m.mtime.nanos < 0 || m.mtime.nanos > 999_999_999) {
     throw new Error(`pxar encoder: mtime nanoseconds ${m.mtime.nanos} out of range`);
   }
-  for (const x of m.xattrs) {
+  const xattrs = m.xattrs;
+  for (let i = 0; i < xattrs.length; i++) {
+    const x = xattrs[i];
     if (x.name.length === 0 || x.name.includes(0) || x.name.length + 1 + x.value.length > MAX_XATTR_LEN) {
       throw new Error(`pxar encoder: xattr ${JSON.stringify(x.name.toString('latin1'))} has an empty/NUL name or is too large`);
     }
@@ -678,17 +691,20 @@ function checkMetadata(m: Metadata): void {
   checkAclEntries(acl.defaultUsers);
   checkAclEntries(acl.defaultGroups);
   if (acl.groupObj !== undefined) checkCount(acl.groupObj, 'ACL permissions');
-  if (acl.default) {
-    for (const v of [acl.default.userObj, acl.default.groupObj, acl.default.other, acl.default.mask]) {
-      if (v !== null) checkCount(v, 'ACL permissions');
-    }
+  const d = acl.default;
+  if (d) {
+    if (d.userObj !== null) checkCount(d.userObj, 'ACL permissions');
+    if (d.groupObj !== null) checkCount(d.groupObj, 'ACL permissions');
+    if (d.other !== null) checkCount(d.other, 'ACL permissions');
+    if (d.mask !== null) checkCount(d.mask, 'ACL permissions');
   }
   if (m.fcaps !== undefined && m.fcaps.length > MAX_XATTR_LEN) throw new Error('pxar encoder: fcaps too large');
   if (m.quotaProjectId !== undefined) checkCount(m.quotaProjectId, 'quota project id');
 }
 
 function checkAclEntries(entries: (AclUser | AclGroup)[]): void {
-  for (const e of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
     checkCount('uid' in e ? e.uid : e.gid, 'ACL id');
     checkCount(e.permissions, 'ACL permissions');
   }
