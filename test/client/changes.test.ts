@@ -6,6 +6,7 @@
  * naming the file, and the archive stays consistent: a shrunk file comes back zero-padded to
  * its listed size, a grown one truncated to it, a vanished one is absent.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,7 +23,7 @@ const SIZE = 3 * MiB + 777;
 const base = tempDir('pxb-changes-');
 let caseNo = 0;
 
-type Change = 'vanish' | 'shrink' | 'grow';
+type Change = 'vanish' | 'shrink' | 'grow' | 'fifo' | 'dir';
 
 interface Run {
   ds: DataStore;
@@ -74,7 +75,14 @@ async function backupWithChange(mode: ChangeDetectionMode, change: Change, opts:
       if (p.path !== 'dir/a-trigger' || done) return;
       done = true;
       if (change === 'vanish') fs.rmSync(victim);
-      else if (change === 'shrink') fs.truncateSync(victim, MiB + 5);
+      else if (change === 'fifo') {
+        // opening a FIFO for reading without O_NONBLOCK would wait for a writer forever
+        fs.rmSync(victim);
+        execFileSync('mkfifo', [victim]);
+      } else if (change === 'dir') {
+        fs.rmSync(victim);
+        fs.mkdirSync(victim);
+      } else if (change === 'shrink') fs.truncateSync(victim, MiB + 5);
       else fs.appendFileSync(victim, randomBytes(MiB));
     },
     onWarning: (w) => warnings.push(w),
@@ -117,6 +125,17 @@ for (const { mode, previous, label } of MODES) {
       // mtime changed when b-victim was removed, after the archiver had taken it
       expect(diffTrees(snapshotTree(target), snapshotTree(r.src), { presenceOnly: ['dir'] })).toEqual([]);
     });
+
+    for (const change of ['fifo', 'dir'] as const) {
+      it(`a file replaced by a ${change === 'fifo' ? 'FIFO' : 'directory'}: warned about, left out, the backup goes on`, async () => {
+        const r = await backupWithChange(mode, change, { previous });
+        expect(r.warnings).toEqual(['dir/b-victim: no longer a regular file (replaced during backup), skipped']);
+        const target = await restoreRun(r);
+        expect(fs.existsSync(path.join(target, 'dir/b-victim'))).toBe(false);
+        expect(fs.readFileSync(path.join(target, 'dir/c-after'), 'utf8')).toBe('after\n');
+        expect(fs.readFileSync(path.join(target, 'other/x'), 'utf8')).toBe('x\n');
+      });
+    }
 
     it('a shrunk file: warned about, zero-padded to its listed size', async () => {
       const r = await backupWithChange(mode, 'shrink', { previous });

@@ -943,11 +943,25 @@ class Archiver {
     }
     if (!d && size > 0) {
       // Large file: open first so a vanished file is skipped before anything is encoded.
+      // O_NONBLOCK: if the file was replaced by a FIFO since it was listed, opening it must
+      // not wait for a writer; the type check below then skips it (as a directory or device).
       let fh;
       try {
-        fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+        fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
       } catch (e) {
         this.warn(`${relPath.toString()}: cannot read file (${(e as Error).message}), skipped`);
+        this.stats.files--;
+        return 'skipped';
+      }
+      let type = 0;
+      try {
+        type = (await fh.stat()).mode & S_IFMT;
+      } catch {
+        // reported as not a regular file below
+      }
+      if (type !== S_IFREG) {
+        await fh.close();
+        this.warn(`${relPath.toString()}: no longer a regular file (replaced during backup), skipped`);
         this.stats.files--;
         return 'skipped';
       }
@@ -986,7 +1000,13 @@ class Archiver {
         const buf = pooled.subarray(0, want);
         let got = 0;
         while (got < want) {
-          const { bytesRead } = await fh.read(buf, got, want - got, done + got);
+          let bytesRead: number;
+          try {
+            ({ bytesRead } = await fh.read(buf, got, want - got, done + got));
+          } catch (e) {
+            // Its header is written: the archive cannot skip the file any more.
+            throw new Error(`${relPath.toString()}: read failed at byte ${done + got} of ${size} (${(e as Error).message})`);
+          }
           if (bytesRead === 0) break;
           got += bytesRead;
         }
