@@ -177,6 +177,51 @@ describe('the listing and the legacy catalog agree after a change', () => {
   });
 });
 
+describe('a hardlink whose first name vanishes during a metadata-mode backup', () => {
+  it('archives the next name with its own data, not a reference into another file', async () => {
+    const root = path.join(base, 'hardlink-vanish');
+    const src = path.join(root, 'src');
+    const linked = Buffer.from('hardlinked\n'.repeat(400));
+    const reusable = randomBytes(100_000);
+    const t = new TreeBuilder(src);
+    t.dir('dir');
+    t.file('dir/a-trigger', 'trigger\n');
+    t.file('dir/c-h2', linked);
+    t.file('dir/d-r', reusable);
+    t.finish();
+    const ds = await DataStore.open(path.join(root, 'datastore'), { create: true, fsync: false });
+    const spec = { datastore: ds, specs: [{ archiveName: 'root.pxar', path: src }], backupId: 'hl', changeDetectionMode: 'metadata' as const };
+    await createBackup({ ...spec, backupTime: 1_600_000_000 });
+    // a-trigger changes (read again, so the lookahead cache starts empty), and the inode of
+    // the reusable c-h2 gets a new first name b-h1, which vanishes before it is read: c-h2
+    // and d-r then share one reused range
+    fs.writeFileSync(path.join(src, 'dir/a-trigger'), 'changed\n');
+    fs.utimesSync(path.join(src, 'dir/a-trigger'), 1_650_000_000, 1_650_000_000);
+    const first = path.join(src, 'dir/b-h1');
+    fs.linkSync(path.join(src, 'dir/c-h2'), first);
+    const warnings: string[] = [];
+    const result = await createBackup({
+      ...spec,
+      backupTime: 1_700_000_000,
+      progressIntervalMs: 0,
+      onProgress: (p) => {
+        if (p.path === 'dir/a-trigger' && fs.existsSync(first)) fs.rmSync(first);
+      },
+      onWarning: (w) => warnings.push(w),
+    });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^dir\/b-h1: cannot read file .*ENOENT/);
+    const target = path.join(base, 'hardlink-vanish-restore');
+    await restore({ datastore: ds, snapshot: 'host/hl', archiveName: 'root.pxar', target });
+    expect(fs.existsSync(path.join(target, 'dir/b-h1'))).toBe(false);
+    expect(fs.readFileSync(path.join(target, 'dir/c-h2')).equals(linked)).toBe(true);
+    expect(fs.readFileSync(path.join(target, 'dir/d-r')).equals(reusable)).toBe(true);
+    // c-h2 and d-r were reused, not read
+    expect(result.archives[0].reusedFiles).toBe(2);
+    expect(result.archives[0].bytesRead).toBe('changed\n'.length);
+  });
+});
+
 describe('incremental backups of a tree that changes between snapshots', () => {
   const root = path.join(base, 'incremental');
   const src = path.join(root, 'src');

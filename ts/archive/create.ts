@@ -416,7 +416,8 @@ interface ReuseChunk {
 }
 
 type Cached =
-  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; dirAbs: Buffer; dirRel: Buffer; key: string | null }
+  /** `dup`: another name of an inode the cache saw before (change-detection.md §6), never reused itself. */
+  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; dirAbs: Buffer; dirRel: Buffer; key: string | null; dup: boolean }
   | { kind: 'symlink'; name: Buffer; meta: Metadata; target: Buffer }
   | { kind: 'device'; name: Buffer; meta: Metadata; major: number; minor: number; block: boolean }
   | { kind: 'fifo' | 'socket'; name: Buffer; meta: Metadata }
@@ -808,7 +809,7 @@ class Archiver {
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name, meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key });
+            cache.push({ kind: 'file', name, meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true });
             continue;
           }
           if (key) cache.hardlinks.add(key);
@@ -819,13 +820,14 @@ class Archiver {
               cache.rangeStart = r[0];
               cache.rangeEnd = r[1];
             }
-            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key });
+            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false });
             continue;
           }
           await this.flush(false);
         }
         const abs = joinAbs(absDir, name);
-        await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
+        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
+        if (done === 'skipped' && key) this.forgetInode(key);
         if (this.full) await this.drain();
         continue;
       }
@@ -897,6 +899,15 @@ class Archiver {
         this.encodeOther(entry);
       }
     }
+  }
+
+  /**
+   * The first name of a hardlinked inode could not be archived (unreadable, vanished): the
+   * inode counts as unseen again, so its next name is archived with its own data, as upstream
+   * does for a file it cannot open (it never enters upstream's hardlink set).
+   */
+  private forgetInode(key: string): void {
+    this.cache?.hardlinks.delete(key);
   }
 
   private encodeOther(e: Cached): void {
@@ -1105,6 +1116,8 @@ class Archiver {
             break;
           }
           if (base !== null) {
+            // (a dup's first name was reused in this flush, or encoded before: it has a link)
+            if (e.dup) throw new Error(`internal error: ${joinRel(e.dirRel, e.name).toString()}: hardlink without its first name in a reused range`);
             this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
             const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
             if (e.key) this.hardlinks.set(e.key, { linkOffset, path: joinRel(e.dirRel, e.name) });
@@ -1112,7 +1125,8 @@ class Archiver {
             this.stats.reusedBytes += e.size;
           } else {
             this.stats.reencodedFiles++;
-            await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)));
+            const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)));
+            if (done === 'skipped' && e.key) this.forgetInode(e.key);
             break;
           }
           this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
