@@ -555,3 +555,35 @@ describe('sanity of the comparison itself', () => {
     expect(d.some((l) => l.startsWith('hardlink groups'))).toBe(true);
   });
 });
+
+describe('append-only and immutable files', () => {
+  const FS_IMMUTABLE_FL = 0x10;
+  const FS_APPEND_FL = 0x20;
+  const root = path.join(base, 'locked');
+  const clear = () => spawnSync('chattr', ['-R', '-a', '-i', root]);
+  afterAll(clear);
+
+  it.runIf(isRoot)('restore with their flags, content, mode and mtime (flags are set last)', async () => {
+    const lsrc = path.join(root, 'src');
+    const t = new TreeBuilder(lsrc);
+    t.dir('d');
+    t.file('d/append-only', 'appended\n', { mtime: { sec: 1_500_000_000, nsec: 123 } });
+    t.file('d/immutable', 'frozen\n', { mtime: { sec: 1_500_000_001, nsec: 456 } });
+    t.file('d/plain', 'after them\n');
+    t.finish();
+    if (!setFlags(t.abs('d/append-only'), FS_APPEND_FL, FS_APPEND_FL) || !setFlags(t.abs('d/immutable'), FS_IMMUTABLE_FL, FS_IMMUTABLE_FL)) {
+      console.warn(`roundtrip.test: chattr +a/+i not supported on ${base}: not checked`);
+      return;
+    }
+    const want = snapshotTree(lsrc);
+    const lds = await DataStore.open(path.join(root, 'datastore'), { create: true, fsync: false });
+    await createBackup({ datastore: lds, specs: [{ archiveName: 'root.pxar', path: lsrc }], backupId: 'locked', changeDetectionMode: 'data' });
+    const target = path.join(root, 'restore');
+    const warnings: string[] = [];
+    await restore({ datastore: lds, snapshot: 'host/locked', archiveName: 'root.pxar', target, onWarning: (w) => warnings.push(w) });
+    expect(warnings).toEqual([]);
+    expect(diffTrees(snapshotTree(target), want)).toEqual([]);
+    expect((await statPath(path.join(target, 'd/append-only'), { flags: true })).flags & FS_APPEND_FL).toBe(FS_APPEND_FL);
+    expect((await statPath(path.join(target, 'd/immutable'), { flags: true })).flags & FS_IMMUTABLE_FL).toBe(FS_IMMUTABLE_FL);
+  });
+});

@@ -200,12 +200,13 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
       // chmod after chown (chown clears set-id bits) and after the ACL (which sets group bits).
       // The path is one this extraction created (never a symlink: those take the other branch).
       chmodSync(abs, meta.mode & 0o7777);
-      if (meta.flags) {
-        const c = chattrFrom(meta.flags);
-        if (c && !setFlags(abs, c, CHATTR_MASK)) warn(`${rel(abs)}: file attributes (chattr) not supported here`);
-      }
     }
     utimens(abs, meta.mtime.secs, meta.mtime.nanos, meta.mtime.secs, meta.mtime.nanos, true);
+    // Flags last: an immutable or append-only file refuses new times (and everything else).
+    if (kind !== 'symlink' && meta.flags) {
+      const c = chattrFrom(meta.flags);
+      if (c && !setFlags(abs, c, CHATTR_MASK)) warn(`${rel(abs)}: file attributes (chattr) not supported here`);
+    }
   };
 
   const createFile = async (abs: Buffer): Promise<Awaited<ReturnType<typeof open>>> => {
