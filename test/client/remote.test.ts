@@ -122,6 +122,29 @@ describe('remote repository through a real pxb serve process', () => {
     expect(cat.stdout).toContain('"root.pxar/d3/f7.txt"');
   }, 120_000);
 
+  it('does not reuse a previous snapshot whose chunk is lost: falls back to data mode and re-uploads it', async () => {
+    const src = path.join(base, 'lost-src');
+    makeTree(src, 5);
+    const first = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'lost', '--backup-time', '1700000000', '--chunk-size', '64', '--output-format', 'json'], env);
+    expect(first.code).toBe(0);
+    // lose a payload chunk of the snapshot (disk damage, a manual cleanup): the first digest of
+    // its payload index (a .didx is a 4096-byte header, then 40-byte entries: end offset, digest)
+    const didx = fs.readFileSync(path.join(base, 'ds', 'host', 'lost', '2023-11-14T22:13:20Z', 'root.ppxar.didx'));
+    const digest = didx.subarray(4096 + 8, 4096 + 40).toString('hex');
+    const lost = path.join(base, 'ds', '.chunks', digest.slice(0, 4), digest);
+    fs.rmSync(lost);
+    const second = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'lost', '--backup-time', '1700000100', '--chunk-size', '64', '--output-format', 'json'], env);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toMatch(/not usable .*missing from the datastore/);
+    expect(JSON.parse(second.stdout).archives[0].mode).toBe('data');
+    expect(fs.existsSync(lost)).toBe(true);
+    const out = path.join(base, 'lost-restored');
+    const r = await pxb(['restore', 'host/lost/2023-11-14T22:15:00Z', 'root.pxar', out], env);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(sameTree(src, out)).toBe(true);
+  }, 120_000);
+
   it('serves two clients on different groups at once and refuses a second writer on one group', async () => {
     const a = path.join(base, 'a');
     const b = path.join(base, 'b');

@@ -40,6 +40,9 @@ import { param, type Params } from '../protocol/params.js';
 import { drainBody, readBody } from './http.js';
 import { ProtocolSession, type SessionOptions } from './session.js';
 
+/** Chunks of a previous index checked (and touched) per native job. */
+const PREVIOUS_TOUCH_BATCH = 1024;
+
 /** Index entries (all writers, dynamic and fixed) one session may build in memory. */
 export const MAX_SESSION_INDEX_ENTRIES = 16 * 1024 * 1024;
 
@@ -159,6 +162,19 @@ export class BackupSession extends ProtocolSession {
     }
     if (kind !== 'blob') {
       const index = kind === 'didx' ? DynamicIndex.parse(data, `${prev}/${name}`) : FixedIndex.parse(data, `${prev}/${name}`);
+      // Its chunks become known (appendable without upload) only if they are all still in the
+      // store: a client would otherwise commit a snapshot referencing a lost chunk. Touching
+      // them also protects them from a concurrent garbage collection, as a local backup does.
+      // Refused, the client backs up without this index and uploads what the store lacks.
+      const digests: Buffer[] = [];
+      for (let k = 0; k < index.count; k++) digests.push(index.chunk(k).digest);
+      for (let k = 0; k < digests.length; k += PREVIOUS_TOUCH_BATCH) {
+        const present = await this.datastore.chunks.touchMany(digests.slice(k, k + PREVIOUS_TOUCH_BATCH));
+        const lost = present.indexOf(false);
+        if (lost >= 0) {
+          throw badRequest(`chunk ${digests[k + lost].toString('hex')} of '${prev}/${name}' is missing from the datastore - it cannot be reused (run verify)`);
+        }
+      }
       for (let k = 0; k < index.count; k++) {
         const c = index.chunk(k);
         this.known.set(c.digest.toString('hex'), c.size);
