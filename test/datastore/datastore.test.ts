@@ -359,6 +359,32 @@ describe('snapshot lifecycle', () => {
     expect(await ds.listSnapshots(group)).toEqual([]);
     await expect(ds.removeSnapshot(snap)).rejects.toThrow('snapshot host/x/2024-05-07T14:25:51Z does not exist');
   });
+
+  it('a removal is refused while a manifest update (verify, notes) runs', async () => {
+    const snap = await snapshot(group, T0);
+    const files = await readdir(ds.snapshotPath(snap));
+    // hold a manifest update between taking its lock and rewriting the manifest
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const load = ds.loadManifest.bind(ds);
+    ds.loadManifest = async (d: BackupDir) => {
+      await gate;
+      return load(d);
+    };
+    const update = ds.updateManifest(snap, (m) => {
+      m.unprotected['notes'] = 'written while a removal was attempted';
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    ds.loadManifest = load;
+    await expect(ds.removeSnapshot(snap)).rejects.toThrow(/manifest of host\/x\/2024-05-07T14:25:51Z is locked by another manifest update/);
+    open();
+    await update;
+    // the snapshot is whole: every file still there, the update applied
+    expect((await readdir(ds.snapshotPath(snap))).sort()).toEqual(files.sort());
+    expect(await ds.getSnapshotNotes(snap)).toBe('written while a removal was attempted');
+    await ds.removeSnapshot(snap);
+    expect(existsSync(ds.snapshotPath(snap))).toBe(false);
+  });
 });
 
 describe('writer lock', () => {

@@ -424,8 +424,16 @@ export class DataStore {
   }
 
   private async removeSnapshotLocked(dir: BackupDir): Promise<void> {
-    await this.backend.delete(`${dir.path}/${MANIFEST_BLOB_NAME}`);
-    await rm(this.snapshotPath(dir), { recursive: true, force: true });
+    // Also under the snapshot's manifest lock: a manifest update (verify state, notes) running
+    // meanwhile would otherwise land its rewritten manifest in the directory being removed,
+    // leaving a "finished" snapshot without archives. While one runs, the removal fails.
+    const lock = await LockFile.acquire(this.manifestLockPath(dir), `manifest of ${dir}`, 'snapshot removal', this.fsync);
+    try {
+      await this.backend.delete(`${dir.path}/${MANIFEST_BLOB_NAME}`);
+      await rm(this.snapshotPath(dir), { recursive: true, force: true });
+    } finally {
+      await lock.release();
+    }
   }
 
   /**
