@@ -114,6 +114,31 @@ describe('verify', () => {
     expect(await readAllChunks(ds, s1)).toBe(digests.length + (await ds.readIndex(s1, 'root.mpxar.didx')).count);
   }, 30_000);
 
+  it('fails a snapshot whose chunk cannot be read, without renaming that chunk aside', async () => {
+    const src = path.join(await tempDir('pxb-verify-src-'), 'src');
+    await makeTree(src);
+    const ds = await tempStore();
+    await backup(ds, src, 'x', T);
+    const dir = new BackupDir(new BackupGroup('host', 'x'), T);
+    const [unreadable] = await payloadDigests(ds, dir);
+    const fp = ds.chunks.chunkPath(unreadable);
+    // an I/O error that says nothing about the bytes (as EACCES, EIO or EMFILE would)
+    const load = ds.chunks.load.bind(ds.chunks);
+    ds.chunks.load = async (d: Digest) => {
+      if (digestHex(d) === unreadable) throw Object.assign(new Error(`EIO: i/o error, open '${fp}'`), { code: 'EIO' });
+      return load(d);
+    };
+    const r = await verify(ds, { all: true });
+    ds.chunks.load = load;
+    expect(r.snapshots.map((s) => s.state)).toEqual(['failed']);
+    expect(r.snapshots[0].errors.join('\n')).toMatch(new RegExp(`can't verify chunk ${unreadable}, load failed - EIO`));
+    expect(r.renamedChunks).toEqual([]);
+    expect(existsSync(fp)).toBe(true);
+    // readable again: the snapshot verifies
+    const r2 = await verify(ds, { all: true });
+    expect(r2.snapshots.map((s) => s.state)).toEqual(['ok']);
+  });
+
   it('lets ChunkStore.insert store a chunk again after verify renamed it aside', async () => {
     const ds = await tempStore();
     const data = randomBytes(5000);

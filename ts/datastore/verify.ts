@@ -179,6 +179,16 @@ class ChunkVerifier {
     try {
       blob = await this.ds.chunks.load(hex);
     } catch (e) {
+      // Missing: counts as corrupt (nothing to rename). Any other error (EACCES, EIO, EMFILE)
+      // says nothing about the bytes: the snapshot fails verification, but the chunk is not
+      // renamed to .bad, which would turn a readable-again chunk into a missing one.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code && code !== 'ENOENT') {
+        this.corrupt.add(key);
+        const problem = `can't verify chunk ${hex}, load failed - ${message(e)}`;
+        this.log(problem);
+        return problem;
+      }
       return this.markCorrupt(hex, key, `can't verify chunk, load failed - ${message(e)}`);
     }
     this.readBytes += blob.length;
