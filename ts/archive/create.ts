@@ -729,7 +729,8 @@ class Archiver {
     for (let i = 0; i < list.length; i++) {
       const name = list.name(i);
       if (list.status(i) !== 0) {
-        this.warn(`${joinRel(rel, name).toString()}: vanished during backup (${errnoCode(list.status(i))}), skipped`);
+        const code = errnoCode(list.status(i));
+        this.warn(`${joinRel(rel, name).toString()}: ${code === 'ENOENT' ? 'vanished during backup' : 'cannot stat'} (${code}), skipped`);
         continue;
       }
       const type = list.mode(i) & S_IFMT;
