@@ -10,6 +10,7 @@ import { digestHex, type Digest } from '../../ts/datastore/chunk-store.js';
 import type { DataStore } from '../../ts/datastore/datastore.js';
 import { GC_STATUS_FILE, garbageCollect, readGcStatus } from '../../ts/datastore/gc.js';
 import { BackupNamespace } from '../../ts/datastore/namespace.js';
+import { utimens } from '../../ts/native/fs.js';
 import { ageChunks, chunkFiles, makeSnapshot, readAllChunks, referencedDigests, sha256hex as sha, storeParts, fileContents, tempDir, tempStore } from './maintenance-helpers.js';
 
 const T = 1_700_000_000;
@@ -179,6 +180,25 @@ describe('garbageCollect: mark and sweep', () => {
     expect(existsSync(`${l}.pxb-gc`)).toBe(false);
     expect(existsSync(`${o}.pxb-gc`)).toBe(false);
     expect(await readAllChunks(ds, dir)).toBe(2);
+  });
+
+  it('removes temporary chunk files of dead writers once older than the cutoff, not fresh ones', async () => {
+    const ds = await tempStore();
+    const A = chunk('A');
+    const dir = await makeSnapshot(ds, g, T, [A]);
+    const a = ds.chunks.chunkPath(sha(A));
+    const stale = `${a}.pxb-tmp-1f2e-3`;
+    const fresh = `${a}.pxb-tmp-1f2e-4`;
+    await writeFile(stale, 'left by a writer killed mid-insert');
+    await writeFile(fresh, 'a writer still at work');
+    const old = Math.floor(Date.now() / 1000) - 2 * DAY;
+    utimens(stale, old, 0, old, 0);
+    const r = await garbageCollect(ds);
+    expect(existsSync(stale)).toBe(false);
+    expect(existsSync(fresh)).toBe(true);
+    expect(existsSync(a)).toBe(true);
+    expect(r.status.removedChunks).toBe(0);
+    expect(await readAllChunks(ds, dir)).toBe(1);
   });
 
   it('refuses a cutoff below one second', async () => {

@@ -64,6 +64,8 @@ const CHUNK_NAME_RE = /^[0-9a-f]{64}$/;
 const BAD_NAME_RE = /^[0-9a-f]{64}\.[0-9]\.bad$/;
 const TOMB_SUFFIX = '.pxb-gc';
 const TOMB_NAME_RE = /^[0-9a-f]{64}\.pxb-gc$/;
+/** A chunk's temporary file (`<digest>.pxb-tmp-<pid>-<seq>`, backend TEMP_MARKER) left by a writer that died. */
+const TEMP_NAME_RE = /^[0-9a-f]{64}\.pxb-tmp-[0-9a-f-]+$/;
 const PREFIX_RE = /^[0-9a-f]{4}$/;
 const INDEX_RE = /\.(fidx|didx)$/;
 const SLICE_MS = 20;
@@ -391,6 +393,21 @@ function restoreTomb(tomb: string, p: string): void {
   unlinkSync(tomb);
 }
 
+/**
+ * A chunk writer's temporary file untouched since before the cutoff: its writer died (a
+ * writer links or renames it away within one insert). Removed, as upstream's sweep removes
+ * stale temporary chunk files.
+ */
+function removeStaleTemp(p: string, minAtime: number): void {
+  const st = lstatOrNull(p);
+  if (!st || !st.isFile() || Math.floor(Math.max(st.atimeMs, st.mtimeMs) / 1000) >= minAtime) return;
+  try {
+    unlinkSync(p);
+  } catch (e) {
+    if (errno(e) !== 'ENOENT') throw new Error(`garbage collection: unlinking ${p} failed: ${(e as Error).message}`);
+  }
+}
+
 /** Run garbage collection on `ds`; writes and returns the status. */
 export async function garbageCollect(ds: DataStore, options: GarbageCollectOptions = {}): Promise<GcResult> {
   const t0 = performance.now();
@@ -487,6 +504,7 @@ export async function garbageCollect(ds: DataStore, options: GarbageCollectOptio
         const bad = BAD_NAME_RE.test(name);
         if (!bad && !CHUNK_NAME_RE.test(name)) {
           if (TOMB_NAME_RE.test(name)) restoreTomb(path.join(dir, name), path.join(dir, name.slice(0, 64)));
+          else if (TEMP_NAME_RE.test(name)) removeStaleTemp(path.join(dir, name), minAtime);
           continue;
         }
         const p = path.join(dir, name);
