@@ -494,7 +494,7 @@ describe('restore into an existing target', () => {
     expect(fs.readFileSync(path.join(base, 'existing2', 'big.bin'), 'utf8')).toBe('precious');
   });
 
-  it('with overwrite replaces files, and never writes through a symlink planted in the target', async () => {
+  it('with overwrite replaces files, and never writes through a symlink, FIFO or device planted in the target', async () => {
     const target = path.join(base, 'overwrite');
     const victim = path.join(base, 'victim');
     fs.writeFileSync(victim, 'victim');
@@ -503,6 +503,11 @@ describe('restore into an existing target', () => {
     fs.symlinkSync(victim, path.join(target, 'empty')); // small file: batch writer
     fs.symlinkSync(victim, path.join(target, 'three-mib.bin')); // large file: streamed
     fs.symlinkSync(victim, path.join(target, 'hl/one'));
+    // a FIFO (opening it for writing would wait for a reader) and, as root, a device node
+    // (/dev/null's numbers: written through, the data would be lost) where large files go
+    spawnSync('mkfifo', [path.join(target, 'big.bin')]);
+    fs.mkdirSync(path.join(target, 'many'));
+    if (isRoot) spawnSync('mknod', [path.join(target, 'many/limit+1'), 'c', '1', '3']);
     await restore({ datastore: ds, snapshot: 'host/rt-meta', archiveName: 'root.pxar', target, overwrite: true });
     expect(fs.readFileSync(victim, 'utf8')).toBe('victim');
     expect(diffTrees(restored(target, 'metadata'), expected, compareOpts)).toEqual([]);

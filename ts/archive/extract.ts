@@ -209,19 +209,38 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
     }
   };
 
+  // As the native batch writer: O_NONBLOCK|O_NOCTTY so an existing FIFO or terminal never
+  // blocks the open, and only an existing regular file is truncated and reused; anything
+  // else in the way (symlink, FIFO, device node, socket) is unlinked and the file created
+  // afresh with O_EXCL, so nothing is ever written into a device or through a link.
   const createFile = async (abs: Buffer): Promise<Awaited<ReturnType<typeof open>>> => {
-    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | (overwrite ? fsc.O_TRUNC : fsc.O_EXCL);
+    const base = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY;
+    const fail = (e: unknown): Error => {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return new Error(`cannot restore ${rel(abs)}: file exists (use --overwrite to replace it)`);
+      return new Error(`cannot restore ${rel(abs)}: ${(e as Error).message}`);
+    };
+    if (!overwrite) return open(abs, base | fsc.O_EXCL, 0o600).catch((e: unknown) => Promise.reject(fail(e)));
     try {
-      return await open(abs, flags, 0o600);
+      const fh = await open(abs, base, 0o600);
+      if ((await fh.stat()).isFile()) {
+        await fh.truncate(0);
+        return fh;
+      }
+      await fh.close();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (overwrite && (code === 'ELOOP' || code === 'EISDIR')) {
-        await rm(abs, { recursive: false, force: true }).catch(() => undefined);
-        return await open(abs, flags, 0o600);
-      }
-      if (code === 'EEXIST') throw new Error(`cannot restore ${rel(abs)}: file exists (use --overwrite to replace it)`);
-      throw new Error(`cannot restore ${rel(abs)}: ${(e as Error).message}`);
+      // ELOOP: a symlink; ENXIO: a FIFO without a reader; EISDIR stays an error below
+      if (code !== 'ELOOP' && code !== 'ENXIO' && code !== 'EISDIR') throw fail(e);
     }
+    let isDir = false;
+    try {
+      isDir = lstatSync(abs).isDirectory();
+      if (!isDir) unlinkSync(abs);
+    } catch {
+      // gone meanwhile
+    }
+    if (isDir) throw new Error(`cannot restore ${rel(abs)}: a directory exists at that path`);
+    return open(abs, base | fsc.O_EXCL, 0o600).catch((e: unknown) => Promise.reject(fail(e)));
   };
 
   const removeExisting = (abs: Buffer): void => {
