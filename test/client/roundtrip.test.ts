@@ -494,7 +494,7 @@ describe('restore into an existing target', () => {
     expect(fs.readFileSync(path.join(base, 'existing2', 'big.bin'), 'utf8')).toBe('precious');
   });
 
-  it('with overwrite replaces files, and never writes through a symlink, FIFO or device planted in the target', async () => {
+  it('with overwrite replaces files, and never writes through a symlink, FIFO, device or hardlink planted in the target', async () => {
     const target = path.join(base, 'overwrite');
     const victim = path.join(base, 'victim');
     fs.writeFileSync(victim, 'victim');
@@ -508,8 +508,15 @@ describe('restore into an existing target', () => {
     spawnSync('mkfifo', [path.join(target, 'big.bin')]);
     fs.mkdirSync(path.join(target, 'many'));
     if (isRoot) spawnSync('mknod', [path.join(target, 'many/limit+1'), 'c', '1', '3']);
+    // a file hard-linked to one outside the target (xattr-dir/f has xattrs: not batched):
+    // truncated in place, the outside file would change
+    const linked = path.join(base, 'linked-victim');
+    fs.writeFileSync(linked, 'linked victim');
+    fs.mkdirSync(path.join(target, 'xattr-dir'));
+    fs.linkSync(linked, path.join(target, 'xattr-dir/f'));
     await restore({ datastore: ds, snapshot: 'host/rt-meta', archiveName: 'root.pxar', target, overwrite: true });
     expect(fs.readFileSync(victim, 'utf8')).toBe('victim');
+    expect(fs.readFileSync(linked, 'utf8')).toBe('linked victim');
     expect(diffTrees(restored(target, 'metadata'), expected, compareOpts)).toEqual([]);
   });
 

@@ -210,9 +210,10 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   };
 
   // As the native batch writer: O_NONBLOCK|O_NOCTTY so an existing FIFO or terminal never
-  // blocks the open, and only an existing regular file is truncated and reused; anything
-  // else in the way (symlink, FIFO, device node, socket) is unlinked and the file created
-  // afresh with O_EXCL, so nothing is ever written into a device or through a link.
+  // blocks the open, and only an existing regular file with a single link is truncated and
+  // reused; anything else in the way (symlink, FIFO, device node, socket, a hardlinked file)
+  // is unlinked and the file created afresh with O_EXCL, so nothing is ever written into a
+  // device, through a symlink, or into a file that has other names.
   const createFile = async (abs: Buffer): Promise<Awaited<ReturnType<typeof open>>> => {
     const base = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY;
     const fail = (e: unknown): Error => {
@@ -222,7 +223,9 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
     if (!overwrite) return open(abs, base | fsc.O_EXCL, 0o600).catch((e: unknown) => Promise.reject(fail(e)));
     try {
       const fh = await open(abs, base, 0o600);
-      if ((await fh.stat()).isFile()) {
+      const st = await fh.stat();
+      // (a file with other hard links is replaced: truncating it would change the other names)
+      if (st.isFile() && st.nlink === 1) {
         await fh.truncate(0);
         return fh;
       }
