@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -97,6 +97,15 @@ describe('ChunkStore layout and insert', () => {
     const encDigest = 'ab'.repeat(32);
     expect(await chunks.insert(encDigest, fakeEncrypted)).toEqual({ isDuplicate: false, encodedSize: 68 });
     await expect(chunks.readChunk(encDigest)).rejects.toThrow(`chunk ${encDigest} is encrypted; reading it needs the encryption key`);
+    // ...but an unencrypted chunk with that digest (verified: its content hashes to it)
+    // replaces such a copy, even a smaller one: an encrypted chunk's digest is keyed, so the
+    // "encrypted" copy was planted under another client's digest
+    const other = randomBytes(50_000);
+    const otherDigest = sha(other);
+    const otherBlob = encodeBlob(other, true);
+    await chunks.insert(otherDigest, fakeEncrypted);
+    expect(await chunks.insert(otherDigest, otherBlob)).toEqual({ isDuplicate: false, encodedSize: otherBlob.length });
+    expect(await chunks.readChunk(otherDigest)).toEqual(other);
   });
 
   it('refuses non-blobs and bad digests', async () => {

@@ -144,8 +144,14 @@ export class ChunkStore {
 
   /** PBS rules for an existing non-empty chunk of a different size. */
   private async shouldReplace(hex: string, key: string, incoming: StoredKind, oldSize: number, newSize: number): Promise<boolean> {
-    if (incoming === 'plain') return newSize < oldSize; // keep the smaller copy
     const existing = blobKind(await this.backend.getRange(key, 0, Math.min(8, oldSize)));
+    if (incoming === 'plain') {
+      // A verified unencrypted chunk (its content hashes to the digest) replaces a copy that
+      // claims to be encrypted: an encrypted chunk's digest is keyed, so a real one cannot
+      // share a digest with plain data, and keeping it would let any uploader plant garbage
+      // under a digest other clients then dedup against. Otherwise keep the smaller copy.
+      return existing !== 'plain' || newSize < oldSize;
+    }
     if (existing === 'plain') {
       throw new Error(`chunk ${hex}: refusing to overwrite an unencrypted chunk with an encrypted one of the same digest`);
     }
