@@ -307,6 +307,38 @@ describe('hostile pxar input', () => {
       }
     }
   });
+
+  it('bounds attribute items per entry and directory nesting (no gigabyte metadata)', async () => {
+    const encode = (build: (enc: PxarEncoder) => void): Buffer => {
+      const parts: Buffer[] = [];
+      const enc = new PxarEncoder({ variant: 'unified', output: { write: (b) => parts.push(b) } });
+      enc.begin(basicMetadata(0o40755));
+      build(enc);
+      enc.finish();
+      return Buffer.concat(parts);
+    };
+    const withAcl = (n: number) =>
+      encode((enc) => {
+        const meta: Metadata = { ...basicMetadata(0o100644), acl: { ...basicMetadata(0).acl, users: Array.from({ length: n }, (_, i) => ({ uid: i, permissions: 4 })) } };
+        enc.beginFile(B('f'), meta, 0);
+        enc.endFile();
+      });
+    expect(await decodeError([withAcl(65536)])).toBeUndefined();
+    await expectFormatError(withAcl(65537), /more than 65536 ACL_USER items in one entry/);
+    const xattrs = (n: number) =>
+      encode((enc) => {
+        enc.beginFile(B('f'), { ...basicMetadata(0o100644), xattrs: Array.from({ length: n }, (_, i) => ({ name: B(`user.${i}`), value: B('') })) }, 0);
+        enc.endFile();
+      });
+    await expectFormatError(xattrs(65537), /more than 65536 XATTR items in one entry/);
+    const nested = (depth: number) =>
+      encode((enc) => {
+        for (let i = 0; i < depth; i++) enc.enterDirectory(B('d'), basicMetadata(0o40755));
+        for (let i = 0; i < depth; i++) enc.leaveDirectory();
+      });
+    expect(await decodeError([nested(8191)])).toBeUndefined(); // + the root: 8192 levels
+    await expectFormatError(nested(8192), /directories nested deeper than 8192 levels/);
+  }, 60_000);
 });
 
 describe('legacy ENTRY_V1', () => {

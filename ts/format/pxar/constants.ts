@@ -99,6 +99,18 @@ export const MAX_FILENAME_LEN = 4096;
 /** Largest XATTR / FCAPS content: 255-byte name + NUL-less 64 KiB value bound used upstream. */
 export const MAX_XATTR_LEN = 255 + 65536;
 /**
+ * Most XATTR items, or entries of one ACL list, one entry may carry when read (this
+ * implementation's bound, far above what file systems allow): a hostile archive could
+ * otherwise make one entry's metadata take gigabytes (deduplicated chunks repeat cheaply).
+ */
+export const MAX_ENTRY_ATTRIBUTES = 65536;
+/**
+ * Deepest directory nesting the sequential decoder follows (this implementation's bound):
+ * each open level keeps its path, so memory grows with the square of the depth. Paths of
+ * real trees stay far below it (PATH_MAX is 4096 bytes).
+ */
+export const MAX_DECODE_DEPTH = 8192;
+/**
  * Largest PRELUDE this implementation reads. The format allows up to 2^64-17 bytes; PBS only
  * stores a short JSON document there, so a bigger one is treated as hostile.
  */

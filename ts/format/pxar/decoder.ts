@@ -18,6 +18,7 @@ import {
   GOODBYE_ITEM_SIZE,
   HEADER_SIZE,
   IFMT,
+  MAX_DECODE_DEPTH,
   PXAR_DEVICE,
   PXAR_ENTRY,
   PXAR_ENTRY_V1,
@@ -250,7 +251,10 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
       if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
         this.pending = item;
         entry.kind = this.kindWithoutData(metadata, h.pos);
-        if (entry.kind === 'directory') this.stack.push({ entry, children: 0 });
+        if (entry.kind === 'directory') {
+          if (this.stack.length >= MAX_DECODE_DEPTH) throw formatError(this.what, h.pos, `directories nested deeper than ${MAX_DECODE_DEPTH} levels`);
+          this.stack.push({ entry, children: 0 });
+        }
         return entry;
       }
       if (t === PXAR_PAYLOAD || t === PXAR_PAYLOAD_REF) {

@@ -11,6 +11,7 @@ import {
   ACL_NO_MASK,
   HEADER_SIZE,
   ITEM_NAMES,
+  MAX_ENTRY_ATTRIBUTES,
   MAX_FILENAME_LEN,
   MAX_PATH_LEN,
   PXAR_ACL_DEFAULT,
@@ -185,10 +186,14 @@ export function isAttribute(htype: bigint): boolean {
  * Apply one attribute item (`isAttribute(htype)` must hold) to `meta`. Duplicates of GROUP_OBJ, DEFAULT, FCAPS, QUOTA_PROJID are refused.
  */
 export function applyAttribute(meta: Metadata, htype: bigint, content: Buffer, what: string, pos: number): void {
+  const room = (list: unknown[]): void => {
+    if (list.length >= MAX_ENTRY_ATTRIBUTES) throw formatError(what, pos, `more than ${MAX_ENTRY_ATTRIBUTES} ${itemName(htype)} items in one entry`);
+  };
   switch (htype) {
     case PXAR_XATTR: {
       const nul = content.indexOf(0);
       if (nul < 0) throw formatError(what, pos, 'XATTR without name terminator');
+      room(meta.xattrs);
       ownXattrs(meta).push({ name: Buffer.from(content.subarray(0, nul)), value: Buffer.from(content.subarray(nul + 1)) });
       return;
     }
@@ -197,7 +202,9 @@ export function applyAttribute(meta: Metadata, htype: bigint, content: Buffer, w
       expectSize(content, 16, htype, what, pos);
       const e = { uid: readU64(content, 0, what, pos, 'ACL uid'), permissions: readU64(content, 8, what, pos, 'ACL permissions') };
       const acl = ownAcl(meta);
-      (htype === PXAR_ACL_USER ? acl.users : acl.defaultUsers).push(e);
+      const list = htype === PXAR_ACL_USER ? acl.users : acl.defaultUsers;
+      room(list);
+      list.push(e);
       return;
     }
     case PXAR_ACL_GROUP:
@@ -205,7 +212,9 @@ export function applyAttribute(meta: Metadata, htype: bigint, content: Buffer, w
       expectSize(content, 16, htype, what, pos);
       const e = { gid: readU64(content, 0, what, pos, 'ACL gid'), permissions: readU64(content, 8, what, pos, 'ACL permissions') };
       const acl = ownAcl(meta);
-      (htype === PXAR_ACL_GROUP ? acl.groups : acl.defaultGroups).push(e);
+      const list = htype === PXAR_ACL_GROUP ? acl.groups : acl.defaultGroups;
+      room(list);
+      list.push(e);
       return;
     }
     case PXAR_ACL_GROUP_OBJ:
