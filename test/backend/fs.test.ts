@@ -1,4 +1,5 @@
 import { mkdtemp, mkdir, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -127,6 +128,16 @@ describe('FsBackend', () => {
     await symlink(secret, path.join(root, 'obj'));
     await expect(be.get('obj')).rejects.toBeInstanceOf(BackendError);
     await expect(be.get('obj')).rejects.toThrow(/symbolic link/);
+  });
+
+  it('refuses a FIFO or device in place of an object instead of waiting on it', async () => {
+    spawnSync('mkfifo', [path.join(root, 'fifo')]);
+    await expect(be.get('fifo')).rejects.toThrow(/fifo is not a regular file/);
+    await expect(be.getRange('fifo', 0, 1)).rejects.toThrow(/not a regular file/);
+    if (process.getuid?.() === 0) {
+      spawnSync('mknod', [path.join(root, 'dev'), 'c', '1', '5']); // /dev/zero: endless
+      await expect(be.get('dev')).rejects.toThrow(/dev is not a regular file/);
+    }
   });
 
   it('touch sets atime to now and keeps mtime', async () => {

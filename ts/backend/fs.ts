@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Dirent } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { lstat, open, readdir, unlink } from 'node:fs/promises';
+import { lstat, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { atomicWrite, errnoCode, touchFiles } from '../native/fs.js';
 import {
@@ -96,10 +96,28 @@ export class FsBackend implements Backend {
     return path.join(this.root, ...key.split('/'));
   }
 
+  /**
+   * Open an object for reading: never through a symlink, never waiting (a FIFO or device put
+   * in an object's place opens at once with O_NONBLOCK) and only a regular file (a
+   * directory counts as no object), so a damaged store cannot hang or feed a reader.
+   */
+  private async openObject(p: string): Promise<FileHandle> {
+    const fh = await open(p, fsConstants.O_RDONLY | O_NOFOLLOW | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+    let st;
+    try {
+      st = await fh.stat();
+    } finally {
+      if (!st?.isFile()) await fh.close();
+    }
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: is a directory, open '${p}'`), { code: 'EISDIR' });
+    if (!st.isFile()) throw new Error(`${p} is not a regular file (a FIFO, device or socket in place of an object)`);
+    return fh;
+  }
+
   async get(key: string): Promise<Buffer> {
     const p = this.pathOf(key);
     try {
-      const fh = await open(p, fsConstants.O_RDONLY | O_NOFOLLOW);
+      const fh = await this.openObject(p);
       try {
         return await fh.readFile();
       } finally {
@@ -118,7 +136,7 @@ export class FsBackend implements Backend {
     const buf = Buffer.alloc(length);
     let got = 0;
     try {
-      const fh = await open(p, fsConstants.O_RDONLY | O_NOFOLLOW);
+      const fh = await this.openObject(p);
       try {
         while (got < length) {
           const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
