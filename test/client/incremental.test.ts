@@ -6,6 +6,7 @@ import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { BackupGroup } from '../../ts/datastore/backup-group.js';
 import { DataStore } from '../../ts/datastore/datastore.js';
 import { createBackup } from '../../ts/client/backup.js';
 import { restore } from '../../ts/client/restore.js';
@@ -301,5 +302,51 @@ describe('incremental (metadata mode) backups', () => {
     expect(a.reusedFiles).toBe(a.files - 1); // every file but the hardlink's second name
     expect(a.chunksNew).toBe(0);
     expect(a.bytesStored).toBe(0);
+  }, 120_000);
+
+  it('without a usable previous archive: one line why, then data mode', async () => {
+    const base = tempDir();
+    const src = path.join(base, 'src');
+    fs.mkdirSync(src);
+    // enough entries for a metadata archive of several 64 KiB-average chunks
+    for (let d = 0; d < 40; d++) {
+      fs.mkdirSync(path.join(src, `directory-with-a-long-name-${d}`));
+      for (let f = 0; f < 60; f++) fs.writeFileSync(path.join(src, `directory-with-a-long-name-${d}`, `file-with-a-long-name-${f}.txt`), `${d}/${f}\n`);
+    }
+    const ds = await DataStore.open(path.join(base, 'ds'), { create: true, fsync: false });
+    let t = 1_700_000_000;
+    const run = async (id: string, mode: 'legacy' | 'data' | 'metadata', archiveName = 'root.pxar') => {
+      const notices: string[] = [];
+      const r = await createBackup({
+        datastore: ds,
+        specs: [{ archiveName, path: src }],
+        backupId: id,
+        backupTime: ++t,
+        changeDetectionMode: mode,
+        chunkSize: 64 * 1024,
+        onNotice: (n) => notices.push(n),
+      });
+      return { mode: r.archives[0].mode, notices };
+    };
+
+    expect(await run('none', 'metadata')).toMatchObject({ mode: 'data', notices: ['root.pxar: no previous snapshot in this group; encoding as data (every file is read)'] });
+    await run('legacy', 'legacy');
+    expect((await run('legacy', 'metadata')).notices).toEqual([expect.stringMatching(/^root\.pxar: previous snapshot .* was made in legacy mode; encoding as data/)]);
+    await run('other', 'data', 'etc.pxar');
+    expect((await run('other', 'metadata')).notices).toEqual([expect.stringMatching(/^root\.pxar: previous snapshot .* has no archive root\.pxar; encoding as data/)]);
+
+    // the root directory's goodbye table (the end of the metadata archive) is unreadable,
+    // while the start of the archive is fine: the archive is not usable at all
+    await run('damaged', 'data');
+    const prev = (await ds.listSnapshots(new BackupGroup('host', 'damaged')))[0].dir;
+    const idx = await ds.readIndex(prev, 'root.mpxar.didx');
+    expect(idx.count).toBeGreaterThan(2);
+    const last = ds.chunks.chunkPath(idx.digest(idx.count - 1).toString('hex'));
+    const bytes = fs.readFileSync(last);
+    bytes[bytes.length - 5] ^= 0xff;
+    fs.writeFileSync(last, bytes);
+    const r = await run('damaged', 'metadata');
+    expect(r.mode).toBe('data');
+    expect(r.notices).toEqual([expect.stringMatching(/^root\.pxar: previous snapshot .* is not usable \(.*chunk .*\); encoding as data/)]);
   }, 120_000);
 });

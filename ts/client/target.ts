@@ -64,6 +64,9 @@ async function previousFrom(
     const metaIdx = await asIndex(meta.filename, meta.csum, meta.size);
     const payloadIdx = await asIndex(payload.filename, payload.csum, payload.size);
     const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, chunks, meta.filename), { name: `${label} ${meta.filename}` });
+    // The root directory (its goodbye table ends the archive) is needed first; unreadable,
+    // the archive is not usable at all (damage below the root only re-reads that part).
+    await accessor.openRoot();
     return { accessor, payloadIndex: payloadIdx };
   } catch (e) {
     return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };
