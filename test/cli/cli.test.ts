@@ -261,6 +261,23 @@ describe('failures', () => {
     expectFailure(r, 1, new RegExp(`^pxb: root\\.ppxar\\.didx: .*${hex}.*corrupt`));
   });
 
+  it('a damaged manifest: the other snapshots are still listed, and the group can be backed up', async () => {
+    const copy = path.join(base, 'repo-bad-manifest');
+    fs.cpSync(repo, copy, { recursive: true });
+    const ds = await DataStore.open(copy);
+    const snaps = (await ds.listSnapshots(BackupDir.parse(`host/cli/${T2S}`).group)).map((s) => s.dir);
+    expect(snaps.length).toBeGreaterThanOrEqual(2);
+    const newest = snaps[snaps.length - 1];
+    fs.writeFileSync(path.join(ds.snapshotPath(newest), 'index.json.blob'), 'not a blob');
+    const list = expectOk(pxb(['snapshot', 'list', 'host/cli', '--repository', copy, '--output-format', 'json']));
+    expect(list.stderr).toMatch(new RegExp(`^warning: snapshot ${newest.toString()}: `));
+    const rows = JSON.parse(list.stdout) as Array<{ 'backup-time': number; size?: number }>;
+    expect(rows.map((r) => r['backup-time'])).toEqual(snaps.map((d) => d.time));
+    expect(rows[rows.length - 1].size).toBeUndefined();
+    const again = expectOk(pxb(['backup', `root.pxar:${src}`, '--backup-id', 'cli', '--repository', copy, '--output-format', 'json']));
+    expect(JSON.parse(again.stdout).archives[0].mode).toBe('data');
+  });
+
   describe('bad usage: exit 2', () => {
     it('messages of pxb itself are one line', () => {
       expectFailure(pxb(['backup', 'nonsense', '--repository', repo]), 2, /^pxb: invalid backup spec "nonsense"/);

@@ -304,7 +304,12 @@ export class DataStore {
     const snapshots = await this.listSnapshots(group);
     const newest = snapshots[snapshots.length - 1];
     if (!newest) return null;
-    const manifest = await this.loadManifest(newest.dir);
+    let manifest: BackupManifest;
+    try {
+      manifest = await this.loadManifest(newest.dir);
+    } catch {
+      return null; // damaged: not a base (the next backup must not fail because of it)
+    }
     return manifest.verifyState?.state === 'failed' ? null : newest.dir;
   }
 

@@ -28,7 +28,8 @@ interface SnapshotRow {
   'backup-id': string;
   'backup-time': number;
   files: string[];
-  size: number;
+  /** Absent when the manifest cannot be read. */
+  size?: number;
   protected: boolean;
   'verify-state'?: string;
 }
@@ -66,7 +67,15 @@ async function snapshots(repo: Repository, ns: BackupNamespace, group?: BackupGr
   for (const g of group ? [group] : await repo.ds.listGroups(ns)) {
     for (const s of await repo.ds.listSnapshots(g)) {
       if (!s.finished) continue;
-      const m = await repo.ds.loadManifest(s.dir);
+      let m;
+      try {
+        m = await repo.ds.loadManifest(s.dir);
+      } catch (e) {
+        // one damaged manifest must not hide the other snapshots (as PBS lists it: files only)
+        process.stderr.write(`warning: snapshot ${s.dir}: ${(e as Error).message}\n`);
+        rows.push({ 'backup-type': g.type, 'backup-id': g.id, 'backup-time': s.dir.time, files: s.files, protected: s.protected });
+        continue;
+      }
       rows.push({
         'backup-type': g.type,
         'backup-id': g.id,
@@ -109,7 +118,7 @@ export function registerList(program: Command, ctx: CliContext): void {
     const format = o.outputFormat as OutputFormat;
     if (format !== 'text') return printJSON(format, rows);
     process.stdout.write(
-      table(['snapshot', 'size', 'files'], rows.map((r) => [`${r['backup-type']}/${r['backup-id']}/${iso(r['backup-time'])}`, formatBytes(r.size), r.files.join(' ')])),
+      table(['snapshot', 'size', 'files'], rows.map((r) => [`${r['backup-type']}/${r['backup-id']}/${iso(r['backup-time'])}`, r.size === undefined ? '-' : formatBytes(r.size), r.files.join(' ')])),
     );
   });
   repoOptions(snapshot.command('files').description('list the files of a snapshot').argument('<snapshot>', 'host/<id>[/<time>]')).action(async (spec: string, o) => {
