@@ -65,3 +65,41 @@ export class ProgressLine {
     this.shown = false;
   }
 }
+
+/**
+ * A raw file name or path for one line of text output, inside double quotes: printable
+ * UTF-8 as is; `"` and `\` escaped; control characters (C0, DEL, C1), bidirectional
+ * overrides and bytes that are not UTF-8 escaped (`\n`, `\t`, `\r`, `\xNN`, `\u{NNNN}`),
+ * so a hostile name can neither forge lines nor send sequences to the terminal.
+ */
+export function quotedPath(raw: Uint8Array): string {
+  const b = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  let out = '"';
+  for (let i = 0; i < b.length; ) {
+    const c = b[i];
+    if (c >= 0x20 && c < 0x7f) {
+      out += c === 0x22 ? '\\"' : c === 0x5c ? '\\\\' : String.fromCharCode(c);
+      i++;
+      continue;
+    }
+    if (c === 0x0a || c === 0x09 || c === 0x0d) {
+      out += c === 0x0a ? '\\n' : c === 0x09 ? '\\t' : '\\r';
+      i++;
+      continue;
+    }
+    const len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    const seq = len && i + len <= b.length ? b.subarray(i, i + len) : null;
+    const ch = seq ? seq.toString('utf8') : '';
+    // a valid sequence decodes to one code point that re-encodes to the same bytes
+    if (seq && [...ch].length === 1 && Buffer.from(ch, 'utf8').equals(seq)) {
+      const cp = ch.codePointAt(0)!;
+      const unsafe = cp < 0xa0 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) || cp === 0x200e || cp === 0x200f;
+      out += unsafe ? `\\u{${cp.toString(16)}}` : ch;
+      i += len;
+      continue;
+    }
+    out += `\\x${c.toString(16).padStart(2, '0')}`;
+    i++;
+  }
+  return out + '"';
+}

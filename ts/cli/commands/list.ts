@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { BackupGroup } from '../../datastore/backup-group.js';
 import { BackupNamespace } from '../../datastore/namespace.js';
 import { listArchive, openSnapshot } from '../../client/restore.js';
-import { formatBytes, printJSON, table, type OutputFormat } from '../output.js';
+import { formatBytes, printJSON, quotedPath, table, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
 import { openAnyRepository, type Repository } from '../repository.js';
 
@@ -158,7 +158,8 @@ export function registerList(program: Command, ctx: CliContext): void {
         for await (const e of listArchive(src, a)) {
           const p = `/${e.path.toString()}`;
           if (format === 'text') {
-            process.stdout.write(`${typeChar[e.kind] ?? '?'} "${a}${p === '/' ? '' : p}"${e.kind === 'file' ? ` ${e.size}` : ''}\n`);
+            const shown = quotedPath(Buffer.concat([Buffer.from(a), e.path.length ? Buffer.from('/') : Buffer.alloc(0), e.path]));
+            process.stdout.write(`${typeChar[e.kind] ?? '?'} ${shown}${e.kind === 'file' ? ` ${e.size}` : ''}\n`);
           } else {
             out.push({ archive: a, path: p, type: e.kind, size: e.size, mtime: e.metadata.mtime.secs });
           }
