@@ -303,6 +303,8 @@ describe('failures', () => {
         [['list', '--bogus'], /unknown option '--bogus'/],
         [['list', '--output-format', 'xml'], /'xml' is invalid/],
         [['backup', `root.pxar:${src}`, '--change-detection-mode', 'fast'], /'fast' is invalid/],
+        [['restore', 'host/cli', 'root.pxar', path.join(base, 'never'), '--repository', repo, '--pattern', '/'], /--pattern "\/": an empty pattern/],
+        [['restore', 'host/cli', 'root.pxar', path.join(base, 'never'), '--repository', repo, '--pattern', ''], /--pattern "": an empty pattern/],
       ] as Array<[string[], RegExp]>) {
         const r = pxb(args);
         expect(r.code, args.join(' ')).toBe(2);

@@ -78,7 +78,11 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   const chown = opts.chown ?? process.getuid?.() === 0;
   const overwrite = !!opts.overwrite;
   const sparse = opts.sparse ?? true;
-  const matchers = (opts.patterns ?? []).map((p) => picomatch(p.replace(/^\/+/, '').replace(/\/+$/, ''), { dot: true }));
+  const matchers = (opts.patterns ?? []).map((p) => {
+    const glob = p.replace(/^\/+/, '').replace(/\/+$/, '');
+    if (!glob) throw new Error(`restore pattern ${JSON.stringify(p)} is empty`);
+    return picomatch(glob, { dot: true });
+  });
   const filtered = matchers.length > 0;
   const matches = (rel: Buffer) => {
     const s = rel.toString();

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { restore } from '../../client/restore.js';
 import { BackupNamespace } from '../../datastore/namespace.js';
-import { formatBytes, printJSON, ProgressLine, type OutputFormat } from '../output.js';
+import { formatBytes, printJSON, ProgressLine, UsageError, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
 import { openAnyRepository } from '../repository.js';
 
@@ -21,6 +21,9 @@ export function registerRestore(program: Command, ctx: CliContext): void {
     .option('--no-sparse', 'write zeros instead of holes')
     .addOption(outputFormatOption())
     .action(async (snapshot: string, archive: string, target: string, o) => {
+      for (const p of o.pattern as string[]) {
+        if (!p.replace(/^\/+/, '').replace(/\/+$/, '')) throw new UsageError(`--pattern ${JSON.stringify(p)}: an empty pattern matches nothing (to restore everything, leave --pattern out)`);
+      }
       const format = o.outputFormat as OutputFormat;
       const repo = await openAnyRepository(o, ctx.env, false);
       const progress = ProgressLine.forStderr(format);
