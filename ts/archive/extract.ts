@@ -17,7 +17,7 @@
  * xattrs/ACLs/flags or larger than 1 MiB is written on its own. Directory metadata is applied
  * after everything was written, deepest directories first.
  */
-import { mkdir, open, lstat, rm } from 'node:fs/promises';
+import { mkdir, open, lstat } from 'node:fs/promises';
 import { constants as fsc, chmodSync, lchownSync, linkSync, lstatSync, mkdirSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import picomatch from 'picomatch';
@@ -227,13 +227,17 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
     if (!overwrite) return open(abs, base | fsc.O_EXCL, 0o600).catch((e: unknown) => Promise.reject(fail(e)));
     try {
       const fh = await open(abs, base, 0o600);
-      const st = await fh.stat();
-      // (a file with other hard links is replaced: truncating it would change the other names)
-      if (st.isFile() && st.nlink === 1) {
-        await fh.truncate(0);
-        return fh;
+      let reuse = false;
+      try {
+        const st = await fh.stat();
+        // (a file with other hard links is replaced: truncating it would change the other names)
+        const single = st.isFile() && st.nlink === 1;
+        if (single) await fh.truncate(0);
+        reuse = single;
+      } finally {
+        if (!reuse) await fh.close();
       }
-      await fh.close();
+      if (reuse) return fh;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // ELOOP: a symlink; ENXIO: a FIFO without a reader; EISDIR stays an error below
