@@ -340,6 +340,17 @@ describe('incremental (metadata mode) backups', () => {
     await run('other', 'data', 'etc.pxar');
     expect((await run('other', 'metadata')).notices).toEqual([expect.stringMatching(/^root\.pxar: previous snapshot .* has no archive root\.pxar; encoding as data/)]);
 
+    await run('failed', 'data');
+    const failed = (await ds.listSnapshots(new BackupGroup('host', 'failed')))[0].dir;
+    await ds.updateManifest(failed, (m) => {
+      m.unprotected['verify_state'] = { state: 'failed', upid: 'UPID:test:00000000:00000000:00000000:00000000:verify:store:root@pam:' };
+    });
+    expect((await run('failed', 'metadata')).notices).toEqual([`root.pxar: previous snapshot ${failed} failed verification; encoding as data (every file is read)`]);
+    await run('unreadable', 'data');
+    const unreadable = (await ds.listSnapshots(new BackupGroup('host', 'unreadable')))[0].dir;
+    fs.writeFileSync(path.join(ds.snapshotPath(unreadable), 'index.json.blob'), 'not a blob');
+    expect((await run('unreadable', 'metadata')).notices).toEqual([expect.stringMatching(new RegExp(`^root\\.pxar: previous snapshot ${unreadable} has an unreadable manifest \\(.*\\); encoding as data`))]);
+
     // the root directory's goodbye table (the end of the metadata archive) is unreadable,
     // while the start of the archive is fine: the archive is not usable at all
     await run('damaged', 'data');
