@@ -241,6 +241,18 @@ describe('failures', () => {
     expect(fs.existsSync(path.join(repo, 'host', 'file'))).toBe(false);
   });
 
+  it('a source given as a symlink to a directory is followed (as upstream), nothing below it is', () => {
+    const link = path.join(base, 'src-link');
+    fs.symlinkSync(src, link);
+    const r = expectOk(pxb(['backup', `root.pxar:${link}`, '--repository', repo, '--backup-id', 'via-link', '--output-format', 'json']));
+    const direct = expectOk(pxb(['backup', `root.pxar:${src}`, '--repository', repo, '--backup-id', 'direct', '--output-format', 'json']));
+    const count = (x: Run) => JSON.parse(x.stdout).archives[0].entries;
+    expect(count(r)).toBe(count(direct));
+    const out = path.join(base, 'from-link');
+    expectOk(pxb(['restore', 'host/via-link', 'root.pxar', out, '--repository', repo]));
+    expect(diffTrees(snapshotTree(out), snapshotTree(src), { presenceOnly: [''] })).toEqual([]);
+  });
+
   it('a repository that is not a datastore: exit 1, one line', () => {
     fs.mkdirSync(path.join(base, 'not-a-store'));
     expectFailure(pxb(['list', '--repository', path.join(base, 'not-a-store')]), 1, /^pxb: .*not a datastore/);

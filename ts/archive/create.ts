@@ -21,7 +21,7 @@
  * Entries that vanish or cannot be read mid-backup produce a warning and are left out; the
  * archive stays consistent.
  */
-import { open } from 'node:fs/promises';
+import { open, realpath } from 'node:fs/promises';
 import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -620,7 +620,10 @@ class Archiver {
 
   async run(): Promise<CreateArchiveResult> {
     const opts = this.opts;
-    const rootPath = path.resolve(opts.source);
+    // A symlink given as the source is followed, as upstream's client does (it checks the
+    // source with stat, not lstat, and opens it as a directory); nothing below it is.
+    const given = path.resolve(opts.source);
+    const rootPath = await realpath(given).catch(() => given);
     const rootList = await statEntries(rootPath, this.dirOpts).catch((e: Error) => {
       throw new Error(`cannot back up ${rootPath}: ${e.message}`);
     });
