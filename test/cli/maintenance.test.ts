@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { registerMaintenance, registerSnapshotMaintenance } from '../../ts/cli/commands/maintenance.js';
@@ -118,6 +118,15 @@ describe('pxb garbage-collect and verify', () => {
     expect(text.out).toMatch(/^Removed garbage: 0 B\nRemoved chunks: 0\n/);
     expect(text.out).toMatch(/On-Disk chunks: 1\n/);
     expect((await run(ds, 'garbage-collect', '--gc-atime-cutoff', '0')).error).toBeInstanceOf(UsageError);
+
+    // status: the file system's space (as statfs says) and the last GC's result
+    const st = JSON.parse((await run(ds, 'status', '--output-format', 'json')).out) as Record<string, number & Record<string, unknown>>;
+    const fsStat = statfsSync(ds.path);
+    expect(st.total).toBe(fsStat.blocks * fsStat.bsize);
+    expect(st.used).toBeGreaterThan(0);
+    expect(st.used + st.avail).toBeLessThanOrEqual(st.total);
+    expect(st['gc-status']).toMatchObject({ 'disk-chunks': 1 });
+    expect((await run(ds, 'status')).out).toMatch(/^total +used +avail\n-+ +-+ +-+\n\S+ \S+ +\S+ \S+ \(\d+\.\d %\) +\S+ \S+\n$/);
   });
 
   it('verifies snapshots, groups and everything, and fails when something is broken', async () => {

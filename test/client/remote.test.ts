@@ -215,6 +215,11 @@ describe('remote repository through a real pxb serve process', () => {
     const gc = await pxb(['garbage-collect', '--output-format', 'json'], adminEnv);
     expect(gc.code).toBe(0);
     expect(JSON.parse(gc.stdout).upid).toMatch(/^UPID:/);
+    const st = await pxb(['status', '--output-format', 'json'], adminEnv);
+    expect(st.code).toBe(0);
+    const usage = JSON.parse(st.stdout);
+    expect(usage.total).toBe(fs.statfsSync(base).blocks * fs.statfsSync(base).bsize);
+    expect(usage['gc-status']['index-file-count']).toBeGreaterThan(0);
 
     expect((await pxb(['namespace', 'create', 'team'], adminEnv)).code).toBe(0);
     expect((await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'n', '--ns', 'team'], adminEnv)).code).toBe(0);

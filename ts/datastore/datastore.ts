@@ -20,7 +20,7 @@
  *  - The datastore must not be written by a running PBS server at the same time (PBS locks
  *    live under /run/proxmox-backup and are not seen here).
  */
-import { lstat, mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import type { Dirent } from 'node:fs';
 import path from 'node:path';
 import { isNotFound } from '../backend/backend.js';
@@ -294,6 +294,12 @@ export class DataStore {
       out.push({ dir, finished, protected: prot, files });
     }
     return out.sort((a, b) => a.dir.time - b.dir.time);
+  }
+
+  /** Space of the file system holding the datastore, in bytes (PBS `status`: total, used, avail). */
+  async usage(): Promise<{ total: number; used: number; avail: number }> {
+    const st = await statfs(this.path);
+    return { total: st.blocks * st.bsize, used: (st.blocks - st.bfree) * st.bsize, avail: st.bavail * st.bsize };
   }
 
   /**

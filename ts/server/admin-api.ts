@@ -10,7 +10,7 @@
  *  - Snapshot files are the manifest entries, then `index.json.blob` (`sign-only` when the
  *    manifest is signed), then files present but not listed (without size).
  */
-import { stat, statfs } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { prune, KEEP_OPTIONS, type KeepOptions } from '../datastore/prune.js';
 import { garbageCollect, readGcStatus, gcStatusToJSON } from '../datastore/gc.js';
 import { verify } from '../datastore/verify.js';
@@ -171,12 +171,9 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
     }
     case 'GET status': {
       parse({});
-      const fsStat = await statfs(call.ds.path);
       const gc = await readGcStatus(call.ds).catch(() => null);
       return {
-        total: fsStat.blocks * fsStat.bsize,
-        used: (fsStat.blocks - fsStat.bfree) * fsStat.bsize,
-        avail: fsStat.bavail * fsStat.bsize,
+        ...(await call.ds.usage()),
         'gc-status': gc ? gcStatusToJSON(gc) : undefined,
         'backend-type': 'filesystem',
       };

@@ -9,7 +9,7 @@ import { resolveSnapshot } from '../../client/restore.js';
 import { BackupDir } from '../../datastore/backup-dir.js';
 import { BackupGroup } from '../../datastore/backup-group.js';
 import type { DataStore } from '../../datastore/datastore.js';
-import { garbageCollect, gcStatusToJSON, type GcResult } from '../../datastore/gc.js';
+import { garbageCollect, gcStatusToJSON, readGcStatus, type GcResult } from '../../datastore/gc.js';
 import { BackupNamespace, MAX_NAMESPACE_DEPTH } from '../../datastore/namespace.js';
 import { KEEP_OPTIONS, prune, type KeepOptions, type PruneResult } from '../../datastore/prune.js';
 import { verify, type VerifyResult, type VerifyTarget } from '../../datastore/verify.js';
@@ -224,6 +224,25 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
     });
     progress.clear();
     printGc(format, r);
+  });
+
+  repoOptions(program.command('status').description('space of the datastore: total, used, available (and the last garbage collection)'), false).action(async (o) => {
+    const format = o.outputFormat as OutputFormat;
+    const repo = await open(o, ctx.env);
+    let usage: { total: number; used: number; avail: number };
+    let gc: Record<string, unknown> | null;
+    if (repo.kind === 'remote') {
+      const st = await repo.client.status();
+      usage = { total: Number(st.total), used: Number(st.used), avail: Number(st.avail) };
+      gc = (st['gc-status'] as Record<string, unknown> | undefined) ?? null;
+    } else {
+      usage = await repo.ds.usage();
+      const g = await readGcStatus(repo.ds).catch(() => null);
+      gc = g ? gcStatusToJSON(g) : null;
+    }
+    if (format !== 'text') return printJSON(format, { ...usage, 'gc-status': gc ?? undefined });
+    const pct = usage.total > 0 ? ` (${((100 * usage.used) / usage.total).toFixed(1)} %)` : '';
+    process.stdout.write(table(['total', 'used', 'avail'], [[formatBytes(usage.total), `${formatBytes(usage.used)}${pct}`, formatBytes(usage.avail)]]));
   });
 
   repoOptions(
