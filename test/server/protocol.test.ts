@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import http from 'node:http';
+import http2 from 'node:http2';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -491,6 +492,36 @@ describe('sessions', () => {
     await simpleBackup(s, 'killed', T0, [randomChunk(5000)]);
     await h.server.whenIdle();
     expect((await h.ds.listSnapshots(dir.group)).map((x) => x.dir.time)).toEqual([T0]);
+  });
+
+  it('ends a session whose upload was cancelled while it waited for a slot (no stuck group lock)', async () => {
+    const sess = await rawSession(h, 'backup', ALICE, alice, { 'backup-type': 'host', 'backup-id': 'cancelled', 'backup-time': T0 });
+    const wid = data(await rawRequest(sess, 'POST', '/dynamic_index?archive-name=root.pxar.didx')) as number;
+    const c = randomChunk(100_000);
+    const path = `/dynamic_chunk?${encodeQuery({ wid, digest: c.hex, size: c.size, 'encoded-size': c.blob.length })}`;
+    const partial = () => {
+      const st = sess.request({ ':method': 'POST', ':path': path, 'content-type': 'application/octet-stream' });
+      st.on('error', () => undefined);
+      st.write(c.blob.subarray(0, 10)); // a partial body holds one of the session's upload slots
+      return st;
+    };
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const holders = Array.from({ length: 16 }, partial);
+    await sleep(200);
+    const waiting = partial(); // the 17th waits for a slot...
+    await sleep(200);
+    waiting.close(http2.constants.NGHTTP2_CANCEL); // ...and is cancelled there
+    await sleep(200);
+    for (const st of holders) st.close(http2.constants.NGHTTP2_CANCEL);
+    await sleep(200);
+    sess.destroy();
+    await h.server.whenIdle();
+    const group = new BackupGroup('host', 'cancelled');
+    expect(existsSync(h.ds.groupPath(group))).toBe(false);
+    const s = await h.client(ALICE, alice).startBackup({ backupType: 'host', backupId: 'cancelled', backupTime: T0 });
+    await simpleBackup(s, 'cancelled', T0, [randomChunk(5000)]);
+    await h.server.whenIdle();
+    expect((await h.ds.listSnapshots(group)).map((x) => x.dir.time)).toEqual([T0]);
   });
 
   it('removes an unfinished snapshot when the client just disconnects', async () => {

@@ -53,6 +53,9 @@ export function readBody(stream: Readable, limit: number, tooLarge: () => Error)
     stream.once('end', onEnd);
     stream.once('close', onClose);
     stream.once('error', onError);
+    // Already over before we listened: its events will not come again.
+    if (stream.readableEnded) onEnd();
+    else if (stream.destroyed) onClose();
   });
 }
 
@@ -65,6 +68,8 @@ export function drainBody(stream: Readable): Promise<number> {
     });
     stream.once('end', () => resolve(n));
     stream.once('close', () => reject(new Error('request body incomplete: the stream was closed')));
+    if (stream.readableEnded) resolve(n);
+    else if (stream.destroyed) reject(new Error('request body incomplete: the stream was closed'));
   });
 }
 

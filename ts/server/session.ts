@@ -87,8 +87,13 @@ export abstract class ProtocolSession {
         if (ep.kind === 'download') stream.resume();
         params = parseParams(ep.params, query, 'form');
         release = await this.slots.acquire();
-        if (stream.closed || stream.destroyed) release();
-        else stream.once('close', release);
+        if (stream.closed || stream.destroyed) {
+          // cancelled (RST_STREAM) while it waited for a slot: nothing to handle, and its
+          // body's end/close events are long gone (a handler would wait for them forever)
+          release();
+          return;
+        }
+        stream.once('close', release);
       }
       const result = await this.handle(ep, params, stream);
       if (Buffer.isBuffer(result)) respondBytes(stream, result);
