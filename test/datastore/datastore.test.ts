@@ -15,6 +15,7 @@ import { BackupGroup } from '../../ts/datastore/backup-group.js';
 import type { BackupWriter } from '../../ts/datastore/backup-writer.js';
 import { DataStore } from '../../ts/datastore/datastore.js';
 import { BackupNamespace } from '../../ts/datastore/namespace.js';
+import { prune } from '../../ts/datastore/prune.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'pbs');
 const T0 = 1715091951; // 2024-05-07T14:25:51Z
@@ -358,6 +359,38 @@ describe('snapshot lifecycle', () => {
     expect(existsSync(ds.snapshotPath(snap))).toBe(false);
     expect(await ds.listSnapshots(group)).toEqual([]);
     await expect(ds.removeSnapshot(snap)).rejects.toThrow('snapshot host/x/2024-05-07T14:25:51Z does not exist');
+  });
+
+  it('a snapshot being read (shared snapshot lock) is not removed, also not by prune', async () => {
+    const snap = await snapshot(group, T0);
+    const newer = await snapshot(group, T0 + 60);
+    const reading = ds.lockSnapshotShared(snap);
+    const second = ds.lockSnapshotShared(snap); // shared: several readers at once
+    await expect(ds.removeSnapshot(snap)).rejects.toThrow(/snapshot host\/x\/2024-05-07T14:25:51Z is being read/);
+    const r = await prune(ds, group, { last: 1 });
+    expect(r.entries.map((e) => [e.dir.time, e.removed, e.error !== undefined]).sort()).toEqual([
+      [snap.time, false, true],
+      [newer.time, false, false],
+    ]);
+    expect(existsSync(path.join(ds.snapshotPath(snap), 'index.json.blob'))).toBe(true);
+    reading.release();
+    await expect(ds.removeSnapshot(snap)).rejects.toThrow(/is being read/);
+    second.release();
+    await ds.removeSnapshot(snap);
+    expect(existsSync(ds.snapshotPath(snap))).toBe(false);
+    expect(() => ds.lockSnapshotShared(snap)).toThrow(/does not exist/);
+  });
+
+  it('a group without an owner file is adopted only while it has no snapshot', async () => {
+    const snap = await snapshot(group, T0);
+    await rm(path.join(ds.groupPath(group), 'owner'));
+    await expect(ds.beginBackup(ROOT, group, T0 + 60, { owner: 'mallory@pbs' })).rejects.toThrow(/has snapshots but no owner file; refusing to adopt it/);
+    expect(await ds.getOwner(group)).toBeNull();
+    await ds.removeSnapshot(snap, { force: true });
+    const empty = new BackupGroup('host', 'x'); // the directory is left without snapshots: a crash leftover
+    await mkdir(ds.groupPath(empty), { recursive: true });
+    const w = await ds.beginBackup(ROOT, empty, T0 + 60, { owner: OWNER });
+    await w.abort();
   });
 
   it('a removal is refused while a manifest update (verify, notes) runs', async () => {

@@ -524,6 +524,25 @@ describe('sessions', () => {
     expect((await h.ds.listSnapshots(group)).map((x) => x.dir.time)).toEqual([T0]);
   });
 
+  it('a reader session holds its snapshot: prune is refused (not reported as done) until it ends', async () => {
+    const c = h.client(ALICE, alice);
+    for (const t of [T0, T0 + 60]) await simpleBackup(await c.startBackup({ backupType: 'host', backupId: 'held', backupTime: t }), 'held', t, [randomChunk(3000)]);
+    await h.server.whenIdle();
+    const r = await c.startReader({ backupType: 'host', backupId: 'held', backupTime: T0 });
+    await expectRemote(c.prune({ backupType: 'host', backupId: 'held' }, { last: 1 }, false), 400, /1 snapshot\(s\) could not be removed: snapshot host\/held\/2024-05-07T14:25:51Z is being read/);
+    const group = new BackupGroup('host', 'held');
+    expect((await h.ds.listSnapshots(group)).map((x) => x.dir.time)).toEqual([T0, T0 + 60]);
+    expect((await r.downloadManifest()).files.length).toBeGreaterThan(0);
+    await r.close();
+    await h.server.whenIdle();
+    const after = await c.prune({ backupType: 'host', backupId: 'held' }, { last: 1 }, false);
+    expect(after.map((e) => [e['backup-time'], e.keep]).sort()).toEqual([
+      [T0, false],
+      [T0 + 60, true],
+    ]);
+    expect((await h.ds.listSnapshots(group)).map((x) => x.dir.time)).toEqual([T0 + 60]);
+  });
+
   it('removes an unfinished snapshot when the client just disconnects', async () => {
     const c = h.client(ALICE, alice);
     const s = await c.startBackup({ backupType: 'host', backupId: 'dropped', backupTime: T0 });

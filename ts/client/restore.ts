@@ -75,7 +75,10 @@ export interface SnapshotSource {
 }
 
 export async function localSnapshot(ds: DataStore, spec: string, ns: BackupNamespace = BackupNamespace.root): Promise<SnapshotSource> {
-  return localSnapshotAt(ds, await resolveSnapshot(ds, spec, ns));
+  const dir = await resolveSnapshot(ds, spec, ns);
+  // held until close(): no prune or forget (in any process) removes it while it is read
+  const lock = ds.lockSnapshotShared(dir);
+  return { ...localSnapshotAt(ds, dir), close: async () => lock.release() };
 }
 
 /** `host/<id>` (latest) or `host/<id>/<time>` on a server, opened as a reader session. */

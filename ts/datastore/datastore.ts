@@ -21,7 +21,7 @@
  *    live under /run/proxmox-backup and are not seen here).
  */
 import { lstat, mkdir, readdir, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
-import type { Dirent } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { isNotFound } from '../backend/backend.js';
 import { FsBackend, writeFileAtomic } from '../backend/fs.js';
@@ -33,7 +33,8 @@ import { BackupDir } from './backup-dir.js';
 import { BackupGroup } from './backup-group.js';
 import { BackupWriter } from './backup-writer.js';
 import { CHUNK_DIR, ChunkStore } from './chunk-store.js';
-import { LockFile, inspectLock, type LockHolder } from './lock.js';
+import { LockFile, LockedError, inspectLock, type LockHolder } from './lock.js';
+import { flock } from '../native/fs.js';
 import { BackupNamespace, MAX_NAMESPACE_DEPTH } from './namespace.js';
 import {
   BACKUP_ID_RE,
@@ -59,6 +60,11 @@ const ARCHIVE_FILE_RE = /^.*\.(fidx|didx|blob)$/;
  * backup finishes, before its manifest is published (PBS's default); `none` never syncs.
  */
 export type SyncLevel = 'none' | 'file' | 'filesystem';
+
+/** A held snapshot lock (`DataStore.lockSnapshotShared`). */
+export interface SnapshotLock {
+  release(): void;
+}
 
 export interface OpenOptions {
   /** Create the layout if the directory is missing or empty (default false). */
@@ -439,12 +445,55 @@ export class DataStore {
     // meanwhile would otherwise land its rewritten manifest in the directory being removed,
     // leaving a "finished" snapshot without archives. While one runs, the removal fails.
     const lock = await LockFile.acquire(this.manifestLockPath(dir), `manifest of ${dir}`, 'snapshot removal', this.fsync);
+    // And exclusively under the snapshot lock: not while it is being read (a restore, a reader
+    // session of pxb serve), whose chunks a GC after the removal could delete mid-read.
+    let snap: SnapshotLock | null = null;
     try {
+      snap = this.openSnapshotLock(dir, 'ex');
       await this.backend.delete(`${dir.path}/${MANIFEST_BLOB_NAME}`);
       await rm(this.snapshotPath(dir), { recursive: true, force: true });
     } finally {
+      snap?.release();
       await lock.release();
     }
+  }
+
+  /**
+   * Hold a snapshot for reading (PBS's shared snapshot lock: flock on the snapshot directory)
+   * until `release()`: removing it (prune, forget, group or namespace removal) is refused
+   * meanwhile, in this and any other process. Ends with the process, so it cannot go stale.
+   */
+  lockSnapshotShared(dir: BackupDir): SnapshotLock {
+    const lock = this.openSnapshotLock(dir, 'sh');
+    if (!lock) throw new Error(`snapshot ${dir} does not exist`);
+    return lock;
+  }
+
+  /** flock on the snapshot directory, or null if it is gone; throws LockedError on conflict. */
+  private openSnapshotLock(dir: BackupDir, mode: 'sh' | 'ex'): SnapshotLock | null {
+    let fd: number;
+    try {
+      fd = openSync(this.snapshotPath(dir), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+    } catch (e) {
+      if (isNotFound(e) || (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    let held = false;
+    try {
+      held = flock(fd, mode);
+    } finally {
+      if (!held) closeSync(fd);
+    }
+    if (!held) {
+      throw new LockedError(mode === 'ex' ? `snapshot ${dir} is being read (a restore or reader session); not removed` : `snapshot ${dir} is being removed`, null);
+    }
+    let open = true;
+    return {
+      release: () => {
+        if (open) closeSync(fd);
+        open = false;
+      },
+    };
   }
 
   /**
@@ -573,8 +622,15 @@ export class DataStore {
       await mkdir(path.dirname(groupPath), { recursive: true, mode: 0o755 });
       newGroup = await mkdirNew(groupPath);
       const owner = newGroup ? null : await this.getOwner(g);
-      if (owner === null) await this.backend.put(`${g.path}/owner`, Buffer.from(`${options.owner}\n`));
-      else if (!ownerMatches(owner, options.owner)) throw new Error(`backup owner check failed (${options.owner} != ${owner})`);
+      if (owner === null) {
+        // A group directory without an owner file is adopted only while it holds no finished
+        // snapshot (a crash between creating it and writing the owner): otherwise whoever
+        // backs up first would gain access to someone else's snapshots (upstream refuses too).
+        if (!newGroup && (await this.listSnapshots(g)).length) {
+          throw new Error(`backup group ${g} has snapshots but no owner file; refusing to adopt it (restore ${g.path}/owner)`);
+        }
+        await this.backend.put(`${g.path}/owner`, Buffer.from(`${options.owner}\n`));
+      } else if (!ownerMatches(owner, options.owner)) throw new Error(`backup owner check failed (${options.owner} != ${owner})`);
       for (const s of await this.listSnapshots(g, { includeUnfinished: true })) {
         if (!s.finished) await rm(this.snapshotPath(s.dir), { recursive: true, force: true });
       }

@@ -341,6 +341,7 @@ interface NativeFs {
   fsGetxattr(path: RawPath, name: RawPath, noFollow: boolean): Buffer | null;
   fsListXattrs(path: RawPath, noFollow: boolean): Buffer[];
   fsSetFlags(path: RawPath, flags: number, mask: number): boolean;
+  fsFlock(fd: number, op: 'sh' | 'ex' | 'un'): boolean;
   fsSetProjid(path: RawPath, projid: number): boolean;
 }
 
@@ -432,6 +433,15 @@ export function listXattrs(path: RawPath, noFollow = true): Buffer[] {
  * Returns false, without throwing, when the file kind or file system does not support it
  * (ENOTTY, ENOSYS, EBADF, EOPNOTSUPP, EINVAL, as PBS ignores them).
  */
+/**
+ * flock(2) on an open file descriptor, never waiting: shared (`sh`), exclusive (`ex`) or
+ * release (`un`). False when another holder conflicts. A lock ends with its descriptor (also
+ * when the process dies), so it cannot go stale.
+ */
+export function flock(fd: number, op: 'sh' | 'ex' | 'un'): boolean {
+  return fsNative.fsFlock(fd, op);
+}
+
 export function setFlags(path: RawPath, flags: number, mask = 0xffffffff): boolean {
   return fsNative.fsSetFlags(path, flags, mask);
 }

@@ -162,6 +162,10 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
         if (v !== undefined) keep[o] = v;
       }
       const r = await prune(call.ds, group, keep, { dryRun: param.bool(p, 'dry-run', false) });
+      // A removal that failed (a backup of the group running, the snapshot being read) fails
+      // the call, as upstream's group lock does, instead of reporting it as removed.
+      const failed = r.entries.filter((e) => e.error);
+      if (failed.length) throw badRequest(`prune of ${group}: ${failed.length} snapshot(s) could not be removed: ${failed[0].error}`);
       return r.entries.map((e) => ({ 'backup-type': group.type, 'backup-id': group.id, 'backup-time': e.dir.time, keep: e.keep, protected: e.protected }));
     }
     case 'POST gc': {

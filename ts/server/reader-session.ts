@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { BackupDir } from '../datastore/backup-dir.js';
 import { ChunkError } from '../datastore/chunk-store.js';
-import type { DataStore } from '../datastore/datastore.js';
+import type { DataStore, SnapshotLock } from '../datastore/datastore.js';
 import { archiveKind } from '../datastore/names.js';
 import { DynamicIndex } from '../format/dynamic-index.js';
 import { FixedIndex } from '../format/fixed-index.js';
@@ -26,10 +26,15 @@ export class ReaderSession extends ProtocolSession {
   readonly label: string;
   private readonly allowed = new Set<string>();
 
+  /**
+   * `lock`: the snapshot's shared lock (PBS holds one for a reader session), so prune or
+   * forget cannot remove it, and a later GC its chunks, while a client restores it.
+   */
   constructor(
     readonly datastore: DataStore,
     readonly dir: BackupDir,
     options: SessionOptions,
+    private readonly lock: SnapshotLock,
   ) {
     super(READER_ENDPOINTS, options);
     this.label = `reader ${dir}`;
@@ -77,6 +82,7 @@ export class ReaderSession extends ProtocolSession {
   }
 
   protected async onEnd(): Promise<void> {
+    this.lock.release();
     this.log('session ended');
   }
 }

@@ -287,7 +287,13 @@ export class PxbServer {
     }
     const snapshots = await ds.listSnapshots(group, { includeUnfinished: true });
     if (!snapshots.some((s) => s.dir.equals(dir))) throw notFound(`snapshot ${dir} does not exist.`);
-    return new ReaderSession(ds, dir, options);
+    let lock;
+    try {
+      lock = ds.lockSnapshotShared(dir);
+    } catch (e) {
+      throw badRequest(`unable to lock snapshot ${dir} - ${(e as Error).message}`);
+    }
+    return new ReaderSession(ds, dir, options, lock);
   }
 
   private async resolve(principal: TokenInfo, p: Params) {

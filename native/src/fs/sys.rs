@@ -105,6 +105,7 @@ extern "C" {
     fn syscall(num: c_long, ...) -> c_long;
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int, ...) -> c_int;
     fn close(fd: c_int) -> c_int;
+    fn flock(fd: c_int, op: c_int) -> c_int;
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
     fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize;
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
@@ -135,6 +136,26 @@ extern "C" {
 
 pub fn errno() -> c_int {
     unsafe { *__errno_location() }
+}
+
+pub const LOCK_SH: c_int = 1;
+pub const LOCK_EX: c_int = 2;
+const LOCK_NB: c_int = 4;
+pub const LOCK_UN: c_int = 8;
+const EWOULDBLOCK: c_int = 11;
+
+/// `flock(fd, op)`, never blocking: `Ok(false)` when another holder conflicts (EWOULDBLOCK).
+pub fn flock_nb(fd: c_int, op: c_int) -> Result<bool, c_int> {
+    loop {
+        if unsafe { flock(fd, op | LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        match errno() {
+            EINTR => continue,
+            EWOULDBLOCK => return Ok(false),
+            e => return Err(e),
+        }
+    }
 }
 
 /// `ret < 0` → `Err(errno)`, retrying while the call was interrupted.

@@ -38,6 +38,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsWriteFileAtomic\0", write_file_atomic),
         method(b"fsStoreChunk\0", store_chunk),
         method(b"fsTouchFiles\0", touch_files),
+        method(b"fsFlock\0", flock),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
@@ -438,6 +439,23 @@ unsafe extern "C" fn set_flags(env: napi_env, info: napi_callback_info) -> napi_
         let flags = u32_arg(env, f, "flags")?;
         let mask = if is_undefined(env, m)? { u32::MAX } else { u32_arg(env, m, "mask")? };
         bool_val(env, sys_call(env, restore::set_flags(&path, flags, mask))?)
+    })
+}
+
+/// fsFlock(fd, op) -> boolean: op "sh" | "ex" | "un", never blocking; false when another
+/// holder conflicts. Throws on any other error (EBADF, ...).
+unsafe extern "C" fn flock(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([f, o], _, _) = args::<2>(env, info)?;
+        let fd = u32_arg(env, f, "fd")? as i32;
+        let op = match string_arg(env, o, "op")?.as_str() {
+            "sh" => crate::fs::sys::LOCK_SH,
+            "ex" => crate::fs::sys::LOCK_EX,
+            "un" => crate::fs::sys::LOCK_UN,
+            other => return Err(type_error(env, &format!("op must be sh, ex or un, not {other}"))),
+        };
+        let locked = crate::fs::sys::flock_nb(fd, op).map_err(|e| FsError::new(e, "flock", b""));
+        bool_val(env, sys_call(env, locked)?)
     })
 }
 
