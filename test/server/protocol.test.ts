@@ -3,7 +3,7 @@
  * in a temp directory: backups and restores, listings, and every kind of refusal.
  */
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
@@ -533,6 +533,15 @@ describe('sessions', () => {
     const group = new BackupGroup('host', 'held');
     expect((await h.ds.listSnapshots(group)).map((x) => x.dir.time)).toEqual([T0, T0 + 60]);
     expect((await r.downloadManifest()).files.length).toBeGreaterThan(0);
+    // a chunk lost from the store: the error says so, without the server's paths
+    const idx = await r.downloadIndex('root.pxar.didx');
+    const lost = idx.digest(0).toString('hex');
+    const chunkFile = h.ds.chunks.chunkPath(lost);
+    const bytes = await readFile(chunkFile);
+    await rm(chunkFile);
+    const e = await expectRemote(r.chunk(lost), 400, new RegExp(`reading chunk ${lost} failed: the chunk is missing in the datastore`));
+    expect(e.serverMessage).not.toContain(h.dsPath);
+    await writeFile(chunkFile, bytes);
     await r.close();
     await h.server.whenIdle();
     const after = await c.prune({ backupType: 'host', backupId: 'held' }, { last: 1 }, false);

@@ -76,7 +76,8 @@ export class ReaderSession extends ProtocolSession {
     try {
       return await this.datastore.chunks.load(digest);
     } catch (e) {
-      if (e instanceof ChunkError) throw badRequest(`reading chunk ${digest} failed: ${e.message}`);
+      // (the reason only: the store's message names its path on the server)
+      if (e instanceof ChunkError) throw badRequest(`reading chunk ${digest} failed: the chunk is ${e.reason} in the datastore`);
       throw e;
     }
   }
