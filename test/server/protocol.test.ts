@@ -294,6 +294,17 @@ describe('authentication and permissions', () => {
     await expectRemote(h.client(READER, reader).startBackup({ backupType: 'host', backupId: 'x', backupTime: T0 }), 403, /permission check failed/);
     await expectRemote(h.client(BOB, bob).startBackup({ backupType: 'host', backupId: 'full', backupTime: T0 + 3600 }), 400, /backup owner check failed \(bob@pbs!backup != alice@pbs!backup\)/);
     expect((await h.ds.listSnapshots(new BackupGroup('host', 'full'), { includeUnfinished: true })).length).toBe(2);
+    // maintenance calls on someone else's group: refused before looking, so the answer does
+    // not tell which snapshots exist
+    const bobs = h.client(BOB, bob);
+    for (const time of [T0, T0 + 12345]) {
+      const ref = { backupType: 'host' as const, backupId: 'full', backupTime: time };
+      await expectRemote(bobs.getNotes(ref), 403, /owner check failed/);
+      await expectRemote(bobs.setNotes(ref, 'x'), 403, /owner check failed/);
+      await expectRemote(bobs.setProtected(ref, true), 403, /owner check failed/);
+      await expectRemote(bobs.forgetSnapshot(ref), 403, /owner check failed/);
+    }
+    await expectRemote(h.client(ALICE, alice).getNotes({ backupType: 'host', backupId: 'full', backupTime: T0 + 12345 }), 404, /does not exist/);
   });
 
   it('lets a read token or the owner read a snapshot, nobody else', async () => {

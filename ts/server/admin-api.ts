@@ -133,9 +133,15 @@ function requireModify(call: Call): void {
   if (!(call.privs.read && call.privs.backup && call.privs.audit)) throw forbidden('permission check failed (needs Datastore.Modify)');
 }
 
-async function snapshotOf(call: Call, p: Params): Promise<BackupDir> {
+/**
+ * The snapshot a maintenance call names, after its permission check (owner, or Modify; with
+ * `audit`, an audit token may read too): checked first, so a 404 tells nobody else which of
+ * another owner's snapshots exist.
+ */
+async function snapshotOf(call: Call, p: Params, access: 'owner' | 'audit'): Promise<BackupDir> {
   const ns = await namespaceOf(call, param.optStr(p, 'ns'));
   const dir = new BackupDir(new BackupGroup(param.str(p, 'backup-type'), param.str(p, 'backup-id'), ns), param.int(p, 'backup-time'));
+  if (!(access === 'audit' && call.privs.audit)) await requireModifyOrOwner(call, dir.group);
   const info = (await call.ds.listSnapshots(dir.group, { includeUnfinished: true })).find((x) => x.dir.equals(dir));
   if (!info) throw notFound(`snapshot ${dir} does not exist`);
   return dir;
@@ -146,8 +152,7 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
   const key = `${method} ${what}`;
   switch (key) {
     case 'DELETE snapshots': {
-      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot));
-      await requireModifyOrOwner(call, dir.group);
+      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot), 'owner');
       await call.ds.removeSnapshot(dir);
       return null;
     }
@@ -200,21 +205,18 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
     }
     case 'GET protected':
     case 'GET notes': {
-      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot));
-      if (!call.privs.audit) await requireModifyOrOwner(call, dir.group);
+      const dir = await snapshotOf(call, parse(maintenanceSchemas.snapshot), 'audit');
       return what === 'protected' ? call.ds.isProtected(dir) : ((await call.ds.getSnapshotNotes(dir)) ?? '');
     }
     case 'PUT protected': {
       const p = parse(maintenanceSchemas.protectedPut);
-      const dir = await snapshotOf(call, p);
-      await requireModifyOrOwner(call, dir.group);
+      const dir = await snapshotOf(call, p, 'owner');
       await call.ds.setProtected(dir, param.bool(p, 'protected'));
       return null;
     }
     case 'PUT notes': {
       const p = parse(maintenanceSchemas.notesPut);
-      const dir = await snapshotOf(call, p);
-      await requireModifyOrOwner(call, dir.group);
+      const dir = await snapshotOf(call, p, 'owner');
       await call.ds.setSnapshotNotes(dir, param.str(p, 'notes'));
       return null;
     }
