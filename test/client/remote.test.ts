@@ -214,7 +214,7 @@ describe('remote repository through a real pxb serve process', () => {
     expect(JSON.parse(v.stdout).snapshots[0].state).toBe('ok');
     const gc = await pxb(['garbage-collect', '--output-format', 'json'], adminEnv);
     expect(gc.code).toBe(0);
-    expect(JSON.parse(gc.stdout).upid).toMatch(/^UPID:/);
+    expect(JSON.parse(gc.stdout).upid).toMatch(/^UPID:.*:garbage_collection:store1:/); // the store's name, not its directory's
     const st = await pxb(['status', '--output-format', 'json'], adminEnv);
     expect(st.code).toBe(0);
     const usage = JSON.parse(st.stdout);

@@ -105,6 +105,8 @@ export interface GarbageCollectOptions {
   atimeSafetyCheck?: boolean;
   /** Recorded in the UPID (default `<user>@pam`). */
   authId?: string;
+  /** The datastore's name in the UPID (default: its directory's name; a server passes its store name). */
+  storeName?: string;
   signal?: AbortSignal;
   onProgress?: (p: GcProgress) => void;
   onWarning?: (message: string) => void;
@@ -429,7 +431,7 @@ export async function garbageCollect(ds: DataStore, options: GarbageCollectOptio
     let minAtime = phase1Start - cutoff;
     if (oldestWriter < minAtime) minAtime = oldestWriter - WRITER_GAP_SECONDS;
 
-    const upid = newUpid('garbage_collection', path.basename(ds.path), options.authId ?? `${userInfo().username}@pam`, phase1Start);
+    const upid = newUpid('garbage_collection', options.storeName ?? path.basename(ds.path), options.authId ?? `${userInfo().username}@pam`, phase1Start);
     const status: GcStatus = {
       upid,
       indexFileCount: 0,

@@ -55,6 +55,8 @@ export interface VerifyOptions {
   outdatedAfterDays?: number;
   /** Recorded in the UPID (default `<user>@pam`). */
   authId?: string;
+  /** The datastore's name in the UPID (default: its directory's name; a server passes its store name). */
+  storeName?: string;
   /** Chunks in flight (default 4). */
   concurrency?: number;
   onProgress?: (p: VerifyProgress) => void;
@@ -321,8 +323,8 @@ async function targetSnapshots(ds: DataStore, target: VerifyTarget): Promise<Bac
   return out;
 }
 
-function workerOf(ds: DataStore, target: VerifyTarget): { type: string; id: string } {
-  const store = path.basename(ds.path);
+function workerOf(ds: DataStore, target: VerifyTarget, storeName?: string): { type: string; id: string } {
+  const store = storeName ?? path.basename(ds.path);
   const nsPath = (ns: BackupNamespace) => ns.path; // PBS display_as_path: ns/a/ns/b
   if ('snapshot' in target) {
     const d = target.snapshot;
@@ -343,7 +345,7 @@ export async function verify(ds: DataStore, target: VerifyTarget, options: Verif
   const concurrency = options.concurrency ?? 4;
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`invalid verify concurrency ${concurrency}`);
   options.signal?.throwIfAborted();
-  const worker = workerOf(ds, target);
+  const worker = workerOf(ds, target, options.storeName);
   const upid = newUpid(worker.type, worker.id, options.authId ?? `${userInfo().username}@pam`);
   const dirs = await targetSnapshots(ds, target);
   const verifier = new ChunkVerifier(ds, concurrency, options.onLog ?? (() => undefined), options.signal);

@@ -176,7 +176,7 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
     case 'POST gc': {
       requireModify(call);
       parse({});
-      return (await garbageCollect(call.ds, { authId: call.tokenId })).status.upid;
+      return (await garbageCollect(call.ds, { authId: call.tokenId, storeName: store })).status.upid;
     }
     case 'GET status': {
       parse({});
@@ -200,7 +200,7 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
           : type && id
             ? { group: new BackupGroup(type, id, ns) }
             : { all: true as const, ns };
-      const r = await verify(call.ds, target, { authId: call.tokenId });
+      const r = await verify(call.ds, target, { authId: call.tokenId, storeName: store });
       return r.upid;
     }
     case 'GET protected':
