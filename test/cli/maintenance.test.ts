@@ -104,6 +104,19 @@ describe('pxb snapshot forget|protected|notes', () => {
 });
 
 describe('pxb garbage-collect and verify', () => {
+  it('changes a group owner (change-owner), not while the group is backed up', async () => {
+    const ds = await tempStore();
+    await makeSnapshot(ds, g, parseBackupTime(TIMES[0]));
+    expect((await run(ds, 'change-owner', 'host/elsa', 'anna@pbs!laptop')).out).toBe('owner of host/elsa: anna@pbs!laptop\n');
+    expect(await ds.getOwner(g)).toBe('anna@pbs!laptop');
+    expect(String((await run(ds, 'change-owner', 'host/elsa', 'not an auth id')).error)).toMatch(/auth/i);
+    expect(String((await run(ds, 'change-owner', 'host/nobody', 'anna@pbs')).error)).toMatch(/backup group host\/nobody does not exist/);
+    const w = await ds.beginBackup(BackupNamespace.root, g, parseBackupTime(TIMES[1]), { owner: 'anna@pbs!laptop' });
+    expect(String((await run(ds, 'change-owner', 'host/elsa', 'olaf@pbs')).error)).toMatch(/backup group host\/elsa is locked by another backup/);
+    await w.abort();
+    expect(await ds.getOwner(g)).toBe('anna@pbs!laptop');
+  });
+
   it('collects garbage and reports PBS status fields', async () => {
     const ds = await tempStore();
     await makeSnapshot(ds, g, parseBackupTime(TIMES[0]));

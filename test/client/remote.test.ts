@@ -215,6 +215,12 @@ describe('remote repository through a real pxb serve process', () => {
     const gc = await pxb(['garbage-collect', '--output-format', 'json'], adminEnv);
     expect(gc.code).toBe(0);
     expect(JSON.parse(gc.stdout).upid).toMatch(/^UPID:.*:garbage_collection:store1:/); // the store's name, not its directory's
+    // change-owner needs Datastore.Modify: refused for the backup token, done with an admin one
+    expect((await pxb(['change-owner', 'host/m', 'other@pbs!t'], env)).code).toBe(1);
+    const co = await pxb(['change-owner', 'host/m', 'other@pbs!t'], adminEnv);
+    expect(co.code).toBe(0);
+    expect(fs.readFileSync(path.join(base, 'ds', 'host', 'm', 'owner'), 'utf8')).toBe('other@pbs!t\n');
+    expect((await pxb(['change-owner', 'host/m', 'backup@pbs!ci'], adminEnv)).code).toBe(0);
     const st = await pxb(['status', '--output-format', 'json'], adminEnv);
     expect(st.code).toBe(0);
     const usage = JSON.parse(st.stdout);

@@ -264,10 +264,16 @@ export class DataStore {
     return owner;
   }
 
+  /** Change a group's owner (PBS change-owner), under the group lock: not while it is backed up. */
   async setOwner(group: BackupGroup, authid: string): Promise<void> {
     validateAuthid(authid);
     await this.requireDir(this.groupPath(group), `backup group ${group}`);
-    await this.backend.put(`${group.path}/owner`, Buffer.from(`${authid}\n`));
+    const lock = await LockFile.acquire(this.groupLockPath(group), `backup group ${group}`, 'owner change', this.fsync);
+    try {
+      await this.backend.put(`${group.path}/owner`, Buffer.from(`${authid}\n`));
+    } finally {
+      await lock.release();
+    }
   }
 
   async getGroupNotes(group: BackupGroup): Promise<string | null> {
@@ -627,7 +633,7 @@ export class DataStore {
         // snapshot (a crash between creating it and writing the owner): otherwise whoever
         // backs up first would gain access to someone else's snapshots (upstream refuses too).
         if (!newGroup && (await this.listSnapshots(g)).length) {
-          throw new Error(`backup group ${g} has snapshots but no owner file; refusing to adopt it (restore ${g.path}/owner)`);
+          throw new Error(`backup group ${g} has snapshots but no owner file; refusing to adopt it (set one with pxb change-owner)`);
         }
         await this.backend.put(`${g.path}/owner`, Buffer.from(`${options.owner}\n`));
       } else if (!ownerMatches(owner, options.owner)) throw new Error(`backup owner check failed (${options.owner} != ${owner})`);

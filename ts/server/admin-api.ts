@@ -44,7 +44,7 @@ export interface AdminContext {
   principal: TokenInfo;
 }
 
-const DATASTORE_SUB_RE = new RegExp(`^${API_PREFIX}/admin/datastore/([^/]+)/(groups|snapshots|files|namespace|prune|gc|status|verify|protected|notes)$`);
+const DATASTORE_SUB_RE = new RegExp(`^${API_PREFIX}/admin/datastore/([^/]+)/(groups|snapshots|files|namespace|prune|gc|status|verify|protected|notes|change-owner)$`);
 
 /** Handle a REST call; returns the `data` value. */
 export async function handleAdminRequest(method: string, pathname: string, query: URLSearchParams, ctx: AdminContext): Promise<unknown> {
@@ -118,6 +118,7 @@ const maintenanceSchemas = {
   },
   protectedPut: { ns: schema.ns, ...snapshotParams, protected: { type: 'boolean' } },
   notesPut: { ns: schema.ns, ...snapshotParams, notes: { type: 'string' } },
+  changeOwner: { ns: schema.ns, 'backup-type': schema.backupType, 'backup-id': schema.backupId, 'new-owner': { type: 'string' } },
   nsCreate: { name: { type: 'string' }, parent: schema.ns },
   nsDelete: { ns: { type: 'string' }, 'delete-groups': { type: 'boolean', optional: true } },
 } satisfies Record<string, ObjectSchema>;
@@ -172,6 +173,19 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
       const failed = r.entries.filter((e) => e.error);
       if (failed.length) throw badRequest(`prune of ${group}: ${failed.length} snapshot(s) could not be removed: ${failed[0].error}`);
       return r.entries.map((e) => ({ 'backup-type': group.type, 'backup-id': group.id, 'backup-time': e.dir.time, keep: e.keep, protected: e.protected }));
+    }
+    case 'POST change-owner': {
+      requireModify(call);
+      const p = parse(maintenanceSchemas.changeOwner);
+      const ns = await namespaceOf(call, param.optStr(p, 'ns'));
+      const group = new BackupGroup(param.str(p, 'backup-type'), param.str(p, 'backup-id'), ns);
+      try {
+        await call.ds.setOwner(group, param.str(p, 'new-owner'));
+      } catch (e) {
+        const msg = (e as Error).message;
+        throw /does not exist/.test(msg) ? notFound(msg) : badRequest(`change owner of ${group}: ${msg}`);
+      }
+      return null;
     }
     case 'POST gc': {
       requireModify(call);

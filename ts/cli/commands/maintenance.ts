@@ -226,6 +226,22 @@ export function registerMaintenance(program: Command, ctx: CliContext): void {
     printGc(format, r);
   });
 
+  repoOptions(program.command('change-owner').description('give a backup group a new owner (auth id, e.g. user@pbs!token)').argument('<group>', 'host/<id>').argument('<new-owner>', 'auth id')).action(
+    async (groupSpec: string, newOwner: string, o) => {
+      let group: BackupGroup;
+      try {
+        group = BackupGroup.parse(groupSpec, nsOf(o));
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      const repo = await open(o, ctx.env);
+      if (repo.kind === 'remote') await repo.client.changeOwner({ ns: nsParam(group.ns), backupType: group.type, backupId: group.id }, newOwner);
+      else await repo.ds.setOwner(group, newOwner);
+      if ((o.outputFormat as OutputFormat) !== 'text') return printJSON(o.outputFormat as OutputFormat, { group: group.toString(), owner: newOwner });
+      process.stdout.write(`owner of ${group}: ${newOwner}\n`);
+    },
+  );
+
   repoOptions(program.command('status').description('space of the datastore: total, used, available (and the last garbage collection)'), false).action(async (o) => {
     const format = o.outputFormat as OutputFormat;
     const repo = await open(o, ctx.env);

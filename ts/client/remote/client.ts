@@ -119,6 +119,11 @@ export class PbsClient {
     return (await this.request('POST', datastorePath(this.repository.store, 'prune', q))) as Array<{ 'backup-type': string; 'backup-id': string; 'backup-time': number; keep: boolean; protected: boolean }>;
   }
 
+  /** Give a backup group a new owner (an auth id such as `user@pbs!token`; needs Datastore.Modify). */
+  async changeOwner(g: { ns?: string; backupType: string; backupId: string }, newOwner: string): Promise<void> {
+    await this.request('POST', datastorePath(this.repository.store, 'change-owner', { ns: g.ns || undefined, 'backup-type': g.backupType, 'backup-id': g.backupId, 'new-owner': newOwner }));
+  }
+
   /** Runs garbage collection on the server; returns its task id (UPID). */
   async garbageCollect(): Promise<string> {
     return (await this.request('POST', datastorePath(this.repository.store, 'gc', {}))) as string;
