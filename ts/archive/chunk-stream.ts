@@ -191,9 +191,12 @@ export class ChunkStream {
     this.store = opts.store;
     // Room the window keeps for the next write (with headers around it).
     this.reserve = (opts.maxWrite ?? avg) + 64 * 1024;
-    // A maximal chunk plus that write (and a payload stream's not yet scanned BufWriter bytes),
-    // and room for chunks in flight.
-    this.windowSize = this.max + this.reserve + avg + (this.payload ? PAYLOAD_BUFWRITER_CAPACITY : 0);
+    // A maximal chunk plus that write (and a payload stream's not yet scanned BufWriter bytes):
+    // pending pieces are scanned before each write, so the current chunk never exceeds the
+    // maximum there. Chunks in flight share the rest (`cramped` waits for them when it runs
+    // out); room of their own (another average chunk) only raised the resident set, by 4-9 MiB
+    // at the peak of a full backup, without making it faster.
+    this.windowSize = this.max + this.reserve + (this.payload ? PAYLOAD_BUFWRITER_CAPACITY : 0);
   }
 
   /**
