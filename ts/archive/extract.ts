@@ -68,6 +68,13 @@ interface PendingDir {
   matched: boolean;
 }
 
+/** A restore pattern as matched against archive paths (no leading/trailing `/`); throws if empty. */
+export function restoreGlob(pattern: string): string {
+  const glob = pattern.replace(/^\/+/, '').replace(/\/+$/, '');
+  if (!glob) throw new Error(`restore pattern ${JSON.stringify(pattern)} is empty: it matches nothing (to restore everything, give no pattern)`);
+  return glob;
+}
+
 export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions): Promise<ExtractStats> {
   const t0 = performance.now();
   const stats: ExtractStats = { entries: 0, files: 0, directories: 0, bytes: 0, warnings: 0, seconds: 0 };
@@ -78,11 +85,7 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   const chown = opts.chown ?? process.getuid?.() === 0;
   const overwrite = !!opts.overwrite;
   const sparse = opts.sparse ?? true;
-  const matchers = (opts.patterns ?? []).map((p) => {
-    const glob = p.replace(/^\/+/, '').replace(/\/+$/, '');
-    if (!glob) throw new Error(`restore pattern ${JSON.stringify(p)} is empty`);
-    return picomatch(glob, { dot: true });
-  });
+  const matchers = (opts.patterns ?? []).map((p) => picomatch(restoreGlob(p), { dot: true }));
   const filtered = matchers.length > 0;
   const matches = (rel: Buffer) => {
     const s = rel.toString();

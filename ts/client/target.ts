@@ -145,20 +145,6 @@ function localUploader(ds: DataStore, dryRun: boolean): ChunkUploader & { settle
   };
 }
 
-/** Why a group has no base snapshot (`DataStore.lastSuccessfulSnapshot` returned none). */
-async function noBaseReason(ds: DataStore, group: BackupGroup): Promise<string> {
-  const finished = (await ds.listSnapshots(group).catch(() => [])).filter((s) => s.finished);
-  const newest = finished[finished.length - 1];
-  if (!newest) return 'no previous snapshot in this group';
-  try {
-    const m = await ds.loadManifest(newest.dir);
-    if (m.verifyState?.state === 'failed') return `previous snapshot ${newest.dir} failed verification`;
-  } catch (e) {
-    return `previous snapshot ${newest.dir} has an unreadable manifest (${(e as Error).message})`;
-  }
-  return 'no usable previous snapshot in this group';
-}
-
 export async function localTarget(ds: DataStore, ns: BackupNamespace, group: BackupGroup, time: number, owner: string, dryRun: boolean): Promise<BackupTarget> {
   const writer = dryRun ? null : await ds.beginBackup(ns, group, time, { owner });
   const uploader = localUploader(ds, dryRun);
@@ -169,7 +155,10 @@ export async function localTarget(ds: DataStore, ns: BackupNamespace, group: Bac
     snapshot: writer ? writer.dir.toString() : `${group.type}/${group.id}/(dry-run)`,
     uploader,
     async previous(archiveName) {
-      if (!prevDir) return { why: await noBaseReason(ds, group) };
+      if (!prevDir) {
+        const base = await ds.baseSnapshot(group).catch(() => null);
+        return { why: base && !base.dir ? base.why : 'no previous snapshot in this group' };
+      }
       if (prevManifest === undefined) prevManifest = await ds.loadManifest(prevDir).catch(() => null);
       const m = prevManifest;
       return previousFrom(prevDir?.toString() ?? '', m, archiveName, async (name) => {

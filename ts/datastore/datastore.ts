@@ -264,6 +264,10 @@ export class DataStore {
     return owner;
   }
 
+  async groupExists(group: BackupGroup): Promise<boolean> {
+    return isDirectory(this.groupPath(group));
+  }
+
   /** Change a group's owner (PBS change-owner), under the group lock: not while it is backed up. */
   async setOwner(group: BackupGroup, authid: string): Promise<void> {
     validateAuthid(authid);
@@ -319,16 +323,23 @@ export class DataStore {
    * is none or its manifest says `verify_state.state == "failed"` (no fallback to older ones).
    */
   async lastSuccessfulSnapshot(group: BackupGroup): Promise<BackupDir | null> {
+    return (await this.baseSnapshot(group)).dir;
+  }
+
+  /** `lastSuccessfulSnapshot`, or why there is none (for the one-line notice of a backup). */
+  async baseSnapshot(group: BackupGroup): Promise<{ dir: BackupDir } | { dir: null; why: string }> {
     const snapshots = await this.listSnapshots(group);
     const newest = snapshots[snapshots.length - 1];
-    if (!newest) return null;
+    if (!newest) return { dir: null, why: 'no previous snapshot in this group' };
     let manifest: BackupManifest;
     try {
       manifest = await this.loadManifest(newest.dir);
-    } catch {
-      return null; // damaged: not a base (the next backup must not fail because of it)
+    } catch (e) {
+      // damaged: not a base (the next backup must not fail because of it)
+      return { dir: null, why: `previous snapshot ${newest.dir} has an unreadable manifest (${(e as Error).message})` };
     }
-    return manifest.verifyState?.state === 'failed' ? null : newest.dir;
+    if (manifest.verifyState?.state === 'failed') return { dir: null, why: `previous snapshot ${newest.dir} failed verification` };
+    return { dir: newest.dir };
   }
 
   async loadManifest(dir: BackupDir): Promise<BackupManifest> {
@@ -481,7 +492,7 @@ export class DataStore {
     try {
       fd = openSync(this.snapshotPath(dir), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
     } catch (e) {
-      if (isNotFound(e) || (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
     let held = false;

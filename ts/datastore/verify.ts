@@ -184,14 +184,8 @@ class ChunkVerifier {
       // Missing: counts as corrupt (nothing to rename). Any other error (EACCES, EIO, EMFILE)
       // says nothing about the bytes: the snapshot fails verification, but the chunk is not
       // renamed to .bad, which would turn a readable-again chunk into a missing one.
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code && code !== 'ENOENT') {
-        this.corrupt.add(key);
-        const problem = `can't verify chunk ${hex}, load failed - ${message(e)}`;
-        this.log(problem);
-        return problem;
-      }
-      return this.markCorrupt(hex, key, `can't verify chunk, load failed - ${message(e)}`);
+      const ioError = !!(e as NodeJS.ErrnoException).code;
+      return this.markCorrupt(hex, key, `can't verify chunk ${hex}, load failed - ${message(e)}`, !ioError);
     }
     this.readBytes += blob.length;
     const crypt = blobCrypt(blob);
@@ -214,9 +208,10 @@ class ChunkVerifier {
     return null;
   }
 
-  private markCorrupt(hex: string, key: string, problem: string): string {
+  private markCorrupt(hex: string, key: string, problem: string, rename = true): string {
     this.corrupt.add(key);
     this.log(problem);
+    if (!rename) return problem;
     try {
       const to = renameCorruptChunk(this.ds, hex);
       if (to) {

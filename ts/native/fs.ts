@@ -341,7 +341,7 @@ interface NativeFs {
   fsGetxattr(path: RawPath, name: RawPath, noFollow: boolean): Buffer | null;
   fsListXattrs(path: RawPath, noFollow: boolean): Buffer[];
   fsSetFlags(path: RawPath, flags: number, mask: number): boolean;
-  fsFlock(fd: number, op: 'sh' | 'ex' | 'un'): boolean;
+  fsFlock(fd: number, op: 'sh' | 'ex'): boolean;
   fsSetProjid(path: RawPath, projid: number): boolean;
 }
 
@@ -434,11 +434,11 @@ export function listXattrs(path: RawPath, noFollow = true): Buffer[] {
  * (ENOTTY, ENOSYS, EBADF, EOPNOTSUPP, EINVAL, as PBS ignores them).
  */
 /**
- * flock(2) on an open file descriptor, never waiting: shared (`sh`), exclusive (`ex`) or
- * release (`un`). False when another holder conflicts. A lock ends with its descriptor (also
- * when the process dies), so it cannot go stale.
+ * flock(2) on an open file descriptor, never waiting: shared (`sh`) or exclusive (`ex`). False
+ * when another holder conflicts. A lock ends with its descriptor (also when the process dies),
+ * so it cannot go stale.
  */
-export function flock(fd: number, op: 'sh' | 'ex' | 'un'): boolean {
+export function flock(fd: number, op: 'sh' | 'ex'): boolean {
   return fsNative.fsFlock(fd, op);
 }
 

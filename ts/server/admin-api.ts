@@ -179,11 +179,11 @@ async function handleMaintenance(method: string, what: string, query: URLSearchP
       const p = parse(maintenanceSchemas.changeOwner);
       const ns = await namespaceOf(call, param.optStr(p, 'ns'));
       const group = new BackupGroup(param.str(p, 'backup-type'), param.str(p, 'backup-id'), ns);
+      if (!(await call.ds.groupExists(group))) throw notFound(`backup group ${group} does not exist`);
       try {
         await call.ds.setOwner(group, param.str(p, 'new-owner'));
       } catch (e) {
-        const msg = (e as Error).message;
-        throw /does not exist/.test(msg) ? notFound(msg) : badRequest(`change owner of ${group}: ${msg}`);
+        throw badRequest(`change owner of ${group}: ${(e as Error).message}`);
       }
       return null;
     }

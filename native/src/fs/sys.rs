@@ -141,7 +141,6 @@ pub fn errno() -> c_int {
 pub const LOCK_SH: c_int = 1;
 pub const LOCK_EX: c_int = 2;
 const LOCK_NB: c_int = 4;
-pub const LOCK_UN: c_int = 8;
 const EWOULDBLOCK: c_int = 11;
 
 /// `flock(fd, op)`, never blocking: `Ok(false)` when another holder conflicts (EWOULDBLOCK).

@@ -442,8 +442,8 @@ unsafe extern "C" fn set_flags(env: napi_env, info: napi_callback_info) -> napi_
     })
 }
 
-/// fsFlock(fd, op) -> boolean: op "sh" | "ex" | "un", never blocking; false when another
-/// holder conflicts. Throws on any other error (EBADF, ...).
+/// fsFlock(fd, op) -> boolean: op "sh" | "ex", never blocking; false when another holder
+/// conflicts. Throws on any other error (EBADF, ...). Closing the fd releases the lock.
 unsafe extern "C" fn flock(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([f, o], _, _) = args::<2>(env, info)?;
@@ -451,8 +451,7 @@ unsafe extern "C" fn flock(env: napi_env, info: napi_callback_info) -> napi_valu
         let op = match string_arg(env, o, "op")?.as_str() {
             "sh" => crate::fs::sys::LOCK_SH,
             "ex" => crate::fs::sys::LOCK_EX,
-            "un" => crate::fs::sys::LOCK_UN,
-            other => return Err(type_error(env, &format!("op must be sh, ex or un, not {other}"))),
+            other => return Err(type_error(env, &format!("op must be sh or ex, not {other}"))),
         };
         let locked = crate::fs::sys::flock_nb(fd, op).map_err(|e| FsError::new(e, "flock", b""));
         bool_val(env, sys_call(env, locked)?)

@@ -1,5 +1,6 @@
 /** `pxb restore <snapshot> <archive> <target> [--pattern GLOB]…` */
 import type { Command } from 'commander';
+import { restoreGlob } from '../../archive/extract.js';
 import { restore } from '../../client/restore.js';
 import { BackupNamespace } from '../../datastore/namespace.js';
 import { formatBytes, printJSON, ProgressLine, UsageError, type OutputFormat } from '../output.js';
@@ -22,7 +23,11 @@ export function registerRestore(program: Command, ctx: CliContext): void {
     .addOption(outputFormatOption())
     .action(async (snapshot: string, archive: string, target: string, o) => {
       for (const p of o.pattern as string[]) {
-        if (!p.replace(/^\/+/, '').replace(/\/+$/, '')) throw new UsageError(`--pattern ${JSON.stringify(p)}: an empty pattern matches nothing (to restore everything, leave --pattern out)`);
+        try {
+          restoreGlob(p);
+        } catch {
+          throw new UsageError(`--pattern ${JSON.stringify(p)}: an empty pattern matches nothing (to restore everything, leave --pattern out)`);
+        }
       }
       const format = o.outputFormat as OutputFormat;
       const repo = await openAnyRepository(o, ctx.env, false);
