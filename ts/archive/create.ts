@@ -25,7 +25,7 @@ import { open, realpath } from 'node:fs/promises';
 import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  readDir,
+  readDirs,
   readFilesExact,
   statEntries,
   READ_GREW,
@@ -167,6 +167,8 @@ const READ_BUFFER = BATCH_BYTES + SMALL_FILE;
 const SPARE_READ_BUFFERS = 6;
 const READ_SIZE = 4 * 1024 * 1024;
 const DIR_LOOKAHEAD = 64;
+/** Directories listed per native job of the prefetch walk (see readDirs). */
+const DIRS_PER_JOB = 4;
 const FILE_BATCHES_AHEAD = 2;
 
 const S_IFMT = 0o170000;
@@ -203,7 +205,9 @@ class StreamSink implements ByteSink {
 export class TreePrefetcher {
   /** Nodes not listed yet, earliest in DFS preorder first. */
   private frontier = new PreorderHeap();
+  /** Listings in flight, and the native jobs listing them. */
   private running = 0;
+  private jobs = 0;
   private ready = 0;
 
   constructor(
@@ -222,7 +226,7 @@ export class TreePrefetcher {
   /** The listing of `node`; started now if the walk has not reached it yet. */
   take(node: PrefetchNode): Promise<DirEntries> {
     node.taken = true;
-    if (!node.promise) this.start(node);
+    if (!node.promise) this.start([node]);
     return node.promise!.finally(() => {
       this.ready--;
       this.pump();
@@ -265,41 +269,68 @@ export class TreePrefetcher {
     return true;
   }
 
-  private start(n: PrefetchNode): void {
-    this.running++;
-    n.promise = readDir(n.path, this.opts).then(
-      (list) => {
-        this.running--;
-        this.ready++;
-        const kids = new Map<string, PrefetchNode>();
-        for (let i = 0; i < list.length; i++) {
-          if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
-          const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, children: null, dropped: n.dropped, taken: false };
-          kids.set(list.name(i).toString('latin1'), c);
-          if (!n.dropped) this.frontier.push(c);
-        }
-        n.children = kids;
-        this.pump();
-        return list;
-      },
-      (e: unknown) => {
-        this.running--;
-        this.ready++;
-        n.children = new Map();
-        this.pump();
-        throw e;
-      },
+  /** List `nodes` (in preorder) in one native job. */
+  private start(nodes: PrefetchNode[]): void {
+    this.jobs++;
+    this.running += nodes.length;
+    const job = readDirs(
+      nodes.map((n) => n.path),
+      this.opts,
     );
-    n.promise.catch(() => undefined);
+    job.then(
+      () => this.jobs--,
+      () => this.jobs--,
+    );
+    for (let k = 0; k < nodes.length; k++) {
+      const n = nodes[k];
+      n.promise = job.then(
+        (lists) => {
+          this.running--;
+          this.ready++;
+          const list = lists[k];
+          if (list instanceof Error) {
+            n.children = new Map();
+            this.pump();
+            throw list;
+          }
+          const kids = new Map<string, PrefetchNode>();
+          for (let i = 0; i < list.length; i++) {
+            if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
+            const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, children: null, dropped: n.dropped, taken: false };
+            kids.set(list.name(i).toString('latin1'), c);
+            if (!n.dropped) this.frontier.push(c);
+          }
+          n.children = kids;
+          this.pump();
+          return list;
+        },
+        (e: unknown) => {
+          this.running--;
+          this.ready++;
+          n.children = new Map();
+          this.pump();
+          throw e;
+        },
+      );
+      n.promise.catch(() => undefined);
+    }
   }
 
   private pump(): void {
-    while (this.running < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.frontier.size) {
-      const n = this.frontier.pop();
-      // A taken node may still be in the heap (started by take() before the walk reached
-      // it): once released its promise is null again, and it must not be listed twice.
-      if (n.dropped || n.taken || n.promise) continue;
-      this.start(n);
+    while (this.jobs < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.frontier.size) {
+      const batch: PrefetchNode[] = [];
+      const room = Math.min(DIRS_PER_JOB, DIR_LOOKAHEAD - this.ready - this.running);
+      // With a job running, wait until a whole batch fits: once the lookahead is full, each
+      // listing the encoder takes would otherwise start a job for one directory.
+      if (this.jobs > 0 && room < DIRS_PER_JOB && this.frontier.size >= DIRS_PER_JOB) return;
+      while (batch.length < room && this.frontier.size) {
+        const n = this.frontier.pop();
+        // A taken node may still be in the heap (started by take() before the walk reached
+        // it): once released its promise is null again, and it must not be listed twice.
+        if (n.dropped || n.taken || n.promise) continue;
+        batch.push(n);
+      }
+      if (batch.length) this.start(batch);
     }
   }
 }
