@@ -88,6 +88,17 @@ describe('backup, restore and listings', () => {
     expect(j.archives[0].reusedFiles).toBeGreaterThan(0);
     expect(j.files.map((f: { filename: string }) => f.filename).sort()).toEqual(['root.mpxar.didx', 'root.ppxar.didx']);
     expect(r.stderr).toBe('');
+    // the metadata cache lives under $HOME/.cache/pxb, one file per datastore/group/archive
+    expect(fs.readdirSync(path.join(home, '.cache', 'pxb', 'metadata'))).toHaveLength(1);
+  });
+
+  it('--no-cache keeps no metadata cache; PXB_CACHE_DIR moves it', () => {
+    const elsewhere = path.join(base, 'cache-elsewhere');
+    const other = path.join(base, 'repo-nocache');
+    expectOk(pxb(['backup', `root.pxar:${src}`, '--repository', other, '--backup-id', 'nocache', '--backup-time', String(T1), '--no-cache'], { PXB_CACHE_DIR: elsewhere }));
+    expect(fs.existsSync(elsewhere)).toBe(false);
+    expectOk(pxb(['backup', `root.pxar:${src}`, '--repository', other, '--backup-id', 'nocache', '--backup-time', String(T2)], { PXB_CACHE_DIR: elsewhere }));
+    expect(fs.readdirSync(path.join(elsewhere, 'metadata'))).toHaveLength(1);
   });
 
   it('restores the latest snapshot into a fresh directory', () => {

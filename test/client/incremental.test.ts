@@ -10,7 +10,7 @@ import { BackupGroup } from '../../ts/datastore/backup-group.js';
 import { DataStore } from '../../ts/datastore/datastore.js';
 import { createBackup } from '../../ts/client/backup.js';
 import { restore } from '../../ts/client/restore.js';
-import { bytesReadFromFiles, getxattr, listXattrs, setxattr } from '../../ts/native/fs.js';
+import { bytesReadFromFiles, getxattr, listXattrs, setxattr, statPath } from '../../ts/native/fs.js';
 import { tempDir, isRoot } from '../helpers/tmp.js';
 
 /** Deterministic PRNG (mulberry32). */
@@ -250,25 +250,38 @@ describe('incremental (metadata mode) backups', () => {
     const ds = await DataStore.open(path.join(base, 'ds'), { create: true, fsync: false });
     let time = 1_700_000_000;
     let reusedTotal = 0;
+    let cachedTotal = 0;
     for (let round = 0; round < 10; round++) {
       const log: string[] = [];
       if (round > 0) for (let k = 0; k < 6; k++) log.push(mutate(src, r));
+      // The metadata cache records only entries whose ctime is a second old.
+      await new Promise((res) => setTimeout(res, 1100));
       const notices: string[] = [];
-      const res = await createBackup({
-        datastore: ds,
-        specs: [{ archiveName: 'root.pxar', path: src }],
-        backupId: 'rand',
-        backupTime: ++time,
-        changeDetectionMode: 'metadata',
-        chunkSize: 64 * 1024,
-        lookaheadCapacity: 16,
-        onNotice: (m) => notices.push(m),
-      });
+      const run = (backupId: string, cacheDir?: string) =>
+        createBackup({
+          datastore: ds,
+          specs: [{ archiveName: 'root.pxar', path: src }],
+          backupId,
+          backupTime: time + 1,
+          changeDetectionMode: 'metadata',
+          chunkSize: 64 * 1024,
+          lookaheadCapacity: 16,
+          cacheDir,
+          onNotice: (m) => notices.push(m),
+        });
+      // Two groups of the same source, one with the metadata cache: the cache must not change
+      // a byte of either archive.
+      const res = await run('rand', path.join(base, 'cache'));
+      const plain = await run('rand-nocache');
+      time++;
+      expect(res.files).toEqual(plain.files);
       const a = res.archives[0];
+      expect(plain.archives[0].metadataCached).toBe(0);
       if (round === 0) expect(notices.join()).toMatch(/no previous snapshot/);
       else {
         expect(a.mode).toBe('metadata');
         reusedTotal += a.reusedFiles;
+        cachedTotal += a.metadataCached;
       }
       const out = path.join(base, `restore${round}`);
       await restore({ datastore: ds, snapshot: res.snapshot, archiveName: 'root.pxar', target: out });
@@ -281,6 +294,8 @@ describe('incremental (metadata mode) backups', () => {
       fs.rmSync(out, { recursive: true });
     }
     expect(reusedTotal).toBeGreaterThan(500);
+    // (the walk trusts ctime on ext2/3/4, XFS, btrfs and tmpfs only)
+    if ([0xef53, 0x58465342, 0x9123683e, 0x01021994].includes((await statPath(base)).fsMagic)) expect(cachedTotal).toBeGreaterThan(1000);
   }, 300_000);
 
   it('a no-change backup reads no file contents and adds no chunks', async () => {

@@ -10,7 +10,7 @@ import {
   tmpArchiveName,
   validateAuthid,
 } from '../../ts/datastore/names.js';
-import { defaultDatastorePath } from '../../ts/datastore/location.js';
+import { defaultCacheDir, defaultDatastorePath } from '../../ts/datastore/location.js';
 
 describe('snapshot times', () => {
   it('formats and parses RFC 3339 UTC directory names (fixture ctime 1715091951)', () => {
@@ -132,5 +132,13 @@ describe('defaultDatastorePath', () => {
     expect(defaultDatastorePath({ XDG_DATA_HOME: '/x/data', HOME: '/home/u' })).toBe('/x/data/pxb/datastore');
     expect(defaultDatastorePath({ XDG_DATA_HOME: 'relative', HOME: '/home/u' })).toBe('/home/u/.local/share/pxb/datastore');
     expect(defaultDatastorePath({ PXB_DATASTORE: '', HOME: '/home/u' })).toBe('/home/u/.local/share/pxb/datastore');
+  });
+});
+
+describe('defaultCacheDir', () => {
+  it('prefers PXB_CACHE_DIR, then an absolute XDG_CACHE_HOME, then HOME', () => {
+    expect(defaultCacheDir({ PXB_CACHE_DIR: '/c', XDG_CACHE_HOME: '/x', HOME: '/home/u' })).toBe('/c');
+    expect(defaultCacheDir({ XDG_CACHE_HOME: '/x', HOME: '/home/u' })).toBe('/x/pxb');
+    expect(defaultCacheDir({ XDG_CACHE_HOME: 'relative', HOME: '/home/u' })).toBe('/home/u/.cache/pxb');
   });
 });

@@ -42,6 +42,7 @@ import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { entryMetadata } from './fs-metadata.js';
+import { MetadataCacheBuilder } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
 
@@ -92,6 +93,17 @@ export interface CreateArchiveOptions {
   previous?: PreviousArchive;
   /** Metadata mode: lookahead cache capacity in entries. */
   lookaheadCapacity?: number;
+  /**
+   * Metadata cache (archive/metadata-cache.ts): the sorted table recorded with `previous`.
+   * Entries it lists as unchanged are not opened; their xattrs, ACLs, fcaps, flags and project
+   * id are taken from `previous`. Used only in metadata mode with `previous`, with xattrs on.
+   */
+  metadataCache?: Buffer;
+  /**
+   * Record the metadata cache of this archive (result `metadataCache`): entries whose ctime
+   * (ns since the epoch) is before this value. Not recorded with xattrs off or in legacy mode.
+   */
+  recordMetadataCacheBefore?: bigint;
   /** PRELUDE content of a split archive (default: the exclude patterns, if any). */
   prelude?: Buffer;
   signal?: AbortSignal;
@@ -135,6 +147,8 @@ export interface ArchiveStats {
   bytesStored: number;
   /** Metadata mode: unchanged files referenced in reused chunks (not read). */
   reusedFiles: number;
+  /** Files and directories not opened: their xattrs, ACLs, flags came from the metadata cache. */
+  metadataCached: number;
   reusedBytes: number;
   /** Metadata mode: reusable files encoded anew (padding threshold exceeded). */
   reencodedFiles: number;
@@ -150,6 +164,8 @@ export interface CreateArchiveResult {
   /** Index files in manifest order (payload before metadata for split archives). */
   files: ArchiveFile[];
   stats: ArchiveStats;
+  /** The sorted metadata-cache table of this archive, when recorded (recordMetadataCacheBefore). */
+  metadataCache?: Buffer;
 }
 
 /** `root.pxar` → base name `root`; PBS accepts `<name>.pxar` only. */
@@ -410,6 +426,8 @@ export interface PreviousArchive {
   accessor: PxarAccessor;
   /** The previous `.ppxar.didx`: its chunks are reused for unchanged files. */
   payloadIndex: DynamicIndex;
+  /** Csum of the previous `.mpxar.didx` (as in its manifest): names the metadata cache that fits. */
+  metadataIndexCsum?: Buffer;
 }
 
 /** Upstream re-encodes a cache flush whose unreferenced bytes exceed this share. */
@@ -539,6 +557,7 @@ class Archiver {
   private readonly previous: PreviousArchive | null;
   private readonly cache: LookaheadCache | null;
   private readonly capacity: number;
+  private readonly record: MetadataCacheBuilder | null;
   private lastProgress = 0;
 
   constructor(private readonly opts: CreateArchiveOptions) {
@@ -549,6 +568,9 @@ class Archiver {
     this.capacity = opts.lookaheadCapacity ?? defaultLookaheadCapacity();
     this.xattrs = opts.xattrs ?? true;
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
+    // The metadata cache stands in for reads of xattrs, ACLs and fcaps: only with them on.
+    if (this.previous && opts.metadataCache && this.xattrs) this.dirOpts.unchanged = opts.metadataCache;
+    this.record = opts.recordMetadataCacheBefore !== undefined && this.xattrs && this.mode !== 'legacy' ? new MetadataCacheBuilder(opts.recordMetadataCacheBefore) : null;
     this.stats = {
       archive: opts.archiveName,
       mode: this.mode,
@@ -562,6 +584,7 @@ class Archiver {
       chunksKnown: 0,
       bytesStored: DOUBLE_FIELD,
       reusedFiles: 0,
+      metadataCached: 0,
       reusedBytes: DOUBLE_FIELD,
       reencodedFiles: 0,
       paddingBytes: DOUBLE_FIELD,
@@ -706,7 +729,7 @@ class Archiver {
         files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
       }
       this.stats.seconds = (performance.now() - this.t0) / 1000;
-      return { files, stats: this.stats };
+      return { files, stats: this.stats, metadataCache: this.record?.finish() };
     } catch (e) {
       // Let in-flight chunk work settle so nothing writes after we return.
       await Promise.allSettled(this.outputs.map((o) => o.stream.end().catch(() => undefined).then(o.settle)));
@@ -725,6 +748,31 @@ class Archiver {
       }
     }
     return list;
+  }
+
+  /**
+   * Metadata of an entry the walk did not open because the metadata cache has it: its xattrs,
+   * ACLs, fcaps, flags and project id are those of the previous archive's entry at this path
+   * (same inode, same ctime). Without such an entry (the cache named a path the previous archive
+   * does not hold as this kind) the entry is read now; null when it changed kind meanwhile.
+   */
+  private async cachedMetadata(absDir: Buffer, rel: Buffer, list: DirEntries, i: number, prev: AccessorEntry | undefined): Promise<Metadata | null> {
+    const type = list.mode(i) & S_IFMT;
+    if (prev && prev.kind === (type === S_IFDIR ? 'directory' : 'file') && prev.metadata.mode === list.mode(i)) {
+      const p = prev.metadata;
+      this.stats.metadataCached++;
+      const meta: Metadata = { mode: list.mode(i), flags: p.flags, uid: list.uid(i), gid: list.gid(i), mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) }, xattrs: p.xattrs, acl: p.acl };
+      if (p.fcaps !== undefined) meta.fcaps = p.fcaps;
+      if (p.quotaProjectId !== undefined) meta.quotaProjectId = p.quotaProjectId;
+      return meta;
+    }
+    const { unchanged: _, ...opts } = this.dirOpts;
+    const fresh = await statEntries(joinAbs(absDir, list.name(i)), opts);
+    if ((fresh.mode(0) & S_IFMT) !== type || fresh.ino(0) !== list.ino(i)) {
+      this.warn(`${joinRel(rel, list.name(i)).toString()}: replaced during backup, skipped`);
+      return null;
+    }
+    return entryMetadata(fresh, 0, { xattrs: this.xattrs, describe: () => joinRel(rel, list.name(i)).toString() });
   }
 
   /** change-detection.md §3: the reusable range of a file in the previous payload stream, or null. */
@@ -769,19 +817,23 @@ class Archiver {
       }
       const type = list.mode(i) & S_IFMT;
       if (hasPatterns && excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
-      let meta: Metadata;
-      try {
-        meta = entryMetadata(list, i, metaOpts);
-      } catch (e) {
-        this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
-        continue;
-      }
-      keep.push(i);
-      metas[i] = meta;
       if (prev) {
         while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
         if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
       }
+      let meta: Metadata | null;
+      try {
+        meta = list.metaSkipped(i) ? await this.cachedMetadata(absDir, rel, list, i, prevOf[i]) : entryMetadata(list, i, metaOpts);
+      } catch (e) {
+        this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
+        continue;
+      }
+      if (!meta) continue;
+      if (this.record && (type === S_IFREG || type === S_IFDIR) && list.metaError(i) === null) {
+        this.record.add(list, i);
+      }
+      keep.push(i);
+      metas[i] = meta;
       ranges[i] = type === S_IFREG ? this.reuseRange(prevOf[i], meta, list.size(i)) : null;
       if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
     }

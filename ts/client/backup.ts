@@ -9,6 +9,9 @@
  * (chunks already inserted stay; garbage collection reclaims them if unreferenced).
  */
 import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { BackupManifest } from '../format/manifest.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter } from '../format/dynamic-index.js';
@@ -16,6 +19,7 @@ import type { PbsClient } from './remote/client.js';
 import { localTarget, remoteTarget } from './target.js';
 import { ChunkStream } from '../archive/chunk-stream.js';
 import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
+import { decodeMetadataCache, encodeMetadataCache } from '../archive/metadata-cache.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -67,6 +71,12 @@ export interface CreateBackupOptions {
   progressIntervalMs?: number;
   /** Metadata mode: lookahead cache capacity in entries (default: PBS's RLIMIT_NOFILE rule). */
   lookaheadCapacity?: number;
+  /**
+   * Directory of client-side caches. With it, each archive's metadata cache is kept under
+   * `<cacheDir>/metadata/` (archive/metadata-cache.ts): the next metadata-mode backup of the
+   * group does not open unchanged files and directories. Without it, nothing is cached.
+   */
+  cacheDir?: string;
   onNotice?: (message: string) => void;
 }
 
@@ -102,6 +112,9 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   const manifest = new BackupManifest(group.type, group.id, time);
   const archives: ArchiveStats[] = [];
   const uploader = target.uploader;
+  // Entries changed in the last second (or later) are read again next time (metadata-cache.ts).
+  const recordBefore = BigInt(Date.now() - 1000) * 1_000_000n;
+  const caches: Array<{ file: string; table: Buffer; csum: Buffer }> = [];
   try {
     const catalogStream = mode === 'legacy' ? makeCatalogStream(uploader) : null;
     for (const spec of opts.specs) {
@@ -112,8 +125,12 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         else previous = prev;
       }
       await target.prepare(spec.archiveName);
+      const cacheFile = opts.cacheDir && mode !== 'legacy' ? await metadataCachePath(opts.cacheDir, target.identity, ns, group, spec) : null;
+      const metadataCache = cacheFile && previous?.metadataIndexCsum ? await loadMetadataCache(cacheFile, previous.metadataIndexCsum) : undefined;
       const r = await createArchive({
         previous,
+        metadataCache,
+        recordMetadataCacheBefore: cacheFile && !dryRun ? recordBefore : undefined,
         source: spec.path,
         archiveName: spec.archiveName,
         mode,
@@ -134,6 +151,8 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         await target.addIndex(f.filename, f.data, { csum: f.csum, size: f.size });
         manifest.addFile(f.filename, f.size, f.csum);
       }
+      const mpxar = r.files.find((f) => f.filename.endsWith('.mpxar.didx'));
+      if (cacheFile && r.metadataCache && mpxar) caches.push({ file: cacheFile, table: r.metadataCache, csum: mpxar.csum });
       archives.push(r.stats);
     }
     if (catalogStream) {
@@ -147,6 +166,10 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
     await target.abort().catch(() => undefined);
     throw e;
   }
+  // Only now that the snapshot exists: a cache names the snapshot it describes by its index.
+  for (const c of caches) {
+    await saveMetadataCache(c.file, encodeMetadataCache(c.csum, c.table)).catch((e: Error) => opts.onNotice?.(`metadata cache not saved (${e.message}); the next backup reads every entry's metadata`));
+  }
   return {
     snapshot: target.snapshot,
     backupTime: time,
@@ -155,6 +178,32 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
     dryRun,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/** Where the metadata cache of one archive of one group of one datastore lives. */
+async function metadataCachePath(cacheDir: string, identity: string, ns: BackupNamespace, group: BackupGroup, spec: BackupSpec): Promise<string> {
+  // The walk hashes paths below the source's real path (createArchive resolves it the same way).
+  const source = await realpath(path.resolve(spec.path)).catch(() => path.resolve(spec.path));
+  const key = createHash('sha256').update(JSON.stringify([identity, ns.name, group.type, group.id, spec.archiveName, source])).digest('hex');
+  return path.join(cacheDir, 'metadata', key);
+}
+
+/** The table of a cache file that belongs to the previous archive, else undefined (missing, stale, damaged). */
+async function loadMetadataCache(file: string, indexCsum: Buffer): Promise<Buffer | undefined> {
+  const data = await readFile(file).catch(() => null);
+  return (data && decodeMetadataCache(data, indexCsum)) ?? undefined;
+}
+
+async function saveMetadataCache(file: string, data: Buffer): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, data, { mode: 0o600 });
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
 }
 
 /** The legacy-mode catalog: its own chunk stream (512 KiB average, as PBS) and index. */

@@ -23,6 +23,8 @@ import { RemoteChunkUploader } from './remote/chunk-uploader.js';
 export interface BackupTarget {
   /** `host/<id>/<time>` of the snapshot being written. */
   readonly snapshot: string;
+  /** Which datastore this is (keys client-side caches): `local:<path>` or `pbs:<auth>@<host>:<port>:<store>`. */
+  readonly identity: string;
   readonly uploader: ChunkUploader;
   /** The previous snapshot's archive for metadata-mode reuse, or why there is none. */
   previous(archiveName: string): Promise<PreviousArchive | { why: string }>;
@@ -67,7 +69,7 @@ async function previousFrom(
     // The root directory (its goodbye table ends the archive) is needed first; unreadable,
     // the archive is not usable at all (damage below the root only re-reads that part).
     await accessor.openRoot();
-    return { accessor, payloadIndex: payloadIdx };
+    return { accessor, payloadIndex: payloadIdx, metadataIndexCsum: meta.csum };
   } catch (e) {
     return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };
   }
@@ -153,6 +155,7 @@ export async function localTarget(ds: DataStore, ns: BackupNamespace, group: Bac
   let prevManifest: BackupManifest | null | undefined;
   return {
     snapshot: writer ? writer.dir.toString() : `${group.type}/${group.id}/(dry-run)`,
+    identity: `local:${ds.path}`,
     uploader,
     async previous(archiveName) {
       if (!prevDir) {
@@ -207,6 +210,7 @@ export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group
   };
   return {
     snapshot: `${group.type}/${group.id}/${new Date(time * 1000).toISOString().replace('.000Z', 'Z')}`,
+    identity: `pbs:${client.repository.authId}@${client.repository.host}:${client.repository.port}:${client.repository.store}`,
     uploader,
     async previous(archiveName) {
       const m = await manifest();

@@ -16,3 +16,15 @@ export function defaultDatastorePath(env: Env): string {
   const home = env.HOME || userInfo().homedir;
   return path.join(home, '.local', 'share', 'pxb', 'datastore');
 }
+
+/**
+ * Client-side cache directory (metadata caches of backups): `$PXB_CACHE_DIR`,
+ * `$XDG_CACHE_HOME/pxb` (only if absolute), `$HOME/.cache/pxb`.
+ */
+export function defaultCacheDir(env: Env): string {
+  if (env.PXB_CACHE_DIR) return path.resolve(env.PXB_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME;
+  if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'pxb');
+  const home = env.HOME || userInfo().homedir;
+  return path.join(home, '.cache', 'pxb');
+}

@@ -36,7 +36,17 @@ export interface ReadDirOptions {
   flags?: boolean;
   /** Quota project id (FS_IOC_FSGETXATTR), whatever the file system type. */
   projid?: boolean;
+  /**
+   * Metadata cache (`UnchangedTable`, readDir only): a regular file or directory whose
+   * (path hash, inode, ctime) is in it is not opened, on file systems where ctime changes with
+   * every xattr/ACL/chattr/project-id change (ext2/3/4, XFS, btrfs, tmpfs); `metaSkipped(i)`
+   * is then true and its xattrs, flags and project id are absent from the listing.
+   */
+  unchanged?: Buffer;
 }
+
+/** Bytes per metadata-cache record: u64 path hash, u64 inode, u64 ctime in nanoseconds. */
+export const UNCHANGED_RECORD = 24;
 
 export interface XAttr {
   name: Buffer;
@@ -83,10 +93,14 @@ export interface DirEntry {
   /** In flistxattr order, with values. Empty unless requested and a regular file/directory. */
   xattrs: XAttr[];
   metaError: MetaError | null;
+  /** The fd-based metadata was not read: the metadata cache has it (ReadDirOptions.unchanged). */
+  metaSkipped: boolean;
+  /** FNV-1a 64 of the entry's full path (the metadata cache's key). */
+  pathHash: bigint;
 }
 
 // Layout of the ArrayBuffer the addon returns (native/src/fs/dir.rs module doc).
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 const F_STATUS = 0;
 const F_MODE = 1;
 const F_UID = 2;
@@ -104,7 +118,8 @@ const F_FAT_ATTRS = 13;
 const F_PROJID = 14;
 const F_META_OP = 15;
 const F_META_ERRNO = 16;
-const FIELDS = 18;
+const F_META_SKIPPED = 18;
+const FIELDS = 19;
 /** Same list as META_OPS in native/src/fs/dir.rs. */
 const META_OPS = [
   '',
@@ -138,6 +153,7 @@ export class DirEntries implements Iterable<DirEntry> {
   readonly fsMagic: number;
   readonly #nums: Float64Array;
   readonly #ids: BigUint64Array;
+  readonly #idWords: Uint32Array;
   readonly #offs: Uint32Array;
   readonly #bytes: Buffer;
 
@@ -152,8 +168,9 @@ export class DirEntries implements Iterable<DirEntry> {
     let off = 32;
     this.#nums = new Float64Array(ab, off, n * FIELDS);
     off += n * FIELDS * 8;
-    this.#ids = new BigUint64Array(ab, off, n * 2);
-    off += n * 16;
+    this.#ids = new BigUint64Array(ab, off, n * 4);
+    this.#idWords = new Uint32Array(ab, off, n * 8);
+    off += n * 32;
     this.#offs = new Uint32Array(ab, off, n * 4);
     off = (off + n * 16 + 7) & ~7;
     this.#bytes = Buffer.from(ab, off);
@@ -222,11 +239,23 @@ export class DirEntries implements Iterable<DirEntry> {
   }
   dev(i: number): bigint {
     this.#check(i);
-    return this.#ids[i * 2];
+    return this.#ids[i * 4];
   }
   ino(i: number): bigint {
     this.#check(i);
-    return this.#ids[i * 2 + 1];
+    return this.#ids[i * 4 + 2];
+  }
+  pathHash(i: number): bigint {
+    this.#check(i);
+    return this.#ids[i * 4 + 1];
+  }
+  /** Copy entry i's metadata-cache record (path hash, inode, ctime ns: 6 u32 words) to `to[at..]`. */
+  copyRecord(i: number, to: Uint32Array, at: number): void {
+    this.#check(i);
+    to.set(this.#idWords.subarray(i * 8 + 2, i * 8 + 8), at);
+  }
+  metaSkipped(i: number): boolean {
+    return this.#num(i, F_META_SKIPPED) === 1;
   }
 
   symlinkTarget(i: number): Buffer | null {
@@ -289,6 +318,8 @@ export class DirEntries implements Iterable<DirEntry> {
       symlinkTarget: this.symlinkTarget(i),
       xattrs: this.xattrs(i),
       metaError: this.metaError(i),
+      metaSkipped: this.metaSkipped(i),
+      pathHash: this.pathHash(i),
     };
   }
 
@@ -343,6 +374,7 @@ interface NativeFs {
   fsListXattrs(path: RawPath, noFollow: boolean): Buffer[];
   fsSetFlags(path: RawPath, flags: number, mask: number): boolean;
   fsFlock(fd: number, op: 'sh' | 'ex'): boolean;
+  fsSortUnchangedTable(table: Uint8Array): void;
   fsSetProjid(path: RawPath, projid: number): boolean;
 }
 
@@ -634,4 +666,9 @@ export interface StoredChunk {
  */
 export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk> {
   return writeNative.fsStoreChunk(chunk, opts);
+}
+
+/** Sort metadata-cache records in place (see ReadDirOptions.unchanged). */
+export function sortUnchangedTable(table: Buffer): void {
+  fsNative.fsSortUnchangedTable(table);
 }

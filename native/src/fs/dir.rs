@@ -16,11 +16,17 @@
 //!   EOPNOTSUPP for the xattr list mean "none", as in PBS. An xattr removed between list and
 //!   get (ENODATA) is skipped.
 //!
+//! * Metadata cache (`MetaOpts::unchanged`): a regular file or directory on a file system whose
+//!   ctime changes with every xattr, ACL, chattr and project-id change (ext2/3/4, XFS, btrfs,
+//!   tmpfs) whose (path hash, inode, ctime) is in the caller's table is not opened: its
+//!   `metaSkipped` field is 1 and the caller takes those fields from where it recorded them.
+//!
 //! Output layout (one little-endian byte string, copied into one ArrayBuffer):
 //! ```text
 //! f64 header[4]        count, fsMagic (statfs f_type of the directory / path), LAYOUT_VERSION, FIELDS
 //! f64 nums[count][FIELDS]   see the F_* indices
-//! u64 ids[count][2]    st_dev, st_ino
+//! u64 ids[count][4]    st_dev, path hash (`path_hash` of the entry's full path), st_ino,
+//!                      ctime in ns (0 if before 1970): the last three are a metadata-cache record
 //! u32 offs[count][4]   nameOff, nameLen, targetLen, xattrLen (offsets into `bytes`)
 //! pad to 8 bytes
 //! u8  bytes[]          per entry, contiguous: name, symlink target, xattr records
@@ -41,6 +47,81 @@ pub struct MetaOpts {
     pub fcaps: bool,
     pub flags: bool,
     pub projid: bool,
+    /// Entries whose fd-based metadata is known (see the module doc); None: read everything.
+    pub unchanged: Option<UnchangedTable>,
+}
+
+/// A metadata-cache table: records of three u64 (path hash, inode, ctime in ns), sorted (see
+/// `sort_table`). Borrowed from a JS buffer that the caller keeps alive for the call.
+#[derive(Clone, Copy, Debug)]
+pub struct UnchangedTable {
+    pub ptr: *const u64,
+    pub records: usize,
+}
+// The buffer is neither moved nor written while a call that borrows it runs (caller's contract).
+unsafe impl Send for UnchangedTable {}
+unsafe impl Sync for UnchangedTable {}
+
+impl UnchangedTable {
+    fn get(&self, i: usize) -> [u64; 3] {
+        // SAFETY: i < records; the table holds records * 3 u64 (checked when it was borrowed)
+        unsafe { [*self.ptr.add(i * 3), *self.ptr.add(i * 3 + 1), *self.ptr.add(i * 3 + 2)] }
+    }
+
+    /// Whether (hash, ino, ctime) is recorded.
+    pub fn contains(&self, hash: u64, ino: u64, ctime: u64) -> bool {
+        let (mut lo, mut hi) = (0, self.records);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid)[0] < hash {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        while lo < self.records {
+            let r = self.get(lo);
+            if r[0] != hash {
+                return false;
+            }
+            if r[1] == ino && r[2] == ctime {
+                return true;
+            }
+            lo += 1;
+        }
+        false
+    }
+}
+
+/// Sort metadata-cache records (three u64 each) for `UnchangedTable::contains`.
+pub fn sort_table(records: &mut [u64]) {
+    let n = records.len() / 3;
+    // SAFETY: [u64; 3] has the layout of three consecutive u64
+    let recs = unsafe { std::slice::from_raw_parts_mut(records.as_mut_ptr() as *mut [u64; 3], n) };
+    recs.sort_unstable();
+}
+
+/// File systems on which every change of xattrs, ACLs, chattr flags or the project id also
+/// changes the inode's ctime, and ctime has nanoseconds (FAT, FUSE, network file systems: not).
+fn ctime_tracks_metadata(magic: i64) -> bool {
+    matches!(magic, 0xEF53 | 0x5846_5342 | 0x9123_683E | 0x0102_1994)
+}
+
+/// FNV-1a, 64 bit: the path hash of the metadata cache (a collision can only pair entries that
+/// also have the same inode and ctime, i.e. names of one inode, whose metadata is the same).
+pub fn path_hash(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+pub const PATH_HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Hash state after `dir` and the separator its entries' paths have ("/a" + "/" + name, "/" + name).
+fn dir_hash(dir: &[u8]) -> u64 {
+    let h = path_hash(PATH_HASH_INIT, dir);
+    if dir.last() == Some(&b'/') { h } else { path_hash(h, b"/") }
 }
 
 impl MetaOpts {
@@ -59,7 +140,7 @@ impl MetaOpts {
     }
 }
 
-pub const LAYOUT_VERSION: f64 = 1.0;
+pub const LAYOUT_VERSION: f64 = 2.0;
 pub const F_STATUS: usize = 0;
 pub const F_MODE: usize = 1;
 pub const F_UID: usize = 2;
@@ -78,7 +159,9 @@ pub const F_PROJID: usize = 14;
 pub const F_META_OP: usize = 15;
 pub const F_META_ERRNO: usize = 16;
 pub const F_XATTR_COUNT: usize = 17;
-pub const FIELDS: usize = 18;
+/// 1 when the fd-based metadata was not read because the metadata cache has it.
+pub const F_META_SKIPPED: usize = 18;
+pub const FIELDS: usize = 19;
 
 /// Values of the `metaOp` field (index = code); ts/native/fs.ts has the same list.
 pub const META_OPS: [&str; 8] = [
@@ -116,7 +199,7 @@ impl Builder {
     }
 
     fn count(&self) -> usize {
-        self.ids.len() / 2
+        self.ids.len() / 4
     }
 
     fn name(&self, i: usize) -> &[u8] {
@@ -125,11 +208,11 @@ impl Builder {
     }
 
     /// Stat one entry of `dirfd` and read what `opts` asks for; appends one record.
-    fn collect(&mut self, dirfd: c_int, name: &CStr, opts: &MetaOpts, magic: i64) {
+    fn collect(&mut self, dirfd: c_int, name: &CStr, opts: &MetaOpts, magic: i64, hash: u64) {
         let i = self.count();
         self.offs.extend_from_slice(&[self.bytes.len() as u32, name.to_bytes().len() as u32, 0, 0]);
         self.bytes.extend_from_slice(name.to_bytes());
-        self.ids.extend_from_slice(&[0, 0]);
+        self.ids.extend_from_slice(&[0, hash, 0, 0]);
         let base = self.nums.len();
         self.nums.resize(base + FIELDS, 0.0);
         let st = match fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW) {
@@ -151,12 +234,18 @@ impl Builder {
         n[F_NLINK] = st.st_nlink as f64;
         n[F_RDEV_MAJOR] = major(st.st_rdev) as f64;
         n[F_RDEV_MINOR] = minor(st.st_rdev) as f64;
-        self.ids[i * 2] = st.st_dev;
-        self.ids[i * 2 + 1] = st.st_ino;
+        let ctime = if st.st_ctime >= 0 { (st.st_ctime as u64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as u64) } else { 0 };
+        self.ids[i * 4] = st.st_dev;
+        self.ids[i * 4 + 2] = st.st_ino;
+        self.ids[i * 4 + 3] = ctime;
 
         let fmt = st.st_mode & S_IFMT;
+        let known = |t: &UnchangedTable| ctime != 0 && ctime_tracks_metadata(magic) && t.contains(hash, st.st_ino, ctime);
         let res = if fmt == S_IFLNK {
             self.read_link(i, dirfd, name, st.st_size.max(0) as usize)
+        } else if (fmt == S_IFREG || fmt == S_IFDIR) && opts.unchanged.as_ref().is_some_and(known) {
+            self.nums[base + F_META_SKIPPED] = 1.0;
+            Ok(())
         } else if (fmt == S_IFREG || fmt == S_IFDIR) && opts.any() {
             match open_at(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME) {
                 Ok(fd) => self.read_meta(i, base, &fd, opts, magic),
@@ -257,7 +346,7 @@ impl Builder {
             return Err(format!("directory listing too large ({} bytes of names and xattrs)", self.bytes.len()));
         }
         let n = perm.len();
-        let mut out = Vec::with_capacity(32 + n * (FIELDS * 8 + 16 + 16) + self.bytes.len() + 8);
+        let mut out = Vec::with_capacity(32 + n * (FIELDS * 8 + 32 + 16) + self.bytes.len() + 8);
         for h in [n as f64, magic as f64, LAYOUT_VERSION, FIELDS as f64] {
             out.extend_from_slice(&h.to_le_bytes());
         }
@@ -269,8 +358,9 @@ impl Builder {
         }
         for &p in perm {
             let p = p as usize;
-            out.extend_from_slice(&self.ids[p * 2].to_le_bytes());
-            out.extend_from_slice(&self.ids[p * 2 + 1].to_le_bytes());
+            for x in &self.ids[p * 4..p * 4 + 4] {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
         }
         for &p in perm {
             for x in &self.offs[p as usize * 4..p as usize * 4 + 4] {
@@ -292,6 +382,7 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     let dir = open_at(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
         .map_err(|e| err(e, "opendir", path))?;
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;
+    let prefix = dir_hash(path.to_bytes());
     let mut b = Builder::new();
     let mut buf = vec![0u64; 8192]; // 64 KiB, 8-aligned for the dirent64 records
     loop {
@@ -313,7 +404,7 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
             })?;
             let nb = name.to_bytes();
             if nb != b"." && nb != b".." {
-                b.collect(dir.0, name, opts, magic);
+                b.collect(dir.0, name, opts, magic, path_hash(prefix, nb));
             }
             off += reclen;
         }
@@ -329,7 +420,9 @@ pub fn stat_path(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     let p = open_at(AT_FDCWD, path, O_PATH | O_NOFOLLOW | O_CLOEXEC).map_err(|e| err(e, "lstat", path))?;
     let magic = fs_magic(&p).map_err(|e| err(e, "fstatfs", path))?;
     let mut b = Builder::new();
-    b.collect(AT_FDCWD, path, opts, magic);
+    // never from the cache: this is how a caller reads what the cache would have skipped
+    let opts = MetaOpts { unchanged: None, ..*opts };
+    b.collect(AT_FDCWD, path, &opts, magic, path_hash(PATH_HASH_INIT, path.to_bytes()));
     let status = b.nums[F_STATUS] as c_int;
     if status != 0 {
         return Err(err(status, "lstat", path));
@@ -355,7 +448,7 @@ mod tests {
         assert_eq!(f(0), 5.0);
         assert_eq!(f(3), FIELDS as f64);
         let n = 5;
-        let offs_at = 32 + n * FIELDS * 8 + n * 16;
+        let offs_at = 32 + n * FIELDS * 8 + n * 32;
         let bytes_at = (offs_at + n * 16 + 7) & !7;
         let u = |i: usize| u32::from_le_bytes(out[offs_at + i * 4..offs_at + i * 4 + 4].try_into().unwrap()) as usize;
         let names: Vec<Vec<u8>> = (0..n).map(|i| out[bytes_at + u(i * 4)..bytes_at + u(i * 4) + u(i * 4 + 1)].to_vec()).collect();
@@ -366,11 +459,49 @@ mod tests {
         // An entry that vanished between getdents and fstatat is recorded, not an error.
         let fd = open_at(AT_FDCWD, &c, O_RDONLY | O_DIRECTORY | O_CLOEXEC).unwrap();
         let mut b = Builder::new();
-        b.collect(fd.0, &CString::new("gone").unwrap(), &MetaOpts { xattrs: true, ..Default::default() }, 0);
-        b.collect(fd.0, &CString::new("a").unwrap(), &MetaOpts::default(), 0);
+        b.collect(fd.0, &CString::new("gone").unwrap(), &MetaOpts { xattrs: true, ..Default::default() }, 0, 1);
+        b.collect(fd.0, &CString::new("a").unwrap(), &MetaOpts::default(), 0, 2);
         assert_eq!(b.nums[F_STATUS], ENOENT as f64);
         assert_eq!(b.nums[FIELDS + F_STATUS], 0.0);
         assert_eq!(b.nums[FIELDS + F_SIZE], 1.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metadata_cache_skips_unchanged_entries_only() {
+        let dir = crate::fs::testing::fresh_dir("unchanged");
+        std::fs::write(dir.join("f"), "x").unwrap();
+        std::fs::write(dir.join("g"), "y").unwrap();
+        let c = CString::new(dir.to_str().unwrap()).unwrap();
+        let opts = MetaOpts { xattrs: true, flags: true, ..Default::default() };
+        let list = |o: &MetaOpts| {
+            let out = read_dir(&c, o).unwrap();
+            let f = |i: usize| f64::from_le_bytes(out[i * 8..i * 8 + 8].try_into().unwrap());
+            let n = f(0) as usize;
+            let ids = 32 + n * FIELDS * 8;
+            let u = |i: usize| u64::from_le_bytes(out[ids + i * 8..ids + i * 8 + 8].try_into().unwrap());
+            let skipped: Vec<bool> = (0..n).map(|i| f(4 + i * FIELDS + F_META_SKIPPED) == 1.0).collect();
+            let ctime: Vec<u64> = (0..n).map(|i| f(4 + i * FIELDS + F_CTIME_SEC) as u64 * 1_000_000_000 + f(4 + i * FIELDS + F_CTIME_NSEC) as u64).collect();
+            let rec: Vec<[u64; 3]> = (0..n).map(|i| [u(i * 4 + 1), u(i * 4 + 2), u(i * 4 + 3)]).collect();
+            assert_eq!(rec.iter().map(|r| r[2]).collect::<Vec<_>>(), ctime);
+            (f(1) as i64, skipped, rec)
+        };
+        let (magic, skipped, rec) = list(&opts);
+        assert_eq!(skipped, vec![false, false]);
+        let mut path = dir.to_str().unwrap().as_bytes().to_vec();
+        path.extend_from_slice(b"/f");
+        assert_eq!(rec[0][0], path_hash(PATH_HASH_INIT, &path), "hash of the full path");
+        // a table with f only (sorted); g's record has another ctime
+        let mut table: Vec<u64> = vec![rec[1][0], rec[1][1], rec[1][2] + 1, rec[0][0], rec[0][1], rec[0][2]];
+        sort_table(&mut table);
+        let t = UnchangedTable { ptr: table.as_ptr(), records: 2 };
+        let (_, skipped, _) = list(&MetaOpts { unchanged: Some(t), ..opts });
+        assert_eq!(skipped, vec![ctime_tracks_metadata(magic), false]);
+        // stat_path never takes entries from the cache
+        let mut cp = path.clone();
+        cp.push(0);
+        let one = stat_path(CStr::from_bytes_with_nul(&cp).unwrap(), &MetaOpts { unchanged: Some(t), ..opts }).unwrap();
+        assert_eq!(f64::from_le_bytes(one[32 + F_META_SKIPPED * 8..40 + F_META_SKIPPED * 8].try_into().unwrap()), 0.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,7 @@
 //!   way (no copy); the caller must not change it until the promise settles.
 use super::rt::*;
 use super::sys::*;
-use crate::fs::dir::{self, MetaOpts};
+use crate::fs::dir::{self, MetaOpts, UnchangedTable};
 use crate::fs::error::FsError;
 use crate::fs::write::{self, AtomicOpts, WriteOpts, WriteSpec};
 use crate::fs::{c_path, read, restore, touch};
@@ -40,6 +40,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsStoreChunk\0", store_chunk),
         method(b"fsTouchFiles\0", touch_files),
         method(b"fsFlock\0", flock),
+        method(b"fsSortUnchangedTable\0", sort_unchanged_table),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
@@ -133,19 +134,36 @@ unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
     }
 }
 
-unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<MetaOpts> {
+/// The options and, when they carry an `unchanged` table, that buffer (to pin for the job).
+unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<napi_value>)> {
     if type_of(env, v)? == NAPI_UNDEFINED_T {
-        return Ok(MetaOpts::default());
+        return Ok((MetaOpts::default(), None));
     }
     let prop = options_obj(env, v)?;
     let get = |name: &'static [u8], what: &str| -> NResult<bool> { flag_arg(env, prop(name)?, what) };
-    Ok(MetaOpts {
+    let u = prop(b"unchanged\0")?;
+    let (unchanged, keep) = if is_undefined(env, u)? {
+        (None, None)
+    } else {
+        let b = buffer_arg(env, u, "options.unchanged")?;
+        if b.is_empty() {
+            (None, None)
+        } else {
+            if b.len() % 24 != 0 || b.as_ptr() as usize % 8 != 0 {
+                return Err(type_error(env, "options.unchanged must be 8-aligned records of 24 bytes"));
+            }
+            (Some(UnchangedTable { ptr: b.as_ptr() as *const u64, records: b.len() / 24 }), Some(u))
+        }
+    };
+    let opts = MetaOpts {
         xattrs: get(b"xattrs\0", "options.xattrs")?,
         acls: get(b"acls\0", "options.acls")?,
         fcaps: get(b"fcaps\0", "options.fcaps")?,
         flags: get(b"flags\0", "options.flags")?,
         projid: get(b"projid\0", "options.projid")?,
-    })
+        unchanged,
+    };
+    Ok((opts, keep))
 }
 
 unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<napi_value>> {
@@ -239,8 +257,8 @@ unsafe extern "C" fn read_dir(env: napi_env, info: napi_callback_info) -> napi_v
     guard(env, || {
         let ([p, o], _, _) = args::<2>(env, info)?;
         let path = path_arg(env, p, "path")?;
-        let opts = opts_arg(env, o)?;
-        spawn(env, "pxb.fs.readDir", None, move || dir::read_dir(&path, &opts).map_err(Fail::Fs), layout_js)
+        let (opts, keep) = opts_arg(env, o)?;
+        spawn(env, "pxb.fs.readDir", keep, move || dir::read_dir(&path, &opts).map_err(Fail::Fs), layout_js)
     })
 }
 
@@ -255,9 +273,9 @@ unsafe extern "C" fn read_dirs(env: napi_env, info: napi_callback_info) -> napi_
         for (k, p) in array_items(env, ps, "paths")?.into_iter().enumerate() {
             paths.push(path_arg(env, p, &format!("paths[{k}]"))?);
         }
-        let opts = opts_arg(env, o)?;
+        let (opts, keep) = opts_arg(env, o)?;
         let task = move || Ok(paths.iter().map(|p| dir::read_dir(p, &opts)).collect::<Vec<_>>());
-        spawn(env, "pxb.fs.readDirs", None, task, listings_js)
+        spawn(env, "pxb.fs.readDirs", keep, task, listings_js)
     })
 }
 
@@ -278,8 +296,8 @@ unsafe extern "C" fn stat_path(env: napi_env, info: napi_callback_info) -> napi_
     guard(env, || {
         let ([p, o], _, _) = args::<2>(env, info)?;
         let path = path_arg(env, p, "path")?;
-        let opts = opts_arg(env, o)?;
-        spawn(env, "pxb.fs.statPath", None, move || dir::stat_path(&path, &opts).map_err(Fail::Fs), layout_js)
+        let (opts, keep) = opts_arg(env, o)?;
+        spawn(env, "pxb.fs.statPath", keep, move || dir::stat_path(&path, &opts).map_err(Fail::Fs), layout_js)
     })
 }
 
@@ -485,6 +503,25 @@ unsafe extern "C" fn flock(env: napi_env, info: napi_callback_info) -> napi_valu
         };
         let locked = crate::fs::sys::flock_nb(fd, op).map_err(|e| FsError::new(e, "flock", b""));
         bool_val(env, sys_call(env, locked)?)
+    })
+}
+
+/// fsSortUnchangedTable(buf): sort metadata-cache records (u64 path hash, inode, ctime ns;
+/// 8-aligned, a multiple of 24 bytes) in place, as readDir's `unchanged` option needs them.
+unsafe extern "C" fn sort_unchanged_table(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([b], _, _) = args::<1>(env, info)?;
+        let buf = buffer_arg(env, b, "table")?;
+        if buf.is_empty() {
+            return undefined(env);
+        }
+        if buf.len() % 24 != 0 || buf.as_ptr() as usize % 8 != 0 {
+            return Err(type_error(env, "table must be 8-aligned records of 24 bytes"));
+        }
+        // SAFETY: aligned, in bounds, and no other reference to these bytes lives during the call
+        let words = std::slice::from_raw_parts_mut(buf.as_ptr() as *mut u64, buf.len() / 8);
+        dir::sort_table(words);
+        undefined(env)
     })
 }
 

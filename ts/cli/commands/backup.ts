@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { createBackup, parseBackupSpec, type ChangeDetectionMode } from '../../client/backup.js';
 import { BackupNamespace } from '../../datastore/namespace.js';
+import { defaultCacheDir } from '../../datastore/location.js';
 import { formatBytes, printJSON, ProgressLine, table, UsageError, type OutputFormat } from '../output.js';
 import { outputFormatOption, type CliContext } from '../main.js';
 import { openAnyRepository } from '../repository.js';
@@ -34,6 +35,7 @@ export function registerBackup(program: Command, ctx: CliContext): void {
     .option('--chunk-size <KiB>', `average chunk size in KiB (${CHUNK_SIZES.join(', ')})`)
     .option('--lookahead-capacity <entries>', 'metadata mode: entries the lookahead cache holds (default: RLIMIT_NOFILE hard - soft/2, as PBS); larger lets runs of tiny unchanged files be reused, at ~1 KiB of memory per entry')
     .option('--dry-run', 'read and chunk everything, store nothing')
+    .option('--no-cache', 'keep no metadata cache (default: in $PXB_CACHE_DIR, else $XDG_CACHE_HOME/pxb or ~/.cache/pxb): the next metadata-mode backup then opens every file to read its xattrs and flags, as PBS does')
     .addOption(outputFormatOption())
     .action(async (specs: string[], o) => {
       const format = o.outputFormat as OutputFormat;
@@ -81,6 +83,7 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         chunkSize,
         lookaheadCapacity: o.lookaheadCapacity !== undefined ? positiveInt(o.lookaheadCapacity, '--lookahead-capacity') : undefined,
         dryRun: !!o.dryRun,
+        cacheDir: o.cache === false ? undefined : defaultCacheDir(ctx.env),
         signal: ctx.signal,
         onWarning: (m) => {
           warnings.push(m);

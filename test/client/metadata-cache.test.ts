@@ -1,0 +1,153 @@
+/**
+ * The metadata cache (archive/metadata-cache.ts): a metadata-mode backup does not open files
+ * and directories whose path, inode and ctime are as the previous backup recorded them, and
+ * the archive is byte for byte the one it writes without the cache.
+ */
+import { describe, it, expect } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DataStore } from '../../ts/datastore/datastore.js';
+import { BackupGroup } from '../../ts/datastore/backup-group.js';
+import { BackupNamespace } from '../../ts/datastore/namespace.js';
+import { createBackup, type CreateBackupOptions } from '../../ts/client/backup.js';
+import { localTarget } from '../../ts/client/target.js';
+import { createArchive, type PreviousArchive } from '../../ts/archive/create.js';
+import { decodeMetadataCache, encodeMetadataCache } from '../../ts/archive/metadata-cache.js';
+import { setxattr, statPath } from '../../ts/native/fs.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/** File systems on which the walk trusts ctime (native/src/fs/dir.rs). */
+const tracked = [0xef53, 0x58465342, 0x9123683e, 0x01021994].includes((await statPath(os.tmpdir())).fsMagic);
+const settle = () => new Promise((r) => setTimeout(r, 1100)); // only second-old ctimes are recorded
+
+function tree(root: string): void {
+  for (const d of ['a', 'b']) {
+    fs.mkdirSync(path.join(root, d, 'deep'), { recursive: true });
+    for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(root, d, `f${i}`), `${d}${i}\n`.repeat(i * 100));
+    fs.writeFileSync(path.join(root, d, 'deep', 'x'), d);
+  }
+  try {
+    setxattr(path.join(root, 'a', 'f1'), 'user.who', Buffer.from('a'));
+    setxattr(path.join(root, 'b', 'f1'), 'user.who', Buffer.from('b'));
+  } catch {
+    // no user xattrs here: the tree is still a test of the cache
+  }
+}
+
+async function setup() {
+  const base = tempDir();
+  const src = path.join(base, 'src');
+  fs.mkdirSync(src);
+  tree(src);
+  const ds = await DataStore.open(path.join(base, 'ds'), { create: true, fsync: false });
+  let t = 1_700_000_000;
+  const cacheDir = path.join(base, 'cache');
+  const run = (backupId: string, extra: Partial<CreateBackupOptions> = {}) =>
+    createBackup({ datastore: ds, specs: [{ archiveName: 'root.pxar', path: src }], backupId, backupTime: ++t, changeDetectionMode: 'metadata', ...extra });
+  const cacheFiles = () => (fs.existsSync(path.join(cacheDir, 'metadata')) ? fs.readdirSync(path.join(cacheDir, 'metadata')) : []);
+  return { base, src, ds, run, cacheDir, cacheFiles };
+}
+
+describe('metadata cache', () => {
+  it.skipIf(!tracked)('unchanged entries are not opened; changed ones are; the archive is the same as without the cache', async () => {
+    const { src, run, cacheDir, cacheFiles } = await setup();
+    await settle();
+    const first = await run('c', { cacheDir });
+    await run('n');
+    expect(first.archives[0].metadataCached).toBe(0);
+    expect(cacheFiles()).toHaveLength(1);
+
+    const second = await run('c', { cacheDir });
+    const plain = await run('n');
+    const entries = second.archives[0].files + second.archives[0].directories;
+    expect(second.archives[0].metadataCached).toBe(entries);
+    expect(second.files).toEqual(plain.files);
+
+    // Change a's xattr (ctime moves: read again), swap the two directories (their files keep
+    // their ctimes but not their paths: read again), add a file.
+    try {
+      setxattr(path.join(src, 'a', 'f1'), 'user.who', Buffer.from('changed'));
+    } catch {
+      // without user xattrs the swap still moves every path below a and b
+    }
+    fs.renameSync(path.join(src, 'a'), path.join(src, 'tmp'));
+    fs.renameSync(path.join(src, 'b'), path.join(src, 'a'));
+    fs.renameSync(path.join(src, 'tmp'), path.join(src, 'b'));
+    fs.writeFileSync(path.join(src, 'new'), 'new');
+    const third = await run('c', { cacheDir });
+    const plain3 = await run('n');
+    expect(third.files).toEqual(plain3.files);
+    // Nothing below the swapped directories came from the cache, nor the new file.
+    expect(third.archives[0].metadataCached).toBe(0);
+  }, 60_000);
+
+  it('records no entry changed within the last second, nothing on a dry run or without a cache dir', async () => {
+    const { src, run, cacheDir, cacheFiles } = await setup();
+    await run('c', { cacheDir, dryRun: true });
+    expect(cacheFiles()).toHaveLength(0);
+    await run('c');
+    expect(cacheFiles()).toHaveLength(0);
+    // Every entry changed just now (chmod moves ctime): recorded, they would be racy.
+    const touch = (d: string) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        fs.chmodSync(path.join(d, e.name), e.isDirectory() ? 0o755 : 0o644);
+        if (e.isDirectory()) touch(path.join(d, e.name));
+      }
+    };
+    touch(src);
+    await run('c', { cacheDir });
+    const again = await run('c', { cacheDir });
+    expect(again.archives[0].metadataCached).toBe(0);
+  }, 60_000);
+
+  it.skipIf(!tracked)('a cache of another snapshot, or a damaged one, is not used', async () => {
+    const { src, run, cacheDir, cacheFiles } = await setup();
+    await settle();
+    await run('c', { cacheDir });
+    const file = path.join(cacheDir, 'metadata', cacheFiles()[0]);
+    const good = fs.readFileSync(file);
+    // A changed tree backed up without the cache: the file now describes an older snapshot.
+    fs.writeFileSync(path.join(src, 'another'), 'file');
+    await run('c', { changeDetectionMode: 'data' });
+    const stale = await run('c', { cacheDir });
+    expect(stale.archives[0].metadataCached).toBe(0);
+    // (that backup wrote a cache for itself) damaged copies of it:
+    const fresh = fs.readFileSync(file);
+    for (const bad of [fresh.subarray(0, fresh.length - 5), Buffer.concat([fresh, Buffer.alloc(24)]), Buffer.from('garbage')]) {
+      fs.writeFileSync(file, bad);
+      const r = await run('c', { cacheDir });
+      expect(r.archives[0].metadataCached).toBe(0);
+      expect(r.archives[0].mode).toBe('metadata');
+    }
+    expect(decodeMetadataCache(good, Buffer.alloc(32))).toBeNull();
+  }, 60_000);
+
+  it.skipIf(!tracked)('an entry the cache lists but the previous archive lacks is read', async () => {
+    const { base, src, ds, run, cacheDir, cacheFiles } = await setup();
+    await settle();
+    const withX = await run('c', { cacheDir });
+    const mpxar = (r: typeof withX) => Buffer.from(r.files.find((f) => f.filename === 'root.mpxar.didx')!.csum, 'hex');
+    const table = decodeMetadataCache(fs.readFileSync(path.join(cacheDir, 'metadata', cacheFiles()[0])), mpxar(withX))!;
+    expect(table.length / 24).toBeGreaterThan(10);
+    // The previous archive without a/deep: the table (of the archive with it) names a/deep/x.
+    await run('c', { excludes: ['/a/deep'] });
+    const encode = async (metadataCache?: Buffer) => {
+      const target = await localTarget(ds, BackupNamespace.root, new BackupGroup('host', 'c'), 1_800_000_000, 'root@pam', true);
+      const previous = (await target.previous('root.pxar')) as PreviousArchive;
+      expect(previous.accessor).toBeDefined();
+      const warnings: string[] = [];
+      const r = await createArchive({ source: src, archiveName: 'root.pxar', mode: 'metadata', uploader: target.uploader, previous, metadataCache, onWarning: (w) => warnings.push(w) });
+      expect(warnings).toEqual([]);
+      return r;
+    };
+    const cached = await encode(table);
+    const plain = await encode();
+    expect(cached.files.map((f) => f.csum.toString('hex'))).toEqual(plain.files.map((f) => f.csum.toString('hex')));
+    expect(cached.stats.metadataCached).toBeGreaterThan(0);
+    expect(cached.stats.metadataCached).toBeLessThan(cached.stats.files + cached.stats.directories);
+    // and the format round-trips
+    expect(decodeMetadataCache(encodeMetadataCache(mpxar(withX), table), mpxar(withX))).toEqual(table);
+    expect(base).toBeTruthy();
+  }, 60_000);
+});
