@@ -181,7 +181,12 @@ const BATCH_FILES = 256;
 /** Size of a recycled read buffer: a batch stops at the first file that reaches BATCH_BYTES. */
 const READ_BUFFER = BATCH_BYTES + SMALL_FILE;
 const SPARE_READ_BUFFERS = 6;
-const READ_SIZE = 4 * 1024 * 1024;
+/**
+ * Piece size of large-file reads and of writes into the payload stream. The payload window
+ * keeps room for one piece behind a maximal chunk: 1 MiB (was 4) took 5.5 MiB off a full
+ * backup's peak RSS at the same speed.
+ */
+const READ_SIZE = 1024 * 1024;
 const DIR_LOOKAHEAD = 64;
 /** Directories listed per native job of the prefetch walk (see readDirs). */
 const DIRS_PER_JOB = 4;
