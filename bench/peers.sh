@@ -38,44 +38,51 @@ run() { # run TOOL STEP cmd...
   local wall rss repo
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
   rss=$(tail -1 "$tf"); rm -f "$tf"
-  repo=$(du -sb "$WORK/repo-$tool" 2>/dev/null | cut -f1)
+  repo=$(du -sb "$WORK/$PASS/repo-$tool" 2>/dev/null | cut -f1)
   echo "$PASS,$tool,$step,$wall,$rss,${repo:-0}" >> "$CSV"
   printf '  %-7s %-9s %8.2f s  %6d MiB RSS  repo %6d MiB\n' "$tool" "$step" "$wall" $((rss / 1024)) $(( ${repo:-0} / 1048576 ))
 }
 
 backup() { # backup TOOL STEP
-  local tool=$1 step=$2 repo=$WORK/repo-$1
+  local tool=$1 step=$2 repo=$WORK/$PASS/repo-$1
   case $tool in
     pxb)    run pxb "$step" $PXB backup "root.pxar:$SRC" --repository "$repo" --backup-id bench ;;
     borg)   run borg "$step" borg create --compression lz4 "$repo::$step-$PASS" "$SRC" ;;
-    restic) run restic "$step" restic -r "$repo" --cache-dir "$WORK/restic-cache" backup -q "$SRC" ;;
+    restic) run restic "$step" restic -r "$repo" --cache-dir "$WORK/$PASS/restic-cache" backup -q "$SRC" ;;
   esac
 }
 restore() {
-  # Each restore gets a directory of its own, all removed at the end: ext4 skips recently
-  # deleted inodes when it allocates (recently_deleted()), so a restore right after the 78k-file
-  # rm -rf of the previous one spent most of its time in the kernel (pxb 15-26 s instead of
-  # 6-7 s, the same for borg and restic). sync: no restore starts with the dirty pages of the
-  # steps before it (no tool syncs after a restore).
-  local tool=$1 repo=$WORK/repo-$1 dst=$WORK/restore/$PASS-$1
+  # sync: no restore starts with the dirty pages of the steps before it (no tool syncs after a
+  # restore).
+  local tool=$1 repo=$WORK/$PASS/repo-$1 dst=$WORK/$PASS/restore-$1
   mkdir -p "$dst"
   sync
   case $tool in
     pxb)    run pxb restore $PXB restore host/bench root.pxar "$dst" --repository "$repo" ;;
     borg)   (cd "$dst" && run borg restore borg extract "$repo::mutated-$PASS") ;;
-    restic) run restic restore restic -r "$repo" --cache-dir "$WORK/restic-cache" restore latest --target "$dst" ;;
+    restic) run restic restore restic -r "$repo" --cache-dir "$WORK/$PASS/restic-cache" restore latest --target "$dst" ;;
   esac
 }
 
-rm -rf "$WORK/restore" "$WORK"/restore-*
+# Nothing is deleted before or between the steps: ext4 skips recently deleted inodes when it
+# allocates new ones (recently_deleted(), for 60-300 s after a delete), so a restore after an
+# rm -rf of a 78k-file tree or of a datastore (65,536 chunk directories) spent most of its time
+# in the kernel (pxb 15-26 s instead of 6-7 s, restic 23-27 s instead of 9-10 s). Each pass
+# works in a directory of its own; leftovers are moved aside and everything is removed at the
+# end. Allow ~5 minutes after a run (or any large delete) before timing restores again.
+TRASH=$WORK/.trash-$$
+mkdir -p "$TRASH"
+for old in "$WORK"/[0-9]* "$WORK"/repo-* "$WORK"/restore* "$WORK"/restic-cache; do
+  [ -e "$old" ] && mv "$old" "$TRASH/"
+done
 python3 "$PEERS/mutate.py" undo src >/dev/null 2>&1 || true
 for PASS in $PASSES; do
   echo "pass $PASS: $SRC"
   for t in $TOOLS; do
-    rm -rf "$WORK/repo-$t" "$WORK/restic-cache"
+    mkdir -p "$WORK/$PASS"
     case $t in
-      borg) borg init -e none "$WORK/repo-borg" >/dev/null ;;
-      restic) restic -r "$WORK/repo-restic" init >/dev/null ;;
+      borg) borg init -e none "$WORK/$PASS/repo-borg" >/dev/null ;;
+      restic) restic -r "$WORK/$PASS/repo-restic" init >/dev/null ;;
     esac
   done
   for step in full nochange; do for t in $TOOLS; do backup "$t" "$step"; done; done
@@ -84,5 +91,5 @@ for PASS in $PASSES; do
   python3 "$PEERS/mutate.py" undo src >/dev/null
   for t in $TOOLS; do restore "$t"; done
 done
-rm -rf "$WORK/restore"
+rm -rf "$TRASH" "$WORK"/[0-9]*
 echo "results: $CSV"
