@@ -106,7 +106,12 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   // File data is copied into a batch buffer; up to MAX_BATCHES_IN_FLIGHT batches are written
   // concurrently by the native writer while decoding goes on.
   let batch: WriteFileSpec[] = [];
-  let batchBuf = Buffer.allocUnsafe(BATCH_BYTES);
+  // Batch buffers are reused once written: a fresh 8 MiB buffer per batch (1.3 GB of them for
+  // the linux tree) cost page faults and zeroing in the kernel and drove V8 into a full GC
+  // every few batches (external memory pressure).
+  const spareBufs: Buffer[] = [];
+  const newBatchBuf = () => spareBufs.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
+  let batchBuf = newBatchBuf();
   let batchBytes = 0;
   let batchPaths: Buffer[] = [];
   const inFlight = new Set<Promise<void>>();
@@ -124,13 +129,18 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   };
   const flush = async () => {
     if (batch.length) {
-      const p = writeBatch(batch, batchBuf.subarray(0, batchBytes), batchPaths).catch((e: Error) => {
+      const buf = batchBuf;
+      const p = writeBatch(batch, buf.subarray(0, batchBytes), batchPaths).catch((e: Error) => {
         writeError ??= e;
       });
-      const tracked = p.finally(() => inFlight.delete(tracked));
+      const tracked = p.finally(() => {
+        inFlight.delete(tracked);
+        // the native writer is done with it (settled): the next batches may fill it again
+        if (buf.length === BATCH_BYTES && spareBufs.length < MAX_BATCHES_IN_FLIGHT) spareBufs.push(buf);
+      });
       inFlight.add(tracked);
       batch = [];
-      batchBuf = Buffer.allocUnsafe(BATCH_BYTES);
+      batchBuf = newBatchBuf();
       batchBytes = 0;
       batchPaths = [];
     }
