@@ -24,6 +24,7 @@ import {
   listXattrs,
   mknod,
   readDir,
+  readDirs,
   readFilesExact,
   setFlags,
   setProjid,
@@ -187,6 +188,19 @@ describe('readDir: every entry kind', () => {
     const empty = await readDir(B(sub, 'empty'), { xattrs: true });
     expect([empty.length, [...empty]]).toEqual([0, []]);
     expect(() => empty.name(0)).toThrow(RangeError);
+  });
+
+  it('readDirs lists several directories in one job; one that cannot be listed gets its error', async () => {
+    const got = await readDirs([dir, path.join(dir, 'no-such-dir'), Buffer.from(path.join(dir, 'file'))], { flags: true });
+    expect(got).toHaveLength(3);
+    const [a, missing, notDir] = got;
+    if (a instanceof Error) throw a;
+    const one = await readDir(dir, { flags: true });
+    expect([...a].map((e) => e.name.toString())).toEqual([...one].map((e) => e.name.toString()));
+    expect(a.pathHash(0)).toBe(one.pathHash(0));
+    expect(missing).toBeInstanceOf(Error);
+    expect((missing as NodeJS.ErrnoException).code).toBe('ENOENT');
+    expect((notDir as NodeJS.ErrnoException).code).toBe('ENOTDIR');
   });
 
   it('statPath lstat()s one path with the same fields', async () => {
