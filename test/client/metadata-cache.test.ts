@@ -124,7 +124,7 @@ describe('metadata cache', () => {
   }, 60_000);
 
   it.skipIf(!tracked)('an entry the cache lists but the previous archive lacks is read', async () => {
-    const { base, src, ds, run, cacheDir, cacheFiles } = await setup();
+    const { src, ds, run, cacheDir, cacheFiles } = await setup();
     await settle();
     const withX = await run('c', { cacheDir });
     const mpxar = (r: typeof withX) => Buffer.from(r.files.find((f) => f.filename === 'root.mpxar.didx')!.csum, 'hex');
@@ -148,6 +148,5 @@ describe('metadata cache', () => {
     expect(cached.stats.metadataCached).toBeLessThan(cached.stats.files + cached.stats.directories);
     // and the format round-trips
     expect(decodeMetadataCache(encodeMetadataCache(mpxar(withX), table), mpxar(withX))).toEqual(table);
-    expect(base).toBeTruthy();
   }, 60_000);
 });

@@ -41,7 +41,7 @@ import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
-import { entryMetadata } from './fs-metadata.js';
+import { cachedEntryMetadata, entryMetadata } from './fs-metadata.js';
 import { MetadataCacheBuilder } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
@@ -166,6 +166,17 @@ export interface CreateArchiveResult {
   stats: ArchiveStats;
   /** The sorted metadata-cache table of this archive, when recorded (recordMetadataCacheBefore). */
   metadataCache?: Buffer;
+}
+
+/**
+ * The directory a backup of `source` walks: a symlink given as the source is followed, as
+ * upstream's client does (it checks the source with stat, not lstat, and opens it as a
+ * directory); nothing below it is. Paths in the archive's walk (and its metadata cache) are
+ * below this one.
+ */
+export async function sourceRoot(source: string): Promise<string> {
+  const given = path.resolve(source);
+  return realpath(given).catch(() => given);
 }
 
 /** `root.pxar` → base name `root`; PBS accepts `<name>.pxar` only. */
@@ -679,10 +690,7 @@ class Archiver {
 
   async run(): Promise<CreateArchiveResult> {
     const opts = this.opts;
-    // A symlink given as the source is followed, as upstream's client does (it checks the
-    // source with stat, not lstat, and opens it as a directory); nothing below it is.
-    const given = path.resolve(opts.source);
-    const rootPath = await realpath(given).catch(() => given);
+    const rootPath = await sourceRoot(opts.source);
     const rootList = await statEntries(rootPath, this.dirOpts).catch((e: Error) => {
       throw new Error(`cannot back up ${rootPath}: ${e.message}`);
     });
@@ -756,24 +764,22 @@ class Archiver {
   }
 
   /**
-   * Metadata of an entry the walk did not open because the metadata cache has it: its xattrs,
-   * ACLs, fcaps, flags and project id are those of the previous archive's entry at this path
-   * (same inode, same ctime). Without such an entry (the cache named a path the previous archive
-   * does not hold as this kind) the entry is read now; null when it changed kind meanwhile.
+   * Metadata of an entry the walk did not open because the metadata cache has it, when the
+   * previous archive holds this path as the same kind of entry with the same mode (same inode,
+   * same ctime: its fd-based metadata still holds); else null, and `readMetadata` reads it.
    */
-  private async cachedMetadata(absDir: Buffer, rel: Buffer, list: DirEntries, i: number, prev: AccessorEntry | undefined): Promise<Metadata | null> {
+  private cachedMetadata(list: DirEntries, i: number, prev: AccessorEntry | undefined): Metadata | null {
     const type = list.mode(i) & S_IFMT;
-    if (prev && prev.kind === (type === S_IFDIR ? 'directory' : 'file') && prev.metadata.mode === list.mode(i)) {
-      const p = prev.metadata;
-      this.stats.metadataCached++;
-      const meta: Metadata = { mode: list.mode(i), flags: p.flags, uid: list.uid(i), gid: list.gid(i), mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) }, xattrs: p.xattrs, acl: p.acl };
-      if (p.fcaps !== undefined) meta.fcaps = p.fcaps;
-      if (p.quotaProjectId !== undefined) meta.quotaProjectId = p.quotaProjectId;
-      return meta;
-    }
-    const { unchanged: _, ...opts } = this.dirOpts;
-    const fresh = await statEntries(joinAbs(absDir, list.name(i)), opts);
-    if ((fresh.mode(0) & S_IFMT) !== type || fresh.ino(0) !== list.ino(i)) {
+    if (!prev || prev.kind !== (type === S_IFDIR ? 'directory' : 'file') || prev.metadata.mode !== list.mode(i)) return null;
+    this.stats.metadataCached++;
+    return cachedEntryMetadata(list, i, prev.metadata);
+  }
+
+  /** Read the metadata the walk skipped after all; null (with a warning) if the entry was replaced meanwhile. */
+  private async readMetadata(absDir: Buffer, rel: Buffer, list: DirEntries, i: number): Promise<Metadata | null> {
+    // (statPath never takes an entry from the metadata cache)
+    const fresh = await statEntries(joinAbs(absDir, list.name(i)), this.dirOpts);
+    if ((fresh.mode(0) & S_IFMT) !== (list.mode(i) & S_IFMT) || fresh.ino(0) !== list.ino(i)) {
       this.warn(`${joinRel(rel, list.name(i)).toString()}: replaced during backup, skipped`);
       return null;
     }
@@ -828,7 +834,8 @@ class Archiver {
       }
       let meta: Metadata | null;
       try {
-        meta = list.metaSkipped(i) ? await this.cachedMetadata(absDir, rel, list, i, prevOf[i]) : entryMetadata(list, i, metaOpts);
+        if (!list.metaSkipped(i)) meta = entryMetadata(list, i, metaOpts);
+        else meta = this.cachedMetadata(list, i, prevOf[i]) ?? (await this.readMetadata(absDir, rel, list, i));
       } catch (e) {
         this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
         continue;

@@ -93,12 +93,10 @@ export interface MetadataOptions {
   describe: (i: number) => string;
 }
 
-/** pxar Metadata of entry `i` of a native listing. */
-export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions): Metadata {
-  const mode = list.mode(i);
-  const type = mode & 0o170000;
-  const meta: Metadata = {
-    mode,
+/** The part of an entry's Metadata that lstat gives (no flags, xattrs, ACLs, fcaps, project id). */
+function statMetadata(list: DirEntries, i: number): Metadata {
+  return {
+    mode: list.mode(i),
     flags: 0n,
     uid: list.uid(i),
     gid: list.gid(i),
@@ -106,6 +104,27 @@ export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions
     xattrs: NO_XATTRS,
     acl: NO_ACL,
   };
+}
+
+/**
+ * Metadata of an entry the walk did not open because the metadata cache vouches for it
+ * (`metaSkipped`): lstat's part from the listing, the fd-based part (chattr flags, xattrs,
+ * ACLs, fcaps, project id) from `prev`, the previous archive's metadata of the same inode.
+ */
+export function cachedEntryMetadata(list: DirEntries, i: number, prev: Metadata): Metadata {
+  const meta = statMetadata(list, i);
+  meta.flags = prev.flags;
+  meta.xattrs = prev.xattrs;
+  meta.acl = prev.acl;
+  if (prev.fcaps !== undefined) meta.fcaps = prev.fcaps;
+  if (prev.quotaProjectId !== undefined) meta.quotaProjectId = prev.quotaProjectId;
+  return meta;
+}
+
+/** pxar Metadata of entry `i` of a native listing. */
+export function entryMetadata(list: DirEntries, i: number, opts: MetadataOptions): Metadata {
+  const meta = statMetadata(list, i);
+  const type = meta.mode & 0o170000;
   if (type !== 0o100000 && type !== 0o040000) return meta;
   const chattr = list.flags(i);
   const fat = list.fatAttrs(i);

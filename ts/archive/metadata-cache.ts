@@ -38,10 +38,6 @@ export class MetadataCacheBuilder {
     this.beforeNsec = Number(recordBefore % 1_000_000_000n);
   }
 
-  get records(): number {
-    return this.n;
-  }
-
   /** Record entry `i` of a listing (a regular file or directory archived with its metadata). */
   add(list: DirEntries, i: number): void {
     const sec = list.ctimeSec(i);

@@ -11,14 +11,14 @@
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { BackupManifest } from '../format/manifest.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter } from '../format/dynamic-index.js';
 import type { PbsClient } from './remote/client.js';
 import { localTarget, remoteTarget } from './target.js';
 import { ChunkStream } from '../archive/chunk-stream.js';
-import { createArchive, archiveBaseName, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
+import { createArchive, archiveBaseName, sourceRoot, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
 import { decodeMetadataCache, encodeMetadataCache } from '../archive/metadata-cache.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
@@ -182,8 +182,7 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
 
 /** Where the metadata cache of one archive of one group of one datastore lives. */
 async function metadataCachePath(cacheDir: string, identity: string, ns: BackupNamespace, group: BackupGroup, spec: BackupSpec): Promise<string> {
-  // The walk hashes paths below the source's real path (createArchive resolves it the same way).
-  const source = await realpath(path.resolve(spec.path)).catch(() => path.resolve(spec.path));
+  const source = await sourceRoot(spec.path);
   const key = createHash('sha256').update(JSON.stringify([identity, ns.name, group.type, group.id, spec.archiveName, source])).digest('hex');
   return path.join(cacheDir, 'metadata', key);
 }

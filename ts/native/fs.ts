@@ -361,7 +361,6 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
 interface NativeFs {
-  fsReadDir(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
   fsReadDirs(paths: RawPath[], opts: ReadDirOptions): Promise<Array<ArrayBuffer | Error>>;
   fsStatPath(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
   fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array, base?: RawPath): Promise<ReadFilesResult>;
@@ -386,7 +385,9 @@ const fsNative = native as unknown as NativeFs;
  * Rejects only for the directory itself (ENOENT, ENOTDIR, EACCES, ...).
  */
 export async function readDir(path: RawPath, opts: ReadDirOptions = {}): Promise<DirEntries> {
-  return new DirEntries(await fsNative.fsReadDir(path, opts));
+  const [r] = await readDirs([path], opts);
+  if (r instanceof Error) throw r;
+  return r;
 }
 
 /**

@@ -21,7 +21,6 @@ use std::ptr::null_mut;
 
 pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
     let props = [
-        method(b"fsReadDir\0", read_dir),
         method(b"fsReadDirs\0", read_dirs),
         method(b"fsStatPath\0", stat_path),
         method(b"fsReadFilesExact\0", read_files_exact),
@@ -252,26 +251,16 @@ unsafe fn layout_js(env: napi_env, v: Vec<u8>, _kept: napi_value) -> NResult<nap
     Ok(ab)
 }
 
-/// fsReadDir(path, opts) -> Promise<ArrayBuffer>
-unsafe extern "C" fn read_dir(env: napi_env, info: napi_callback_info) -> napi_value {
-    guard(env, || {
-        let ([p, o], _, _) = args::<2>(env, info)?;
-        let path = path_arg(env, p, "path")?;
-        let (opts, keep) = opts_arg(env, o)?;
-        spawn(env, "pxb.fs.readDir", keep, move || dir::read_dir(&path, &opts).map_err(Fail::Fs), layout_js)
-    })
-}
-
-/// fsReadDirs(paths, opts) -> Promise<Array<ArrayBuffer | Error>>: several directories in one
-/// pool job, each listed as by fsReadDir; a directory that cannot be listed gets its error in
-/// its slot. Queuing a job wakes a pool thread, which costs the JS thread 40-65 us under load
+/// fsReadDirs(paths, opts) -> Promise<Array<ArrayBuffer | Error>>: directories listed in one
+/// pool job (layout: crate::fs::dir module doc); a directory that cannot be listed gets its
+/// error in its slot. Queuing a job wakes a pool thread, which costs the JS thread 40-65 us under load
 /// (5 us idle): a walk lists runs of directories per job.
 unsafe extern "C" fn read_dirs(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([ps, o], _, _) = args::<2>(env, info)?;
         let mut paths = Vec::new();
-        for (k, p) in array_items(env, ps, "paths")?.into_iter().enumerate() {
-            paths.push(path_arg(env, p, &format!("paths[{k}]"))?);
+        for p in array_items(env, ps, "paths")? {
+            paths.push(path_arg(env, p, "path")?);
         }
         let (opts, keep) = opts_arg(env, o)?;
         let task = move || Ok(paths.iter().map(|p| dir::read_dir(p, &opts)).collect::<Vec<_>>());
