@@ -93,6 +93,22 @@ pub fn verify_crc(blob: &[u8]) -> Result<Kind, String> {
     Ok(k)
 }
 
+/// `decode` into `dst` (no allocation): at most `dst.len()` bytes; returns the decoded length.
+pub fn decode_into(blob: &[u8], dst: &mut [u8]) -> Result<usize, String> {
+    match verify_crc(blob)? {
+        Kind::Plain => {
+            let data = &blob[HEADER..];
+            if data.len() > dst.len() {
+                return Err(format!("blob holds {} bytes, more than the limit of {}", data.len(), dst.len()));
+            }
+            dst[..data.len()].copy_from_slice(data);
+            Ok(data.len())
+        }
+        Kind::Zstd => zstd::decompress_into(&blob[HEADER..], dst),
+        Kind::Encrypted | Kind::EncryptedZstd => Err("blob is encrypted; a key is needed to decode it".into()),
+    }
+}
+
 /// Decode an unencrypted blob, checking magic and CRC, refusing more than `limit` bytes.
 pub fn decode(blob: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     let k = verify_crc(blob)?;
@@ -105,5 +121,28 @@ pub fn decode(blob: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         }
         Kind::Zstd => zstd::decompress_limited(&blob[HEADER..], limit),
         Kind::Encrypted | Kind::EncryptedZstd => Err("blob is encrypted; a key is needed to decode it".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_into_matches_decode_and_refuses_what_does_not_fit() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 997) as u8).collect();
+        for compress in [false, true] {
+            let b = encode(&data, compress).unwrap();
+            let mut dst = vec![0xeeu8; data.len() + 10];
+            let n = decode_into(&b, &mut dst).unwrap();
+            assert_eq!(&dst[..n], &decode(&b, MAX_CHUNK_SIZE).unwrap()[..]);
+            assert_eq!(&dst[..n], &data[..]);
+            let mut small = vec![0u8; data.len() - 1];
+            assert!(decode_into(&b, &mut small).unwrap_err().contains("limit"));
+        }
+        let mut bad = encode(&data, true).unwrap();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decode_into(&bad, &mut vec![0u8; data.len()]).unwrap_err().contains("CRC"));
     }
 }

@@ -12,7 +12,9 @@ use crate::digest;
 use crate::fs::error::FsError;
 use crate::fs::touch::touch_files;
 use crate::fs::write::{write_file_atomic, AtomicOpts};
-use crate::fs::sys::{EEXIST, ENOENT, ENOTDIR};
+use crate::fs::sys::{fstat, open_at, read_full, AT_FDCWD, EEXIST, EISDIR, ENOENT, ENOTDIR, O_CLOEXEC, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, S_IFDIR, S_IFMT, S_IFREG};
+use std::cell::RefCell;
+use std::ffi::CStr;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -107,4 +109,52 @@ mod tests {
         assert!(matches!(store_chunk(&data, &o).unwrap().1, Stored::Insert(_)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Why `read_chunk_into` failed: the file could not be read, or its content is not the chunk.
+#[derive(Debug)]
+pub enum ReadError {
+    Fs(FsError),
+    Corrupt(String),
+}
+
+thread_local! {
+    /// The encoded chunk of the current read (one per pool thread, reused).
+    static BLOB: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Read one chunk file and decode it into `dst` (at most `dst.len()` bytes): magic, CRC, zstd,
+/// and SHA-256 == `want`. Returns the decoded length. One open and one read; nothing is
+/// allocated per chunk, so a sequential reader can recycle `dst`.
+pub fn read_chunk_into(path: &CStr, dst: &mut [u8], want: &[u8; 32]) -> Result<usize, ReadError> {
+    let fs_err = |e, call| ReadError::Fs(FsError::new(e, call, path.to_bytes()));
+    let fd = open_at(AT_FDCWD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC).map_err(|e| fs_err(e, "open"))?;
+    let st = fstat(&fd).map_err(|e| fs_err(e, "fstat"))?;
+    match st.st_mode & S_IFMT {
+        S_IFREG => {}
+        S_IFDIR => return Err(fs_err(EISDIR, "read")),
+        _ => return Err(ReadError::Corrupt("not a regular file (a FIFO, device or socket in place of a chunk)".into())),
+    }
+    let size = st.st_size.max(0) as usize;
+    // An encrypted blob of the largest chunk is the largest thing a chunk file may hold.
+    if size > blob::MAX_CHUNK_SIZE + 64 {
+        return Err(ReadError::Corrupt(format!("blob of {} bytes is larger than any chunk", size)));
+    }
+    BLOB.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < size + 1 {
+            b.resize(size + 1, 0);
+        }
+        // One byte more than fstat said: a file that grew is noticed, not cut short.
+        let n = read_full(&fd, &mut b[..size + 1]).map_err(|e| fs_err(e, "read"))?;
+        if n != size {
+            return Err(ReadError::Corrupt(format!("the file changed size while read ({} bytes, then {})", size, n)));
+        }
+        let len = blob::decode_into(&b[..n], dst).map_err(ReadError::Corrupt)?;
+        let got = digest::sha256(&dst[..len]);
+        if &got != want {
+            return Err(ReadError::Corrupt(format!("its content hashes to {}", digest::hex(&got))));
+        }
+        Ok(len)
+    })
 }

@@ -62,21 +62,43 @@ pub fn compress_into(src: &[u8], dst: &mut [u8], level: i32) -> Result<Option<us
     })
 }
 
+/// Decompress into `dst` (at most `dst.len()` bytes); returns the decoded length. Data that
+/// decodes to more than `dst` holds is an error, never a partial result.
+pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> Result<usize, String> {
+    declared_size(src, dst.len())?;
+    unsafe { decompress_raw(src, dst.as_mut_ptr(), dst.len(), dst.len()) }
+}
+
 /// Decompress one or more frames, refusing output larger than `limit` bytes.
 pub fn decompress_limited(src: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    // Unknown size (streamed frames, as PBS 3.x wrote): decode into `limit` bytes of
+    // capacity; untouched capacity costs no memory.
+    let cap = declared_size(src, limit)?.unwrap_or(limit);
+    let mut dst: Vec<u8> = Vec::with_capacity(cap.max(1));
+    let n = unsafe { decompress_raw(src, dst.as_mut_ptr(), cap, limit)? };
+    unsafe { dst.set_len(n) };
+    Ok(dst)
+}
+
+/// The frame's declared content size (None: not declared), refused above `limit`.
+fn declared_size(src: &[u8], limit: usize) -> Result<Option<usize>, String> {
     let declared = unsafe { ZSTD_getFrameContentSize(src.as_ptr() as _, src.len()) };
     if declared == ZSTD_CONTENTSIZE_ERROR {
         return Err("zstd: not a valid zstd frame".into());
     }
-    if declared != ZSTD_CONTENTSIZE_UNKNOWN && declared > limit as u64 {
+    if declared == ZSTD_CONTENTSIZE_UNKNOWN {
+        return Ok(None);
+    }
+    if declared > limit as u64 {
         return Err(format!("zstd: frame declares {} bytes, more than the limit of {}", declared, limit));
     }
-    // Unknown size (streamed frames, as PBS 3.x wrote): decode into `limit` bytes of
-    // capacity; untouched capacity costs no memory.
-    let cap = if declared == ZSTD_CONTENTSIZE_UNKNOWN { limit } else { declared as usize };
-    let mut dst: Vec<u8> = Vec::with_capacity(cap.max(1));
-    CTX.with(|c| unsafe {
-        let n = ZSTD_decompressDCtx(c.1, dst.as_mut_ptr() as _, cap, src.as_ptr() as _, src.len());
+    Ok(Some(declared as usize))
+}
+
+/// Decompress into `cap` writable bytes at `dst`; `limit` is the bound named in the error.
+unsafe fn decompress_raw(src: &[u8], dst: *mut u8, cap: usize, limit: usize) -> Result<usize, String> {
+    CTX.with(|c| {
+        let n = ZSTD_decompressDCtx(c.1, dst as _, cap, src.as_ptr() as _, src.len());
         if ZSTD_isError(n) != 0 {
             let name = err_name(n);
             if name.contains("too small") {
@@ -84,7 +106,6 @@ pub fn decompress_limited(src: &[u8], limit: usize) -> Result<Vec<u8>, String> {
             }
             return Err(format!("zstd decompress: {}", name));
         }
-        dst.set_len(n);
-        Ok(dst)
+        Ok(n)
     })
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -142,9 +142,17 @@ describe('ChunkStore.storeData (a backup\'s one-job insert)', () => {
   });
 });
 
-describe('ChunkStore.readChunk verification', () => {
+// readChunkInto (one native job into a caller's buffer, used by restore) must refuse exactly
+// what readChunk refuses, with the same messages.
+const readers = {
+  readChunk: (c: ChunkStore, d: string, size?: number) => c.readChunk(d, size),
+  readChunkInto: (c: ChunkStore, d: string, size = 256 * 1024) => c.readChunkInto(d, size, Buffer.alloc(size + 4096, 0xee)),
+};
+
+describe.each(Object.keys(readers) as Array<keyof typeof readers>)('ChunkStore.%s verification', (reader) => {
   const data = Buffer.alloc(256 * 1024, 0x5a);
   const digest = sha(data);
+  const read = (d: string, size?: number) => readers[reader](chunks, d, size);
 
   async function stored(blob: Buffer): Promise<string> {
     await chunks.insert(digest, encodeBlob(data, true));
@@ -154,7 +162,7 @@ describe('ChunkStore.readChunk verification', () => {
 
   async function failure(): Promise<ChunkError> {
     try {
-      await chunks.readChunk(digest, data.length);
+      await read(digest, data.length);
     } catch (e) {
       expect(e).toBeInstanceOf(ChunkError);
       return e as ChunkError;
@@ -198,9 +206,34 @@ describe('ChunkStore.readChunk verification', () => {
     await stored(encodeBlob(other, true));
     expect((await failure()).message).toBe(`chunk ${digest} is corrupt: its content hashes to ${sha(other)}`);
     await writeFile(chunks.chunkPath(digest), encodeBlob(data, false));
-    await expect(chunks.readChunk(digest, data.length + 1)).rejects.toThrow(
+    await expect(read(digest, data.length + 1)).rejects.toThrow(
       `chunk ${digest} is corrupt: ${data.length} bytes, the index expects ${data.length + 1}`,
     );
-    expect(await chunks.readChunk(digest)).toEqual(data);
+    expect(await read(digest)).toEqual(data);
+  });
+
+  it('takes a directory in place of the chunk file for a missing chunk', async () => {
+    await mkdir(chunks.chunkPath(digest), { recursive: true });
+    const e = await failure();
+    expect(e.reason).toBe('missing');
+    expect(e.message).toMatch(new RegExp(`^chunk ${digest} is missing`));
+  });
+});
+
+describe('ChunkStore.readChunkInto', () => {
+  it('decodes into the given buffer and returns the view holding the chunk', async () => {
+    const data = randomBytes(300 * 1024);
+    const digest = sha(data);
+    await chunks.insert(digest, encodeBlob(data, true));
+    const into = Buffer.alloc(512 * 1024, 0xee);
+    const got = await chunks.readChunkInto(digest, data.length, into);
+    expect(got.buffer).toBe(into.buffer);
+    expect(got.byteOffset).toBe(into.byteOffset);
+    expect(got).toEqual(data);
+    // a chunk that decodes to more than the buffer holds is refused, not cut short
+    await expect(chunks.readChunkInto(digest, data.length, Buffer.alloc(data.length - 1))).rejects.toThrow(RangeError);
+    const small = Buffer.alloc(100 * 1024);
+    await writeFile(chunks.chunkPath(digest), encodeBlob(data, false));
+    await expect(chunks.readChunkInto(digest, small.length, small)).rejects.toThrow(/is corrupt: .*more than the limit/);
   });
 });

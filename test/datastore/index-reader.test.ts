@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { DynamicIndex, DynamicIndexWriter } from '../../ts/format/dynamic-index.js';
-import { IndexReadAt, ArchiveReadError } from '../../ts/datastore/index-reader.js';
+import { ChunkBufferPool, IndexReadAt, ArchiveReadError, indexStream } from '../../ts/datastore/index-reader.js';
 import { lcgBytes } from '../helpers/data.js';
 
 /** An archive of `sizes.length` chunks, its index, and a source counting reads per chunk. */
@@ -84,5 +84,46 @@ describe('IndexReadAt', () => {
     fail = false;
     await r.readAt(1500, 10);
     expect(reads.length).toBe(1);
+  });
+});
+
+describe('indexStream with a ChunkBufferPool', () => {
+  it('decodes into recycled buffers: few buffers for many chunks, the data unchanged', async () => {
+    const sizes = Array.from({ length: 40 }, (_, i) => 3000 + ((i * 7919) % 5000));
+    const { data, index, source } = archive(sizes);
+    const into = async (digest: Uint8Array, size: number, buf: Buffer) => {
+      const c = await source.readChunk(digest);
+      c.copy(buf);
+      return buf.subarray(0, size);
+    };
+    const pool = new ChunkBufferPool(2);
+    const seen = new Set<ArrayBufferLike>();
+    const got: Buffer[] = [];
+    for await (const chunk of indexStream(index, { ...source, readChunkInto: into }, 'a.didx', 4, pool)) {
+      seen.add(chunk.buffer);
+      got.push(Buffer.from(chunk));
+      pool.release(chunk);
+    }
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+    // 4 read ahead + the one being consumed, whatever the number of chunks
+    expect(seen.size).toBeLessThanOrEqual(6);
+  });
+
+  it('lends a buffer to one reader at a time and ignores foreign or repeated releases', () => {
+    const pool = new ChunkBufferPool(4);
+    const a = pool.take(1000);
+    const b = pool.take(1000);
+    expect(a.buffer).not.toBe(b.buffer);
+    expect(a.length).toBeGreaterThanOrEqual(1000);
+    pool.release(a.subarray(10, 20));
+    pool.release(a);
+    pool.release(Buffer.alloc(10));
+    const c = pool.take(500);
+    expect(c.buffer).toBe(a.buffer);
+    // released twice, lent once: the second release must not hand it out again
+    expect(pool.take(500).buffer).not.toBe(a.buffer);
+    // too small to reuse for a larger chunk
+    pool.release(c);
+    expect(pool.take(4 * 1024 * 1024).buffer).not.toBe(a.buffer);
   });
 });

@@ -328,6 +328,8 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
         if (simple && size <= SMALL_FILE) {
           if (batchBytes + size > BATCH_BYTES) await flush();
           const offset = batchBytes;
+          // Every piece is copied (here) or written (below) before the decoder reads on: a
+          // restore decodes payload chunks into recycled buffers (openArchiveDecoder).
           for await (const piece of decoder.contents()) {
             piece.copy(batchBuf, batchBytes);
             batchBytes += piece.length;

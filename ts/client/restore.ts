@@ -10,7 +10,7 @@ import { BackupNamespace } from '../datastore/namespace.js';
 import { DynamicIndex } from '../format/dynamic-index.js';
 import type { BackupManifest } from '../format/manifest.js';
 import { PxarDecoder, type DecoderEvent } from '../format/pxar/decoder.js';
-import { indexStream, type ChunkSource } from '../datastore/index-reader.js';
+import { ChunkBufferPool, indexStream, type ChunkSource } from '../datastore/index-reader.js';
 import { extractArchive, type ExtractOptions, type ExtractStats } from '../archive/extract.js';
 import type { PbsClient } from './remote/client.js';
 
@@ -60,7 +60,10 @@ export function findArchive(manifest: BackupManifest, name: string): ArchiveFile
 }
 
 function chunkSource(ds: DataStore): ChunkSource {
-  return { readChunk: (digest, size) => ds.chunks.readChunk(digest, size) };
+  return {
+    readChunk: (digest, size) => ds.chunks.readChunk(digest, size),
+    readChunkInto: (digest, size, into) => ds.chunks.readChunkInto(digest, size, into),
+  };
 }
 
 /** One snapshot to read from: a local datastore's, or a remote reader session's. */
@@ -125,12 +128,22 @@ export function localSnapshotAt(ds: DataStore, dir: BackupDir): SnapshotSource {
 }
 
 /** A sequential decoder over an archive of a snapshot. */
-export async function openArchiveDecoder(src: SnapshotSource, archiveName: string, opts?: { payload?: boolean }): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }>;
+export interface OpenArchiveDecoderOptions {
+  /** Read the payload stream of a split archive (default true; a listing needs none). */
+  payload?: boolean;
+  /**
+   * Decode payload chunks into recycled buffers (PxarDecoderOptions.releasePayload): a piece
+   * from `contents()` is then valid only until the next call into the decoder.
+   */
+  recyclePayload?: boolean;
+}
+
+export async function openArchiveDecoder(src: SnapshotSource, archiveName: string, opts?: OpenArchiveDecoderOptions): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }>;
 export async function openArchiveDecoder(ds: DataStore, dir: BackupDir, archiveName: string): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }>;
 export async function openArchiveDecoder(
   a: SnapshotSource | DataStore,
   b: string | BackupDir,
-  c?: string | { payload?: boolean },
+  c?: string | OpenArchiveDecoderOptions,
 ): Promise<{ decoder: PxarDecoder; files: ArchiveFiles }> {
   const src = a instanceof DataStore ? localSnapshotAt(a, b as BackupDir) : a;
   const archiveName = typeof b === 'string' ? b : (c as string);
@@ -139,9 +152,11 @@ export async function openArchiveDecoder(
   const files = findArchive(manifest, archiveName);
   const meta = await src.readIndex(files.metadata, manifest);
   const payload = files.payload && opts.payload !== false ? await src.readIndex(files.payload, manifest) : null;
+  const pool = payload && opts.recyclePayload ? new ChunkBufferPool() : undefined;
   const decoder = new PxarDecoder(indexStream(meta, src.chunks, files.metadata), {
     name: files.metadata,
-    payload: payload ? indexStream(payload, src.chunks, files.payload!) : undefined,
+    payload: payload ? indexStream(payload, src.chunks, files.payload!, undefined, pool) : undefined,
+    releasePayload: pool?.release,
   });
   return { decoder, files };
 }
@@ -171,7 +186,8 @@ export async function openSnapshot(o: { datastore?: DataStore; remote?: PbsClien
 export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
   const src = await openSnapshot(opts, opts.snapshot, opts.namespace);
   try {
-    const { decoder, files } = await openArchiveDecoder(src, opts.archiveName);
+    // extractArchive copies or writes every piece of file data before it reads on.
+    const { decoder, files } = await openArchiveDecoder(src, opts.archiveName, { recyclePayload: true });
     const stats = await extractArchive(decoder, { ...opts, target: opts.target });
     return { ...stats, snapshot: src.label, archive: files.name };
   } finally {

@@ -20,7 +20,7 @@ import { TEMP_MARKER, isNotFound } from '../backend/backend.js';
 import type { FsBackend } from '../backend/fs.js';
 import { BLOB_MAGIC, MAX_CHUNK_SIZE, decodeBlobAsync } from '../format/blob.js';
 import { native } from '../native/index.js';
-import { STORE_KNOWN, STORE_NEW, storeChunk } from '../native/fs.js';
+import { STORE_KNOWN, STORE_NEW, readChunkInto, storeChunk } from '../native/fs.js';
 
 export const CHUNK_DIR = '.chunks';
 /** Mode of the `.chunks/XXXX` prefix directories. */
@@ -225,5 +225,32 @@ export class ChunkStore {
       throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${data.length} bytes, the index expects ${expectedSize}`);
     }
     return data;
+  }
+
+  /**
+   * `readChunk` into `into` (at least `expectedSize` bytes) in one native job (open, read,
+   * decode, SHA-256) that allocates nothing for the data, so a sequential reader can recycle
+   * its buffers. Returns the view of `into` holding the chunk. `into` must not be touched
+   * before the promise settles.
+   */
+  async readChunkInto(digest: Digest, expectedSize: number, into: Buffer): Promise<Buffer> {
+    const hex = digestHex(digest);
+    if (into.length < expectedSize) throw new RangeError(`readChunkInto: ${into.length} bytes of room for a ${expectedSize}-byte chunk`);
+    let n: number;
+    try {
+      n = await readChunkInto(this.chunkPath(hex), into, Buffer.from(hex, 'hex'));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // as the backend's get: a directory in place of the file is no chunk either
+      if (code === 'ENOENT' || code === 'EISDIR') throw new ChunkError(hex, 'missing', `chunk ${hex} is missing (${this.chunkPath(hex)})`);
+      const m = (e as Error).message;
+      if (code !== undefined) throw new Error(`cannot read chunk ${hex}: ${m}`);
+      if (m.startsWith('blob is encrypted')) throw new Error(`chunk ${hex} is encrypted; reading it needs the encryption key`);
+      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${m}`);
+    }
+    if (n !== expectedSize) {
+      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${n} bytes, the index expects ${expectedSize}`);
+    }
+    return into.subarray(0, n);
   }
 }

@@ -544,6 +544,7 @@ interface NativeWrite {
   fsWriteFilesBatch(paths: RawPath[], nums: Uint8Array, data: Uint8Array, opts: WriteFilesOptions): Promise<WriteFilesResult>;
   fsWriteFileAtomic(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean>;
   fsStoreChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk>;
+  fsReadChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number>;
   fsSyncfs(path: RawPath): Promise<void>;
   fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
 }
@@ -667,6 +668,17 @@ export interface StoredChunk {
  */
 export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk> {
   return writeNative.fsStoreChunk(chunk, opts);
+}
+
+/**
+ * Read a local chunk file and decode it into `into` in one job on the libuv pool: magic, CRC,
+ * zstd (at most `into.length` bytes) and SHA-256 == `digest`; resolves with the decoded length.
+ * Nothing is allocated per chunk, so a reader can recycle `into`; do not touch it until the
+ * promise settles. A file that cannot be read rejects node-style (`code`: ENOENT, ...), a
+ * damaged one with a plain Error naming the damage.
+ */
+export async function readChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number> {
+  return writeNative.fsReadChunkInto(path, into, digest);
 }
 
 /** Sort metadata-cache records in place (see ReadDirOptions.unchanged). */

@@ -37,6 +37,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsSyncfs\0", syncfs),
         method(b"fsWriteFileAtomic\0", write_file_atomic),
         method(b"fsStoreChunk\0", store_chunk),
+        method(b"fsReadChunkInto\0", read_chunk_into),
         method(b"fsTouchFiles\0", touch_files),
         method(b"fsFlock\0", flock),
         method(b"fsSortUnchangedTable\0", sort_unchanged_table),
@@ -695,4 +696,28 @@ unsafe extern "C" fn touch_files(env: napi_env, info: napi_callback_info) -> nap
 
 unsafe fn int32_array_js(env: napi_env, v: Vec<i32>, _kept: napi_value) -> NResult<napi_value> {
     i32_array(env, &v)
+}
+
+// --- readChunkInto -------------------------------------------------------------------------
+
+/// fsReadChunkInto(path, into, digest) -> Promise<number>: read a chunk file, decode it into
+/// `into` (pinned until the promise settles) and check its SHA-256 (crate::store). A file that
+/// cannot be read rejects node-style (`code`); a damaged one with a plain message.
+unsafe extern "C" fn read_chunk_into(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, i, d], _, _) = args::<3>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let dst = buffer_arg(env, i, "into")?;
+        let o = SendSlice(dst.as_ptr(), dst.len());
+        let want: [u8; 32] = buffer_arg(env, d, "digest")?.try_into().map_err(|_| type_error(env, "digest must be 32 bytes"))?;
+        let task = move || {
+            let o = o; // the whole Send wrapper, not its raw-pointer field
+            let dst = if o.1 == 0 { &mut [][..] } else { std::slice::from_raw_parts_mut(o.0 as *mut u8, o.1) };
+            crate::store::read_chunk_into(&path, dst, &want).map_err(|e| match e {
+                crate::store::ReadError::Fs(e) => Fail::Fs(e),
+                crate::store::ReadError::Corrupt(m) => Fail::Msg(m),
+            })
+        };
+        spawn(env, "pxb.fs.readChunkInto", Some(i), task, |env, n, _| f64_val(env, n as f64))
+    })
 }

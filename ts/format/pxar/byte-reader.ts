@@ -5,7 +5,10 @@
  *
  * Invariants: `position` counts consumed bytes; bytes handed out by `take`/`readSome` are never
  * overwritten later (pieces are adopted zero-copy, and only the few bytes straddling a piece
- * boundary are copied into a fresh buffer), so callers may keep them.
+ * boundary are copied into a fresh buffer), so callers may keep them, unless the reader was
+ * given `release`: then each piece from the source is passed to it exactly once, when the
+ * reader has consumed it (moved on to the next piece), and the source may reuse its memory, so
+ * callers must be done with every view of a piece before they read past it.
  */
 
 export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
@@ -22,8 +25,13 @@ export class ByteReader {
   private queued = 0;
   private readonly iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
   private done = false;
+  /** Buffers `combine` made (never passed to `release`). */
+  private readonly own = new WeakSet<Buffer>();
 
-  constructor(source: ByteSource) {
+  constructor(
+    source: ByteSource,
+    private readonly release?: (piece: Buffer) => void,
+  ) {
     this.iterator =
       Symbol.asyncIterator in source
         ? (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
@@ -109,8 +117,15 @@ export class ByteReader {
   private advancePiece(): void {
     const next = this.queue.shift() as Buffer;
     this.queued -= next.length;
+    this.drop(this.cur);
     this.cur = next;
     this.start = 0;
+  }
+
+  /** A piece is consumed: hand it back (combined copies and EMPTY are the reader's own). */
+  private drop(piece: Buffer): void {
+    if (this.release && piece !== EMPTY && !this.own.has(piece)) this.release(piece);
+    this.own.delete(piece);
   }
 
   /** Make `n` bytes contiguous in a fresh buffer (copying only those `n`). */
@@ -118,6 +133,7 @@ export class ByteReader {
     const out = Buffer.allocUnsafe(n);
     let have = this.contiguous;
     this.cur.copy(out, 0, this.start);
+    this.drop(this.cur);
     while (have < n) {
       const piece = this.queue[0];
       const k = Math.min(n - have, piece.length);
@@ -125,11 +141,13 @@ export class ByteReader {
       have += k;
       if (k === piece.length) {
         this.queue.shift();
+        this.drop(piece);
       } else {
         this.queue[0] = piece.subarray(k);
       }
       this.queued -= k;
     }
+    if (this.release) this.own.add(out);
     this.cur = out;
     this.start = 0;
   }

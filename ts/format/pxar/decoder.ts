@@ -58,6 +58,12 @@ export type { ByteSource } from './byte-reader.js';
 export interface PxarDecoderOptions {
   /** Payload stream (`.ppxar`) of a split archive; without it file contents cannot be read. */
   payload?: ByteSource;
+  /**
+   * Called with each piece of the payload stream once the decoder has read past it, so its
+   * source can reuse the memory (see ByteReader). With it, a piece from `contents()` is valid
+   * only until the next call into the decoder.
+   */
+  releasePayload?: (piece: Buffer) => void;
   /** Verify HARDLINK targets (default true; costs 8 bytes per regular file). */
   checkHardlinks?: boolean;
   /** Name used in error messages (default "pxar archive"). */
@@ -106,7 +112,7 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
   constructor(metadata: ByteSource, options: PxarDecoderOptions = {}) {
     this.what = options.name ?? 'pxar archive';
     this.meta = new ByteReader(metadata);
-    this.payload = options.payload ? new ByteReader(options.payload) : undefined;
+    this.payload = options.payload ? new ByteReader(options.payload, options.releasePayload) : undefined;
     this.checkHardlinks = options.checkHardlinks ?? true;
   }
 
