@@ -21,7 +21,7 @@
  * Entries that vanish or cannot be read mid-backup produce a warning and are left out; the
  * archive stays consistent.
  */
-import { open, realpath } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -32,10 +32,13 @@ import {
   READ_OK,
   READ_SHRUNK,
   errnoCode,
+  openFile,
   type DirEntries,
+  type FdFile,
   type ReadDirOptions,
 } from '../native/fs.js';
 import { PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
+import { MAX_PATH_LEN } from '../format/pxar/constants.js';
 import { emptyAcl, metadataEqualForReuse, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
@@ -904,7 +907,9 @@ class Archiver {
 
       if (type === S_IFREG) {
         const size = list.size(i);
-        const key = list.nlink(i) > 1 ? `${list.dev(i)}:${list.ino(i)}` : null;
+        // A HARDLINK names its target by path, at most MAX_PATH_LEN bytes: a name with a longer
+        // path is archived as a file of its own (and is never a hardlink target).
+        const key = list.nlink(i) > 1 && (rel.length ? rel.length + 1 : 0) + name.length <= MAX_PATH_LEN ? `${list.dev(i)}:${list.ino(i)}` : null;
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
@@ -1057,7 +1062,8 @@ class Archiver {
       // not wait for a writer; the type check below then skips it (as a directory or device).
       let fh;
       try {
-        fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+        // (openFile: a path longer than PATH_MAX is opened piecewise)
+        fh = await openFile(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
       } catch (e) {
         this.warn(`${relPath.toString()}: cannot read file (${(e as Error).message}), skipped`);
         this.stats.files--;
@@ -1099,7 +1105,7 @@ class Archiver {
   }
 
   /** Stream a large file in 4 MiB reads (PBS's read size), exactly `size` bytes. */
-  private async streamFile(fh: Awaited<ReturnType<typeof open>>, size: number, relPath: Buffer): Promise<void> {
+  private async streamFile(fh: FdFile, size: number, relPath: Buffer): Promise<void> {
     let done = 0;
     let result: 'ok' | 'shrunk' | 'grew' = 'ok';
     // One recycled buffer for the whole file: the chunk stream copies what it is given.

@@ -18,13 +18,13 @@
  * after everything was written, deepest directories first.
  */
 import { mkdir, open, lstat } from 'node:fs/promises';
-import { constants as fsc, chmodSync, lchownSync, linkSync, lstatSync, mkdirSync, symlinkSync, unlinkSync } from 'node:fs';
+import { constants as fsc, chmodSync, closeSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import type { PxarDecoder } from '../format/pxar/decoder.js';
 import type { PxarEntry } from '../format/pxar/entry.js';
 import type { Metadata } from '../format/pxar/metadata.js';
-import { mknod, setxattr, setFlags, utimens, writeFilesBatch, type WriteFileSpec } from '../native/fs.js';
+import { O_PATH, mknod, setxattr, setFlags, utimens, writeFilesBatch, type WriteFileSpec } from '../native/fs.js';
 import { encodeAclXattr, ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT } from './acl.js';
 import { aclsForRestore, chattrFrom, CHATTR_MASK } from './fs-metadata.js';
 
@@ -61,7 +61,13 @@ const PXAREXCLUDE_CLI = Buffer.from('.pxarexclude-cli');
 
 interface PendingDir {
   entry: PxarEntry;
+  /** The directory's path as syscalls take it (always shorter than PATH_MAX). */
   abs: Buffer;
+  /**
+   * Its children's paths start with this: `abs`, or for a directory too deep for that, a
+   * descriptor of it in /proc/self/fd (see `anchor`).
+   */
+  base: Buffer;
   /** Created on disk (with a pattern filter, only once something below it is extracted). */
   created: boolean;
   /** Matched by the pattern filter itself: everything below is extracted. */
@@ -162,7 +168,30 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   /** Directories whose metadata is applied at the end (writing children changes their mtimes). */
   const finishedDirs: Array<{ abs: Buffer; meta: Metadata }> = [];
 
-  const rel = (abs: Buffer) => abs.subarray(target.length + 1).toString();
+  // Paths of PATH_MAX (4096) bytes or more are refused by the kernel. A directory whose path
+  // reaches ANCHOR_AT gets an O_PATH descriptor, and the paths below it go through
+  // /proc/self/fd/N (each stays shorter than ANCHOR_AT + a name). The descriptors are needed
+  // until the end (directory metadata and hardlink targets are applied last) and are closed
+  // then; a tree needing more than MAX_ANCHORS of them is refused with a clear message.
+  const anchors = new Map<string, string>();
+  const anchor = (d: PendingDir): void => {
+    if (d.abs.length < ANCHOR_AT) return;
+    if (anchors.size >= MAX_ANCHORS) throw new Error(`cannot restore ${rel(d.abs)}: more than ${MAX_ANCHORS} directories lie deeper than ${ANCHOR_AT} bytes`);
+    const fd = openSync(d.abs, fsc.O_RDONLY | O_PATH | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+    const base = `${PROC_FD}${fd}`;
+    anchors.set(base, rel(d.abs));
+    d.base = Buffer.from(base);
+  };
+  /** A path for messages: relative to the target, through anchors too. */
+  const rel = (abs: Buffer): string => {
+    if (abs.subarray(0, PROC_FD.length).toString() === PROC_FD) {
+      const s = abs.toString();
+      const cut = s.indexOf('/', PROC_FD.length);
+      const dir = anchors.get(cut < 0 ? s : s.slice(0, cut));
+      if (dir !== undefined) return cut < 0 ? dir : `${dir}${s.slice(cut)}`;
+    }
+    return abs.subarray(target.length + 1).toString();
+  };
   const join = (dir: Buffer, name: Buffer) => Buffer.concat([dir, Buffer.from('/'), name]);
 
   /** Make sure `dir` (and pending parents) exist as real directories. */
@@ -171,7 +200,11 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
   const ensureDir = (d: PendingDir): void => {
     if (d.created) return;
     const i = stack.indexOf(d);
-    if (i > 0) ensureDir(stack[i - 1]);
+    if (i > 0) {
+      ensureDir(stack[i - 1]);
+      // the parent may have been anchored just now
+      d.abs = d.base = join(stack[i - 1].base, d.entry.name);
+    }
     try {
       mkdirSync(d.abs, { mode: 0o700 });
     } catch (e) {
@@ -179,6 +212,7 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
       if (!lstatSync(d.abs).isDirectory()) throw new Error(`cannot create directory ${rel(d.abs)}: a non-directory exists at that path`);
     }
     d.created = true;
+    anchor(d);
   };
 
   /** Ownership, xattrs, ACLs, mode, flags, times: cheap syscalls, done synchronously. */
@@ -276,141 +310,156 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
     }
   };
 
-  let lastProgress = 0;
-  for (;;) {
-    const ev = await decoder.next();
-    if (!ev) break;
-    opts.signal?.throwIfAborted();
-    const e = ev.entry;
-    if (ev.type === 'end') {
-      const d = stack.pop()!;
-      if (d.created) finishedDirs.push({ abs: d.abs, meta: e.metadata });
-      continue;
-    }
-    stats.entries++;
-    if (opts.onProgress) {
-      const t = performance.now();
-      if (t - lastProgress > 200) {
-        lastProgress = t;
-        opts.onProgress({ entries: stats.entries, bytes: stats.bytes, path: e.path.toString() });
+  try {
+    let lastProgress = 0;
+    for (;;) {
+      const ev = await decoder.next();
+      if (!ev) break;
+      opts.signal?.throwIfAborted();
+      const e = ev.entry;
+      if (ev.type === 'end') {
+        const d = stack.pop()!;
+        if (d.created) finishedDirs.push({ abs: d.abs, meta: e.metadata });
+        continue;
       }
-    }
-    if (e.path.length === 0) {
-      // The root: the target directory itself.
-      stack.push({ entry: e, abs: target, created: !filtered, matched: !filtered });
-      if (!filtered) stats.directories++;
-      continue;
-    }
-    const parent = stack[stack.length - 1];
-    // The exclude patterns of a unified archive are metadata, not part of the tree: restored
-    // only when a pattern asks for them explicitly.
-    if (stack.length === 1 && e.kind === 'file' && e.name.equals(PXAREXCLUDE_CLI) && !(filtered && matches(e.path))) continue;
-    const abs = join(parent.abs, e.name);
-    const included = !filtered || parent.matched || matches(e.path);
-    if (e.kind === 'directory') {
-      const d: PendingDir = { entry: e, abs, created: false, matched: !filtered || parent.matched || matches(e.path) };
-      stack.push(d);
-      if (d.matched) {
-        ensureDir(d);
-        stats.directories++;
+      stats.entries++;
+      if (opts.onProgress) {
+        const t = performance.now();
+        if (t - lastProgress > 200) {
+          lastProgress = t;
+          opts.onProgress({ entries: stats.entries, bytes: stats.bytes, path: e.path.toString() });
+        }
       }
-      continue;
-    }
-    if (!included) continue;
-    ensureDir(parent);
-    switch (e.kind) {
-      case 'file': {
-        const size = e.size ?? 0;
-        const meta = e.metadata;
-        const simple = !meta.xattrs.length && !meta.fcaps && !meta.flags && !meta.acl.users.length && !meta.acl.groups.length && meta.acl.groupObj === undefined;
-        stats.files++;
-        stats.bytes += size;
-        if (simple && size <= SMALL_FILE) {
-          if (batchBytes + size > BATCH_BYTES) await flush();
-          const offset = batchBytes;
-          // Every piece is copied (here) or written (below) before the decoder reads on: a
-          // restore decodes payload chunks into recycled buffers (openArchiveDecoder).
-          for await (const piece of decoder.contents()) {
-            piece.copy(batchBuf, batchBytes);
-            batchBytes += piece.length;
+      if (e.path.length === 0) {
+        // The root: the target directory itself.
+        const root: PendingDir = { entry: e, abs: target, base: target, created: !filtered, matched: !filtered };
+        stack.push(root);
+        if (!filtered) anchor(root);
+        if (!filtered) stats.directories++;
+        continue;
+      }
+      const parent = stack[stack.length - 1];
+      // The exclude patterns of a unified archive are metadata, not part of the tree: restored
+      // only when a pattern asks for them explicitly.
+      if (stack.length === 1 && e.kind === 'file' && e.name.equals(PXAREXCLUDE_CLI) && !(filtered && matches(e.path))) continue;
+      const included = !filtered || parent.matched || matches(e.path);
+      if (e.kind === 'directory') {
+        const abs = join(parent.base, e.name);
+        const d: PendingDir = { entry: e, abs, base: abs, created: false, matched: !filtered || parent.matched || matches(e.path) };
+        stack.push(d);
+        if (d.matched) {
+          ensureDir(d);
+          stats.directories++;
+        }
+        continue;
+      }
+      if (!included) continue;
+      ensureDir(parent);
+      const abs = join(parent.base, e.name);
+      switch (e.kind) {
+        case 'file': {
+          const size = e.size ?? 0;
+          const meta = e.metadata;
+          const simple = !meta.xattrs.length && !meta.fcaps && !meta.flags && !meta.acl.users.length && !meta.acl.groups.length && meta.acl.groupObj === undefined;
+          stats.files++;
+          stats.bytes += size;
+          if (simple && size <= SMALL_FILE) {
+            if (batchBytes + size > BATCH_BYTES) await flush();
+            const offset = batchBytes;
+            // Every piece is copied (here) or written (below) before the decoder reads on: a
+            // restore decodes payload chunks into recycled buffers (openArchiveDecoder).
+            for await (const piece of decoder.contents()) {
+              piece.copy(batchBuf, batchBytes);
+              batchBytes += piece.length;
+            }
+            if (batchBytes - offset !== size) throw new Error(`${e.path.toString()}: archive holds ${batchBytes - offset} bytes, expected ${size}`);
+            batch.push({ path: abs, offset, size, mode: meta.mode & 0o7777, uid: meta.uid, gid: meta.gid, mtimeSec: meta.mtime.secs, mtimeNsec: meta.mtime.nanos });
+            batchPaths.push(abs);
+            if (e.linkOffset !== undefined) written.set(e.linkOffset, abs);
+            if (batch.length >= BATCH_FILES) await flush();
+            break;
           }
-          if (batchBytes - offset !== size) throw new Error(`${e.path.toString()}: archive holds ${batchBytes - offset} bytes, expected ${size}`);
-          batch.push({ path: abs, offset, size, mode: meta.mode & 0o7777, uid: meta.uid, gid: meta.gid, mtimeSec: meta.mtime.secs, mtimeNsec: meta.mtime.nanos });
-          batchPaths.push(abs);
+          const fh = await createFile(abs);
+          try {
+            let pos = 0;
+            for await (const piece of decoder.contents()) {
+              if (sparse && isZero(piece)) {
+                pos += piece.length;
+                continue;
+              }
+              let off = 0;
+              while (off < piece.length) {
+                const { bytesWritten } = await fh.write(piece, off, piece.length - off, pos);
+                off += bytesWritten;
+                pos += bytesWritten;
+              }
+            }
+            await fh.truncate(size);
+          } finally {
+            await fh.close();
+          }
+          applyMeta(abs, meta, 'file');
           if (e.linkOffset !== undefined) written.set(e.linkOffset, abs);
-          if (batch.length >= BATCH_FILES) await flush();
           break;
         }
-        const fh = await createFile(abs);
-        try {
-          let pos = 0;
-          for await (const piece of decoder.contents()) {
-            if (sparse && isZero(piece)) {
-              pos += piece.length;
-              continue;
-            }
-            let off = 0;
-            while (off < piece.length) {
-              const { bytesWritten } = await fh.write(piece, off, piece.length - off, pos);
-              off += bytesWritten;
-              pos += bytesWritten;
-            }
+        case 'hardlink': {
+          const targetAbs = e.hardlinkTargetOffset !== undefined ? written.get(e.hardlinkTargetOffset) : undefined;
+          if (!targetAbs) {
+            warn(`${e.path.toString()}: hardlink target ${e.hardlinkTarget?.toString() ?? '?'} was not restored, skipped`);
+            break;
           }
-          await fh.truncate(size);
-        } finally {
-          await fh.close();
-        }
-        applyMeta(abs, meta, 'file');
-        if (e.linkOffset !== undefined) written.set(e.linkOffset, abs);
-        break;
-      }
-      case 'hardlink': {
-        const targetAbs = e.hardlinkTargetOffset !== undefined ? written.get(e.hardlinkTargetOffset) : undefined;
-        if (!targetAbs) {
-          warn(`${e.path.toString()}: hardlink target ${e.hardlinkTarget?.toString() ?? '?'} was not restored, skipped`);
+          await settle();
+          removeExisting(abs);
+          try {
+            linkSync(targetAbs, abs);
+          } catch (err) {
+            throw new Error(`cannot restore hardlink ${e.path.toString()}: ${(err as Error).message}`);
+          }
           break;
         }
-        await settle();
-        removeExisting(abs);
-        try {
-          linkSync(targetAbs, abs);
-        } catch (err) {
-          throw new Error(`cannot restore hardlink ${e.path.toString()}: ${(err as Error).message}`);
-        }
-        break;
-      }
-      case 'symlink':
-        removeExisting(abs);
-        try {
-          symlinkSync(e.symlinkTarget ?? Buffer.alloc(0), abs);
-        } catch (err) {
-          throw new Error(`cannot restore symlink ${e.path.toString()}: ${(err as Error).message}`);
-        }
-        applyMeta(abs, e.metadata, 'symlink');
-        break;
-      case 'device':
-      case 'fifo':
-      case 'socket': {
-        removeExisting(abs);
-        try {
-          mknod(abs, e.metadata.mode, e.device?.major ?? 0, e.device?.minor ?? 0);
-        } catch (err) {
-          warn(`${e.path.toString()}: cannot create ${e.kind} (${(err as Error).message}), skipped`);
+        case 'symlink':
+          removeExisting(abs);
+          try {
+            symlinkSync(e.symlinkTarget ?? Buffer.alloc(0), abs);
+          } catch (err) {
+            throw new Error(`cannot restore symlink ${e.path.toString()}: ${(err as Error).message}`);
+          }
+          applyMeta(abs, e.metadata, 'symlink');
+          break;
+        case 'device':
+        case 'fifo':
+        case 'socket': {
+          removeExisting(abs);
+          try {
+            mknod(abs, e.metadata.mode, e.device?.major ?? 0, e.device?.minor ?? 0);
+          } catch (err) {
+            warn(`${e.path.toString()}: cannot create ${e.kind} (${(err as Error).message}), skipped`);
+            break;
+          }
+          applyMeta(abs, e.metadata, 'other');
           break;
         }
-        applyMeta(abs, e.metadata, 'other');
-        break;
+        default:
+          warn(`${e.path.toString()}: unsupported entry kind ${String(e.kind)}, skipped`);
       }
-      default:
-        warn(`${e.path.toString()}: unsupported entry kind ${String(e.kind)}, skipped`);
     }
+    await settle();
+    // `end` events come in post-order: children before parents (a parent made read-only last).
+    for (const d of finishedDirs) applyMeta(d.abs, d.meta, 'directory');
+    stats.seconds = (performance.now() - t0) / 1000;
+    return stats;
+  } finally {
+    // (after a failure, batches may still be writing through an anchor: its number must not
+    // be reused before they are done)
+    await Promise.allSettled([...inFlight]);
+    for (const a of anchors.keys()) closeSync(Number(a.slice(PROC_FD.length)));
   }
-  await settle();
-  // `end` events come in post-order: children before parents (a parent made read-only last).
-  for (const d of finishedDirs) applyMeta(d.abs, d.meta, 'directory');
-  stats.seconds = (performance.now() - t0) / 1000;
-  return stats;
 }
+
+/** Path length from which a restored directory gets a descriptor (`anchor`): a name (≤ 255 bytes) below it stays under PATH_MAX. */
+const ANCHOR_AT = 3800;
+const MAX_ANCHORS = 512;
+const PROC_FD = '/proc/self/fd/';
 
 const ZERO = Buffer.alloc(64 * 1024);
 function isZero(b: Buffer): boolean {

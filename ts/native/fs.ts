@@ -16,6 +16,7 @@
  * - Async calls run on the libuv pool; the restore calls are synchronous (one syscall or a
  *   short fixed sequence each).
  */
+import { close as fsClose, fstat as fsFstat, read as fsRead, type Stats } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { native } from './index.js';
 
@@ -545,6 +546,7 @@ interface NativeWrite {
   fsWriteFileAtomic(target: RawPath, tmp: RawPath, data: Uint8Array, opts: AtomicWriteOptions): Promise<boolean>;
   fsStoreChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk>;
   fsReadChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number>;
+  fsOpenPath(path: RawPath, flags: number): Promise<number>;
   fsSyncfs(path: RawPath): Promise<void>;
   fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
 }
@@ -679,6 +681,44 @@ export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Pr
  */
 export async function readChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number> {
   return writeNative.fsReadChunkInto(path, into, digest);
+}
+
+/** `O_PATH` (Linux): a descriptor that only names a file (node's fs.constants lacks it). */
+export const O_PATH = 0o10000000;
+
+/**
+ * open(2) on the libuv pool for paths of any length: one of PATH_MAX bytes or more, which the
+ * kernel refuses whole, is opened in pieces cut at slashes (resolved as the kernel would).
+ * O_CLOEXEC is added. Resolves with the descriptor; the caller closes it (fs.close).
+ */
+export async function openPath(path: RawPath, flags: number): Promise<number> {
+  return writeNative.fsOpenPath(path, flags);
+}
+
+/** The part of node's FileHandle a reader needs, over a descriptor from `openPath`. */
+export class FdFile {
+  private closed = false;
+  constructor(readonly fd: number) {}
+
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    return new Promise((resolve, reject) => fsRead(this.fd, buffer, offset, length, position, (e, bytesRead) => (e ? reject(e) : resolve({ bytesRead }))));
+  }
+
+  stat(): Promise<Stats> {
+    return new Promise((resolve, reject) => fsFstat(this.fd, (e, st) => (e ? reject(e) : resolve(st))));
+  }
+
+  /** Closes once; later calls do nothing (the number may belong to another file by then). */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve, reject) => fsClose(this.fd, (e) => (e ? reject(e) : resolve())));
+  }
+}
+
+/** `openPath` as an FdFile. */
+export async function openFile(path: RawPath, flags: number): Promise<FdFile> {
+  return new FdFile(await openPath(path, flags));
 }
 
 /** Sort metadata-cache records in place (see ReadDirOptions.unchanged). */

@@ -208,10 +208,11 @@ impl Builder {
     }
 
     /// Stat one entry of `dirfd` and read what `opts` asks for; appends one record.
-    fn collect(&mut self, dirfd: c_int, name: &CStr, opts: &MetaOpts, magic: i64, hash: u64) {
+    /// Stat `name` in `dirfd` (and read its metadata); the entry is recorded as `record_name`.
+    fn collect(&mut self, dirfd: c_int, name: &CStr, record_name: &[u8], opts: &MetaOpts, magic: i64, hash: u64) {
         let i = self.count();
-        self.offs.extend_from_slice(&[self.bytes.len() as u32, name.to_bytes().len() as u32, 0, 0]);
-        self.bytes.extend_from_slice(name.to_bytes());
+        self.offs.extend_from_slice(&[self.bytes.len() as u32, record_name.len() as u32, 0, 0]);
+        self.bytes.extend_from_slice(record_name);
         self.ids.extend_from_slice(&[0, hash, 0, 0]);
         let base = self.nums.len();
         self.nums.resize(base + FIELDS, 0.0);
@@ -379,7 +380,7 @@ fn err(e: c_int, syscall: &'static str, path: &CStr) -> FsError {
 
 /// List one directory (see the module doc). Errors only for the directory itself.
 pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
-    let dir = open_at(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
+    let dir = open_path(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
         .map_err(|e| err(e, "opendir", path))?;
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;
     let prefix = dir_hash(path.to_bytes());
@@ -404,7 +405,7 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
             })?;
             let nb = name.to_bytes();
             if nb != b"." && nb != b".." {
-                b.collect(dir.0, name, opts, magic, path_hash(prefix, nb));
+                b.collect(dir.0, name, nb, opts, magic, path_hash(prefix, nb));
             }
             off += reclen;
         }
@@ -417,12 +418,15 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
 /// lstat one path (the backup root) with the same fields and metadata as a `read_dir` entry;
 /// the entry's name is the path itself and fsMagic is the file system of the path.
 pub fn stat_path(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
-    let p = open_at(AT_FDCWD, path, O_PATH | O_NOFOLLOW | O_CLOEXEC).map_err(|e| err(e, "lstat", path))?;
+    let p = open_path(path, O_PATH | O_NOFOLLOW | O_CLOEXEC).map_err(|e| err(e, "lstat", path))?;
     let magic = fs_magic(&p).map_err(|e| err(e, "fstatfs", path))?;
     let mut b = Builder::new();
     // never from the cache: this is how a caller reads what the cache would have skipped
     let opts = MetaOpts { unchanged: None, ..*opts };
-    b.collect(AT_FDCWD, path, &opts, magic, path_hash(PATH_HASH_INIT, path.to_bytes()));
+    // (a path too long for the kernel is stat'ed in its parent; the entry is still named `path`)
+    let (parent, last) = parent_of(path).map_err(|e| err(e, "lstat", path))?;
+    let dirfd = parent.as_ref().map_or(AT_FDCWD, |d| d.0);
+    b.collect(dirfd, &last, path.to_bytes(), &opts, magic, path_hash(PATH_HASH_INIT, path.to_bytes()));
     let status = b.nums[F_STATUS] as c_int;
     if status != 0 {
         return Err(err(status, "lstat", path));
@@ -434,6 +438,40 @@ pub fn stat_path(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
 mod tests {
     use super::*;
     use std::ffi::CString;
+
+    #[test]
+    fn lists_and_stats_paths_longer_than_path_max() {
+        let dir = crate::fs::testing::fresh_dir("long");
+        // 30 levels of 200-byte names, made with paths relative to the level above
+        let name = "d".repeat(200);
+        let mut fd = open_at(AT_FDCWD, &CString::new(dir.to_str().unwrap()).unwrap(), O_RDONLY | O_DIRECTORY | O_CLOEXEC).unwrap();
+        let cname = CString::new(name.clone()).unwrap();
+        for _ in 0..30 {
+            assert_eq!(unsafe { mkdirat(fd.0, cname.as_ptr(), 0o755) }, 0);
+            fd = open_at(fd.0, &cname, O_RDONLY | O_DIRECTORY | O_CLOEXEC).unwrap();
+        }
+        let f = open_create_at(fd.0, &CString::new("leaf").unwrap());
+        drop(f);
+        let long = format!("{}/{}", dir.to_str().unwrap(), vec![name.as_str(); 30].join("/"));
+        assert!(long.len() > PATH_MAX);
+        let c = CString::new(long.clone()).unwrap();
+        let out = read_dir(&c, &MetaOpts::default()).unwrap();
+        assert_eq!(f64::from_le_bytes(out[0..8].try_into().unwrap()), 1.0);
+        let leaf = CString::new(format!("{}/leaf", long)).unwrap();
+        let one = stat_path(&leaf, &MetaOpts::default()).unwrap();
+        assert_eq!(f64::from_le_bytes(one[32 + F_STATUS * 8..40 + F_STATUS * 8].try_into().unwrap()), 0.0);
+        assert!(open_path(&CString::new(format!("{}/nope", long)).unwrap(), O_RDONLY | O_CLOEXEC).is_err());
+        std::process::Command::new("rm").arg("-rf").arg(&dir).status().unwrap();
+    }
+
+    extern "C" {
+        fn mkdirat(dirfd: c_int, path: *const std::os::raw::c_char, mode: u32) -> c_int;
+        fn openat(dirfd: c_int, path: *const std::os::raw::c_char, flags: c_int, ...) -> c_int;
+    }
+
+    fn open_create_at(dirfd: c_int, name: &CStr) -> Fd {
+        Fd(unsafe { openat(dirfd, name.as_ptr(), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644 as c_int) })
+    }
 
     #[test]
     fn lists_sorted_and_records_vanished_entries() {
@@ -459,8 +497,8 @@ mod tests {
         // An entry that vanished between getdents and fstatat is recorded, not an error.
         let fd = open_at(AT_FDCWD, &c, O_RDONLY | O_DIRECTORY | O_CLOEXEC).unwrap();
         let mut b = Builder::new();
-        b.collect(fd.0, &CString::new("gone").unwrap(), &MetaOpts { xattrs: true, ..Default::default() }, 0, 1);
-        b.collect(fd.0, &CString::new("a").unwrap(), &MetaOpts::default(), 0, 2);
+        b.collect(fd.0, &CString::new("gone").unwrap(), b"gone", &MetaOpts { xattrs: true, ..Default::default() }, 0, 1);
+        b.collect(fd.0, &CString::new("a").unwrap(), b"a", &MetaOpts::default(), 0, 2);
         assert_eq!(b.nums[F_STATUS], ENOENT as f64);
         assert_eq!(b.nums[FIELDS + F_STATUS], 0.0);
         assert_eq!(b.nums[FIELDS + F_SIZE], 1.0);

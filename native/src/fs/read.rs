@@ -35,8 +35,9 @@ fn shown(base: Option<&CString>, path: &CString) -> Vec<u8> {
 /// READ_SHRUNK / READ_GREW.
 fn read_one(dirfd: i32, base: Option<&CString>, path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
     let err = |e, syscall| FsError::new(e, syscall, &shown(base, path));
-    let fd = open_at(dirfd, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME)
-        .map_err(|e| err(e, "open"))?;
+    let flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME;
+    // (a whole path may be longer than the kernel takes: opened in pieces)
+    let fd = if dirfd == AT_FDCWD { open_path(path, flags) } else { open_at(dirfd, path, flags) }.map_err(|e| err(e, "open"))?;
     let st = fstat(&fd).map_err(|e| err(e, "fstat"))?;
     if st.st_mode & S_IFMT != S_IFREG {
         let is_dir = st.st_mode & S_IFMT == S_IFDIR;
@@ -61,7 +62,7 @@ pub fn read_files_exact(base: Option<&CString>, paths: &[CString], sizes: &[usiz
     debug_assert_eq!(paths.len(), sizes.len());
     debug_assert_eq!(out.len(), sizes.iter().sum::<usize>());
     let dir = match base {
-        Some(b) => Some(open_at(AT_FDCWD, b, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)),
+        Some(b) => Some(open_path(b, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)),
         None => None,
     };
     let dirfd = match &dir {

@@ -5,7 +5,7 @@
 //! x86_64 numbers. `struct stat` below is the kernel's x86_64 layout (identical to glibc's).
 //! Every wrapper returns `Err(errno)` on failure and retries `EINTR` where a retry is safe.
 #![allow(non_camel_case_types)]
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_long, c_ulong, c_void};
 
 pub const AT_FDCWD: c_int = -100;
@@ -47,6 +47,7 @@ pub const EINVAL: c_int = 22;
 pub const ENOTTY: c_int = 25;
 pub const ERANGE: c_int = 34;
 pub const ENOSYS: c_int = 38;
+pub const ENAMETOOLONG: c_int = 36;
 pub const ELOOP: c_int = 40;
 pub const ENODATA: c_int = 61;
 pub const EOPNOTSUPP: c_int = 95;
@@ -191,6 +192,53 @@ pub fn open_at(dirfd: c_int, path: &CStr, flags: c_int) -> Result<Fd, c_int> {
             Ok(fd) => return Ok(Fd(fd)),
             Err(EPERM) if flags & O_NOATIME != 0 => flags &= !O_NOATIME,
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The kernel refuses path arguments of this many bytes or more (with the NUL: ENAMETOOLONG).
+pub const PATH_MAX: usize = 4096;
+
+/// The directory holding `path`'s last component and that component, for paths of any length:
+/// (AT_FDCWD, path) when the kernel takes the path whole; else an `O_PATH` descriptor of the
+/// parent, opened piecewise (`open_path`). Trailing slashes are not expected.
+pub fn parent_of(path: &CStr) -> Result<(Option<Fd>, CString), c_int> {
+    let b = path.to_bytes();
+    if b.len() < PATH_MAX {
+        return Ok((None, path.to_owned()));
+    }
+    let cut = b.iter().rposition(|&c| c == b'/').ok_or(ENAMETOOLONG)?;
+    let parent = CString::new(&b[..cut.max(1)]).map_err(|_| EINVAL)?;
+    let name = CString::new(&b[cut + 1..]).map_err(|_| EINVAL)?;
+    Ok((Some(open_path(&parent, O_PATH | O_DIRECTORY | O_CLOEXEC)?), name))
+}
+
+/// `open_at(AT_FDCWD, path, flags)` for paths of any length. One the kernel refuses whole
+/// (PATH_MAX or longer) is opened in pieces cut at slashes: each leading piece as a directory
+/// (`O_PATH`, following symlinks as the kernel does inside a path) relative to the previous
+/// one, the last with `flags`. That resolves the path as the kernel would (PBS walks with
+/// openat and archives such trees too).
+pub fn open_path(path: &CStr, flags: c_int) -> Result<Fd, c_int> {
+    let mut rest = path.to_bytes();
+    if rest.len() < PATH_MAX {
+        return open_at(AT_FDCWD, path, flags);
+    }
+    let mut dir: Option<Fd> = None;
+    loop {
+        let dirfd = dir.as_ref().map_or(AT_FDCWD, |d| d.0);
+        if rest.len() < PATH_MAX {
+            return open_at(dirfd, &CString::new(rest).map_err(|_| EINVAL)?, flags);
+        }
+        let cut = rest[..PATH_MAX - 1].iter().rposition(|&c| c == b'/').ok_or(ENAMETOOLONG)?;
+        // an absolute path's first piece may be "/" itself
+        let head = CString::new(&rest[..cut.max(1)]).map_err(|_| EINVAL)?;
+        dir = Some(open_at(dirfd, &head, O_PATH | O_DIRECTORY | O_CLOEXEC)?);
+        rest = &rest[cut + 1..];
+        while rest.first() == Some(&b'/') {
+            rest = &rest[1..];
+        }
+        if rest.is_empty() {
+            rest = b".";
         }
     }
 }

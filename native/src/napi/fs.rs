@@ -40,6 +40,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsReadChunkInto\0", read_chunk_into),
         method(b"fsTouchFiles\0", touch_files),
         method(b"fsFlock\0", flock),
+        method(b"fsOpenPath\0", open_path),
         method(b"fsSortUnchangedTable\0", sort_unchanged_table),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
@@ -493,6 +494,24 @@ unsafe extern "C" fn flock(env: napi_env, info: napi_callback_info) -> napi_valu
         };
         let locked = crate::fs::sys::flock_nb(fd, op).map_err(|e| FsError::new(e, "flock", b""));
         bool_val(env, sys_call(env, locked)?)
+    })
+}
+
+/// fsOpenPath(path, flags) -> Promise<number>: open(2) for paths of any length (one too long
+/// for the kernel is opened in pieces, crate::fs::sys::open_path); O_CLOEXEC is added. The
+/// caller owns the descriptor (close it with fs.close).
+unsafe extern "C" fn open_path(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([p, f], _, _) = args::<2>(env, info)?;
+        let path = path_arg(env, p, "path")?;
+        let flags = u32_arg(env, f, "flags")? as i32 | crate::fs::sys::O_CLOEXEC;
+        let task = move || {
+            let fd = crate::fs::sys::open_path(&path, flags).map_err(|e| Fail::Fs(FsError::new(e, "open", path.to_bytes())))?;
+            let n = fd.0;
+            std::mem::forget(fd); // owned by the caller now
+            Ok(n)
+        };
+        spawn(env, "pxb.fs.openPath", None, task, |env, n, _| f64_val(env, n as f64))
     })
 }
 
