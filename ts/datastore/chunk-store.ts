@@ -194,7 +194,7 @@ export class ChunkStore {
     try {
       return await this.backend.get(chunkKey(hex));
     } catch (e) {
-      if (isNotFound(e)) throw new ChunkError(hex, 'missing', `chunk ${hex} is missing (${this.chunkPath(hex)})`);
+      if (isNotFound(e)) throw this.missing(hex);
       throw e;
     }
   }
@@ -208,9 +208,7 @@ export class ChunkStore {
     const hex = digestHex(digest);
     const blob = await this.load(hex);
     const kind = blobKind(blob);
-    if (kind === 'encrypted' || kind === 'encrypted-uncompressed') {
-      throw new Error(`chunk ${hex} is encrypted; reading it needs the encryption key`);
-    }
+    if (kind === 'encrypted' || kind === 'encrypted-uncompressed') throw encryptedChunk(hex);
     let data: Buffer;
     try {
       data = await decodeBlobAsync(blob, MAX_CHUNK_SIZE, `chunk ${hex} is corrupt`);
@@ -221,9 +219,7 @@ export class ChunkStore {
     if (actual !== hex) {
       throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: its content hashes to ${actual}`);
     }
-    if (expectedSize !== undefined && data.length !== expectedSize) {
-      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${data.length} bytes, the index expects ${expectedSize}`);
-    }
+    if (expectedSize !== undefined && data.length !== expectedSize) throw wrongSize(hex, data.length, expectedSize);
     return data;
   }
 
@@ -242,15 +238,20 @@ export class ChunkStore {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // as the backend's get: a directory in place of the file is no chunk either
-      if (code === 'ENOENT' || code === 'EISDIR') throw new ChunkError(hex, 'missing', `chunk ${hex} is missing (${this.chunkPath(hex)})`);
+      if (code === 'ENOENT' || code === 'EISDIR') throw this.missing(hex);
       const m = (e as Error).message;
       if (code !== undefined) throw new Error(`cannot read chunk ${hex}: ${m}`);
-      if (m.startsWith('blob is encrypted')) throw new Error(`chunk ${hex} is encrypted; reading it needs the encryption key`);
+      if (m.startsWith('blob is encrypted')) throw encryptedChunk(hex);
       throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${m}`);
     }
-    if (n !== expectedSize) {
-      throw new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${n} bytes, the index expects ${expectedSize}`);
-    }
+    if (n !== expectedSize) throw wrongSize(hex, n, expectedSize);
     return into.subarray(0, n);
   }
+
+  private missing(hex: string): ChunkError {
+    return new ChunkError(hex, 'missing', `chunk ${hex} is missing (${this.chunkPath(hex)})`);
+  }
 }
+
+const encryptedChunk = (hex: string) => new Error(`chunk ${hex} is encrypted; reading it needs the encryption key`);
+const wrongSize = (hex: string, n: number, expected: number) => new ChunkError(hex, 'corrupt', `chunk ${hex} is corrupt: ${n} bytes, the index expects ${expected}`);

@@ -686,16 +686,7 @@ export async function readChunkInto(path: RawPath, into: Uint8Array, digest: Uin
 /** `O_PATH` (Linux): a descriptor that only names a file (node's fs.constants lacks it). */
 export const O_PATH = 0o10000000;
 
-/**
- * open(2) on the libuv pool for paths of any length: one of PATH_MAX bytes or more, which the
- * kernel refuses whole, is opened in pieces cut at slashes (resolved as the kernel would).
- * O_CLOEXEC is added. Resolves with the descriptor; the caller closes it (fs.close).
- */
-export async function openPath(path: RawPath, flags: number): Promise<number> {
-  return writeNative.fsOpenPath(path, flags);
-}
-
-/** The part of node's FileHandle a reader needs, over a descriptor from `openPath`. */
+/** The part of node's FileHandle a reader needs, over a descriptor from `openFile`. */
 export class FdFile {
   private closed = false;
   constructor(readonly fd: number) {}
@@ -716,9 +707,13 @@ export class FdFile {
   }
 }
 
-/** `openPath` as an FdFile. */
+/**
+ * open(2) on the libuv pool for paths of any length: one of PATH_MAX bytes or more, which the
+ * kernel refuses whole, is opened in pieces cut at slashes (resolved as the kernel would).
+ * O_CLOEXEC is added. The caller closes the file.
+ */
 export async function openFile(path: RawPath, flags: number): Promise<FdFile> {
-  return new FdFile(await openPath(path, flags));
+  return new FdFile(await writeNative.fsOpenPath(path, flags));
 }
 
 /** Sort metadata-cache records in place (see ReadDirOptions.unchanged). */
