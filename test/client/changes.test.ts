@@ -246,8 +246,10 @@ describe('incremental backups of a tree that changes between snapshots', () => {
     });
     expect(warnings).toEqual([]);
     const target = path.join(root, `restore-${time}`);
-    await restore({ datastore: ds, snapshot: result.snapshot, archiveName: 'root.pxar', target });
+    const restored = await restore({ datastore: ds, snapshot: result.snapshot, archiveName: 'root.pxar', target });
     expect(diffTrees(snapshotTree(target), snapshotTree(src))).toEqual([]);
+    // both count every name of a hardlinked file
+    expect(restored.files).toBe(result.archives[0].files);
     return { result, notices };
   }
 

@@ -45,6 +45,7 @@ export interface ExtractOptions {
 
 export interface ExtractStats {
   entries: number;
+  /** Regular files restored, every name of a hardlinked file counted (as a backup counts them). */
   files: number;
   directories: number;
   bytes: number;
@@ -415,6 +416,7 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
           } catch (err) {
             throw new Error(`cannot restore hardlink ${e.path.toString()}: ${(err as Error).message}`);
           }
+          stats.files++;
           break;
         }
         case 'symlink':
