@@ -234,7 +234,7 @@ export class ChunkStore {
     if (into.length < expectedSize) throw new RangeError(`readChunkInto: ${into.length} bytes of room for a ${expectedSize}-byte chunk`);
     let n: number;
     try {
-      n = await readChunkInto(this.chunkPath(hex), into, Buffer.from(hex, 'hex'));
+      n = await readChunkInto(this.chunkPath(hex), into, typeof digest === 'string' ? Buffer.from(hex, 'hex') : digest);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // as the backend's get: a directory in place of the file is no chunk either

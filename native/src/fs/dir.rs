@@ -418,14 +418,15 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
 /// lstat one path (the backup root) with the same fields and metadata as a `read_dir` entry;
 /// the entry's name is the path itself and fsMagic is the file system of the path.
 pub fn stat_path(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
-    let p = open_path(path, O_PATH | O_NOFOLLOW | O_CLOEXEC).map_err(|e| err(e, "lstat", path))?;
+    // (a path too long for the kernel is opened and stat'ed in its parent, opened piecewise;
+    // the entry is still named `path`)
+    let (parent, last) = parent_of(path).map_err(|e| err(e, "lstat", path))?;
+    let dirfd = parent.as_ref().map_or(AT_FDCWD, |d| d.0);
+    let p = open_at(dirfd, &last, O_PATH | O_NOFOLLOW | O_CLOEXEC).map_err(|e| err(e, "lstat", path))?;
     let magic = fs_magic(&p).map_err(|e| err(e, "fstatfs", path))?;
     let mut b = Builder::new();
     // never from the cache: this is how a caller reads what the cache would have skipped
     let opts = MetaOpts { unchanged: None, ..*opts };
-    // (a path too long for the kernel is stat'ed in its parent; the entry is still named `path`)
-    let (parent, last) = parent_of(path).map_err(|e| err(e, "lstat", path))?;
-    let dirfd = parent.as_ref().map_or(AT_FDCWD, |d| d.0);
     b.collect(dirfd, &last, path.to_bytes(), &opts, magic, path_hash(PATH_HASH_INIT, path.to_bytes()));
     let status = b.nums[F_STATUS] as c_int;
     if status != 0 {

@@ -143,18 +143,9 @@ unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<na
     let prop = options_obj(env, v)?;
     let get = |name: &'static [u8], what: &str| -> NResult<bool> { flag_arg(env, prop(name)?, what) };
     let u = prop(b"unchanged\0")?;
-    let (unchanged, keep) = if is_undefined(env, u)? {
-        (None, None)
-    } else {
-        let b = buffer_arg(env, u, "options.unchanged")?;
-        if b.is_empty() {
-            (None, None)
-        } else {
-            if b.len() % 24 != 0 || b.as_ptr() as usize % 8 != 0 {
-                return Err(type_error(env, "options.unchanged must be 8-aligned records of 24 bytes"));
-            }
-            (Some(UnchangedTable { ptr: b.as_ptr() as *const u64, records: b.len() / 24 }), Some(u))
-        }
+    let (unchanged, keep) = match if is_undefined(env, u)? { &[][..] } else { table_arg(env, u, "options.unchanged")? } {
+        [] => (None, None),
+        t => (Some(UnchangedTable { ptr: t.as_ptr(), records: t.len() / 3 }), Some(u)),
     };
     let opts = MetaOpts {
         xattrs: get(b"xattrs\0", "options.xattrs")?,
@@ -165,6 +156,19 @@ unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<na
         unchanged,
     };
     Ok((opts, keep))
+}
+
+/// A metadata-cache table argument as u64 words (three per record); refuses a buffer that is
+/// not 8-aligned or not whole records.
+unsafe fn table_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u64]> {
+    let b = buffer_arg(env, v, what)?;
+    if b.is_empty() {
+        return Ok(&[]);
+    }
+    if b.len() % 24 != 0 || b.as_ptr() as usize % 8 != 0 {
+        return Err(type_error(env, &format!("{} must be 8-aligned records of 24 bytes", what)));
+    }
+    Ok(std::slice::from_raw_parts(b.as_ptr() as *const u64, b.len() / 8))
 }
 
 unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<napi_value>> {
@@ -255,8 +259,8 @@ unsafe fn layout_js(env: napi_env, v: Vec<u8>, _kept: napi_value) -> NResult<nap
 
 /// fsReadDirs(paths, opts) -> Promise<Array<ArrayBuffer | Error>>: directories listed in one
 /// pool job (layout: crate::fs::dir module doc); a directory that cannot be listed gets its
-/// error in its slot. Queuing a job wakes a pool thread, which costs the JS thread 40-65 us under load
-/// (5 us idle): a walk lists runs of directories per job.
+/// error in its slot. Queuing a job wakes a pool thread, which costs the JS thread ~150 us
+/// under load (20-30 us idle): a walk lists runs of directories per job.
 unsafe extern "C" fn read_dirs(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([ps, o], _, _) = args::<2>(env, info)?;
@@ -294,8 +298,16 @@ unsafe extern "C" fn stat_path(env: napi_env, info: napi_callback_info) -> napi_
 
 // --- readFilesExact ----------------------------------------------------------------------
 
+/// A JS buffer a pool job writes into (pinned by the job until it settles).
 struct OutPtr(*mut u8, usize);
 unsafe impl Send for OutPtr {}
+
+impl OutPtr {
+    /// SAFETY: the buffer is pinned, and nothing else reads or writes it while the job runs.
+    unsafe fn slice<'a>(&self) -> &'a mut [u8] {
+        if self.1 == 0 { &mut [] } else { std::slice::from_raw_parts_mut(self.0, self.1) }
+    }
+}
 
 type ReadResult = (Vec<i32>, Vec<(usize, FsError)>);
 
@@ -368,8 +380,7 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
         let out = OutPtr(data as *mut u8, total);
         spawn(env, "pxb.fs.readFilesExact", Some(buf), move || {
             let out = out;
-            let slice: &mut [u8] = if out.1 == 0 { &mut [] } else { std::slice::from_raw_parts_mut(out.0, out.1) };
-            Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, slice))
+            Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, out.slice()))
         }, files_js)
     })
 }
@@ -520,16 +531,9 @@ unsafe extern "C" fn open_path(env: napi_env, info: napi_callback_info) -> napi_
 unsafe extern "C" fn sort_unchanged_table(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([b], _, _) = args::<1>(env, info)?;
-        let buf = buffer_arg(env, b, "table")?;
-        if buf.is_empty() {
-            return undefined(env);
-        }
-        if buf.len() % 24 != 0 || buf.as_ptr() as usize % 8 != 0 {
-            return Err(type_error(env, "table must be 8-aligned records of 24 bytes"));
-        }
-        // SAFETY: aligned, in bounds, and no other reference to these bytes lives during the call
-        let words = std::slice::from_raw_parts_mut(buf.as_ptr() as *mut u64, buf.len() / 8);
-        dir::sort_table(words);
+        let t = table_arg(env, b, "table")?;
+        // SAFETY: no other reference to these words lives during the call
+        dir::sort_table(std::slice::from_raw_parts_mut(t.as_ptr() as *mut u64, t.len()));
         undefined(env)
     })
 }
@@ -727,12 +731,11 @@ unsafe extern "C" fn read_chunk_into(env: napi_env, info: napi_callback_info) ->
         let ([p, i, d], _, _) = args::<3>(env, info)?;
         let path = path_arg(env, p, "path")?;
         let dst = buffer_arg(env, i, "into")?;
-        let o = SendSlice(dst.as_ptr(), dst.len());
+        let out = OutPtr(dst.as_ptr() as *mut u8, dst.len());
         let want: [u8; 32] = buffer_arg(env, d, "digest")?.try_into().map_err(|_| type_error(env, "digest must be 32 bytes"))?;
         let task = move || {
-            let o = o; // the whole Send wrapper, not its raw-pointer field
-            let dst = if o.1 == 0 { &mut [][..] } else { std::slice::from_raw_parts_mut(o.0 as *mut u8, o.1) };
-            crate::store::read_chunk_into(&path, dst, &want).map_err(|e| match e {
+            let out = out; // the whole Send wrapper, not its raw-pointer field
+            crate::store::read_chunk_into(&path, out.slice(), &want).map_err(|e| match e {
                 crate::store::ReadError::Fs(e) => Fail::Fs(e),
                 crate::store::ReadError::Corrupt(m) => Fail::Msg(m),
             })
