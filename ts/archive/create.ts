@@ -39,7 +39,7 @@ import {
 } from '../native/fs.js';
 import { PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
 import { MAX_PATH_LEN } from '../format/pxar/constants.js';
-import { emptyAcl, metadataEqualForReuse, type Metadata } from '../format/pxar/metadata.js';
+import { emptyAcl, metadataEqualForReuse, NO_ACL, NO_XATTRS, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
@@ -490,7 +490,17 @@ type Cached =
   | { kind: 'device'; name: Buffer; meta: Metadata; major: number; minor: number; block: boolean }
   | { kind: 'fifo' | 'socket'; name: Buffer; meta: Metadata }
   | { kind: 'dir'; name: Buffer; meta: Metadata }
-  | { kind: 'dirEnd' };
+  | { kind: 'dirEnd' }
+  /**
+   * Consecutive entries `idx` of one listing: plain reusable files (see `plainReuse`) whose
+   * previous payloads lie back to back from `offs[0]`; the cache's range started at `rs` when
+   * they were pushed. One object instead of one per file (and no Metadata objects): in a
+   * mostly unchanged tree nearly every file is one of these, and all of them stay cached until
+   * the next flush.
+   */
+  | { kind: 'run'; list: DirEntries; idx: number[]; offs: number[]; rs: number; dirAbs: Buffer; dirRel: Buffer };
+
+type CachedFile = Extract<Cached, { kind: 'file' }>;
 
 /** ArchiveStats fields that count bytes (past 2^30: double from the start, see DOUBLE_FIELD). */
 const BYTE_COUNTERS = ['bytesRead', 'streamBytes', 'bytesStored', 'reusedBytes', 'paddingBytes', 'injectedBytes'] as const;
@@ -818,6 +828,8 @@ class Archiver {
     const metas: Metadata[] = [];
     const ranges: Array<[number, number] | null> = [];
     const prevOf: Array<AccessorEntry | undefined> = [];
+    /** 1 for plain reusable files (no entry in `metas`). */
+    const plain = new Uint8Array(list.length);
     const subdirs: number[] = [];
     const hasPatterns = excl.patterns.length > 0;
     const metaOpts = { xattrs: this.xattrs, describe: (i: number) => joinRel(rel, list.name(i)).toString() };
@@ -834,6 +846,18 @@ class Archiver {
       if (prev) {
         while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
         if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
+      }
+      if (type === S_IFREG && list.metaSkipped(i)) {
+        const pe = prevOf[i];
+        if (pe && plainReuse(list, i, pe)) {
+          // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
+          this.stats.metadataCached++;
+          if (this.record && list.metaError(i) === null) this.record.add(list, i);
+          keep.push(i);
+          plain[i] = 1;
+          ranges[i] = [pe.payloadOffset!, pe.payloadOffset! + 16 + list.size(i)];
+          continue;
+        }
       }
       let meta: Metadata | null;
       try {
@@ -873,7 +897,7 @@ class Archiver {
       absDir,
     );
     try {
-      await this.encodeEntries(absDir, rel, list, keep, metas, ranges, prevOf, listings, excl, reader);
+      await this.encodeEntries(absDir, rel, list, keep, metas, plain, ranges, prevOf, listings, excl, reader);
     } finally {
       reader.close();
     }
@@ -886,6 +910,7 @@ class Archiver {
     list: DirEntries,
     keep: number[],
     metas: Metadata[],
+    plain: Uint8Array,
     ranges: Array<[number, number] | null>,
     prevOf: Array<AccessorEntry | undefined>,
     listings: Map<number, PrefetchNode>,
@@ -923,6 +948,25 @@ class Archiver {
               await this.flush(true);
               cache.rangeStart = r[0];
               cache.rangeEnd = r[1];
+            }
+            if (plain[i]) {
+              // This file and the plain files right after it, as long as the per-file steps
+              // would only push them: the cache has room and their ranges extend the cache's.
+              const run: Cached = { kind: 'run', list, idx: [i], offs: [r[0]], rs: cache.rangeStart, dirAbs: absDir, dirRel: rel };
+              cache.push(run);
+              for (; k + 1 < keep.length; k++) {
+                const n = keep[k + 1];
+                const rn = ranges[n];
+                if (!plain[n] || cache.fdEntries >= this.capacity || rn![0] !== cache.rangeEnd) break;
+                cache.rangeEnd = rn![1];
+                cache.fdEntries++;
+                run.idx.push(n);
+                run.offs.push(rn![0]);
+                this.stats.entries++;
+                this.stats.files++;
+                if ((this.stats.entries & 63) === 0) this.progress(rel, list.name(n));
+              }
+              continue;
             }
             cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false });
             continue;
@@ -1183,7 +1227,7 @@ class Archiver {
       cache.lastChunk = null;
       this.inject([c]);
     }
-    const entries = cache.entries;
+    const entries = base === null ? expandRuns(cache.entries) : cache.entries;
     cache.entries = [];
     cache.fdEntries = 0;
     cache.enabled = false;
@@ -1192,7 +1236,7 @@ class Archiver {
     const seen = new Set<string>();
     const reread =
       base === null
-        ? entries.filter((e): e is Extract<Cached, { kind: 'file' }> => {
+        ? entries.filter((e): e is CachedFile => {
             if (e.kind !== 'file') return false;
             if (!e.key) return true;
             // a later name of an inode becomes a HARDLINK: read each inode once
@@ -1237,6 +1281,10 @@ class Archiver {
           this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
           break;
         }
+        case 'run':
+          if (base === null) throw new Error('internal error: a run of reused files to encode with data');
+          await this.replayRun(e, base);
+          break;
         case 'dir':
           this.encoder.enterDirectory(e.name, e.meta);
           break;
@@ -1247,6 +1295,29 @@ class Archiver {
           this.encodeOther(e);
       }
       if (this.full) await this.drain();
+    }
+  }
+
+  /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
+  private async replayRun(e: Extract<Cached, { kind: 'run' }>, base: number): Promise<void> {
+    const list = e.list;
+    const meta = plainMetadata(list, e.idx[0]);
+    const stream = this.payloadOut!.stream;
+    for (let q = 0; q < e.idx.length; q++) {
+      const i = e.idx[q];
+      const name = list.name(i);
+      const size = list.size(i);
+      meta.mode = list.mode(i);
+      meta.uid = list.uid(i);
+      meta.gid = list.gid(i);
+      meta.mtime.secs = list.mtimeSec(i);
+      meta.mtime.nanos = list.mtimeNsec(i);
+      stream.suggest(this.encoder.payloadPosition);
+      this.encoder.addPayloadRef(name, meta, size, base + e.offs[q] - e.rs);
+      this.stats.reusedFiles++;
+      this.stats.reusedBytes += size;
+      this.opts.catalog?.addFile(name, size, meta.mtime.secs);
+      if (q + 1 < e.idx.length && this.full) await this.drain();
     }
   }
 
@@ -1387,6 +1458,61 @@ class FileBatches<K> {
   close(): void {
     for (; this.done < this.batches.length; this.done++) this.release(this.done);
   }
+}
+
+/**
+ * A regular file the previous archive holds as a plain entry (FILENAME, ENTRY without chattr
+ * flags, PAYLOAD_REF: no xattrs, ACL, fcaps or project id) that is reusable as it stands: the
+ * walk took it from the metadata cache (so its fd-based metadata is the previous entry's, i.e.
+ * none), it is not hardlinked, and lstat's part equals the previous entry (change-detection.md
+ * §3). `cachedMetadata` + `reuseRange` decide the same for it; this only skips building a
+ * Metadata object per file.
+ */
+function plainReuse(list: DirEntries, i: number, pe: AccessorEntry): boolean {
+  const m = pe.metadata;
+  return (
+    pe.kind === 'file' &&
+    pe.payloadOffset !== undefined &&
+    pe.size === list.size(i) &&
+    list.nlink(i) === 1 &&
+    m.mode === list.mode(i) &&
+    m.flags === 0n &&
+    m.uid === list.uid(i) &&
+    m.gid === list.gid(i) &&
+    m.mtime.secs === list.mtimeSec(i) &&
+    m.mtime.nanos === list.mtimeNsec(i) &&
+    m.xattrs.length === 0 &&
+    (m.acl === NO_ACL || aclEmpty(m)) &&
+    m.fcaps === undefined &&
+    m.quotaProjectId === undefined
+  );
+}
+
+function aclEmpty(m: Metadata): boolean {
+  const a = m.acl;
+  return !a.users.length && !a.groups.length && a.groupObj === undefined && a.default === undefined && !a.defaultUsers.length && !a.defaultGroups.length;
+}
+
+/** The Metadata `cachedEntryMetadata` gives a plain reusable file (see `plainReuse`). */
+function plainMetadata(list: DirEntries, i: number): Metadata {
+  return { mode: list.mode(i), flags: 0n, uid: list.uid(i), gid: list.gid(i), mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) }, xattrs: NO_XATTRS, acl: NO_ACL };
+}
+
+/** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
+function expandRuns(entries: Cached[]): Cached[] {
+  if (!entries.some((e) => e.kind === 'run')) return entries;
+  const out: Cached[] = [];
+  for (const e of entries) {
+    if (e.kind !== 'run') {
+      out.push(e);
+      continue;
+    }
+    for (let q = 0; q < e.idx.length; q++) {
+      const i = e.idx[q];
+      out.push({ kind: 'file', name: e.list.name(i), meta: plainMetadata(e.list, i), size: e.list.size(i), rel: e.offs[q] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false });
+    }
+  }
+  return out;
 }
 
 const joinRel = (rel: Buffer, name: Buffer) => (rel.length ? Buffer.concat([rel, SLASH, name]) : Buffer.from(name));

@@ -33,7 +33,7 @@ export function registerBackup(program: Command, ctx: CliContext): void {
     .option('--include-dev <path>', 'include the file system mounted at <path> (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--skip-lost-and-found', 'exclude lost+found directories')
     .option('--chunk-size <KiB>', `average chunk size in KiB (${CHUNK_SIZES.join(', ')})`)
-    .option('--lookahead-capacity <entries>', 'metadata mode: entries the lookahead cache holds (default: RLIMIT_NOFILE hard - soft/2, as PBS); larger lets runs of tiny unchanged files be reused, at ~1 KiB of memory per entry')
+    .option('--lookahead-capacity <entries>', 'metadata mode: entries the lookahead cache holds (default: RLIMIT_NOFILE hard - soft/2, as PBS); larger lets runs of tiny unchanged files be reused, at up to ~1 KiB of memory per entry')
     .option('--dry-run', 'read and chunk everything, store nothing')
     .option('--no-cache', 'keep no metadata cache (default: in $PXB_CACHE_DIR, else $XDG_CACHE_HOME/pxb or ~/.cache/pxb): the next metadata-mode backup then opens every file to read its xattrs and flags, as PBS does')
     .addOption(outputFormatOption())
