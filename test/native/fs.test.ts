@@ -190,6 +190,19 @@ describe('readDir: every entry kind', () => {
     expect(() => empty.name(0)).toThrow(RangeError);
   });
 
+  it('names() copies the names of chosen entries into one buffer', async () => {
+    const d = await readDir(dir);
+    const pick = [d.length - 1, 0, 2];
+    const { bytes, ends } = d.names(pick);
+    const want = pick.map((i) => Buffer.from(d.name(i)));
+    expect(bytes).toEqual(Buffer.concat(want));
+    expect([...ends]).toEqual(want.map((_, k) => want.slice(0, k + 1).reduce((a, b) => a + b.length, 0)));
+    // a copy: it does not share the listing's memory
+    expect(bytes.buffer).not.toBe(d.name(0).buffer);
+    expect(d.names([]).bytes.length).toBe(0);
+    expect(() => d.names([d.length])).toThrow(RangeError);
+  });
+
   it('readDirs lists several directories in one job; one that cannot be listed gets its error', async () => {
     const got = await readDirs([dir, path.join(dir, 'no-such-dir'), Buffer.from(path.join(dir, 'file'))], { flags: true });
     expect(got).toHaveLength(3);

@@ -492,13 +492,14 @@ type Cached =
   | { kind: 'dir'; name: Buffer; meta: Metadata }
   | { kind: 'dirEnd' }
   /**
-   * Consecutive entries `idx` of one listing: plain reusable files (see `plainReuse`) whose
-   * previous payloads lie back to back from `offs[0]`; the cache's range started at `rs` when
-   * they were pushed. One object instead of one per file (and no Metadata objects): in a
-   * mostly unchanged tree nearly every file is one of these, and all of them stay cached until
-   * the next flush.
+   * Consecutive plain reusable files of one directory (see `plainReuse`) whose previous
+   * payloads lie back to back; the cache's range started at `rs` when they were pushed. One
+   * object with the few fields they need (names, and RUN_FIELDS numbers per file: see
+   * `runOf`) instead of an object, a Metadata object and the directory's whole listing per
+   * file: in a mostly unchanged tree nearly every file is one of these, and all of them stay
+   * cached until the next flush.
    */
-  | { kind: 'run'; list: DirEntries; idx: number[]; offs: number[]; rs: number; dirAbs: Buffer; dirRel: Buffer };
+  | { kind: 'run'; names: Buffer; ends: Uint32Array; nums: Float64Array; rs: number; dirAbs: Buffer; dirRel: Buffer };
 
 type CachedFile = Extract<Cached, { kind: 'file' }>;
 
@@ -527,6 +528,12 @@ class LookaheadCache {
       this.enabled = true;
       this.fdEntries++;
     }
+  }
+
+  /** Push an entry whose files `fdEntries` counts already (a run). */
+  pushCounted(e: Cached): void {
+    this.entries.push(e);
+    this.enabled = true;
   }
 
   tryExtendRange(start: number, end: number): boolean {
@@ -938,7 +945,7 @@ class Archiver {
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name, meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true });
+            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true });
             continue;
           }
           if (key) cache.hardlinks.add(key);
@@ -952,23 +959,24 @@ class Archiver {
             if (plain[i]) {
               // This file and the plain files right after it, as long as the per-file steps
               // would only push them: the cache has room and their ranges extend the cache's.
-              const run: Cached = { kind: 'run', list, idx: [i], offs: [r[0]], rs: cache.rangeStart, dirAbs: absDir, dirRel: rel };
-              cache.push(run);
+              const rs = cache.rangeStart;
+              const idx = [i];
+              cache.fdEntries++; // (each file counts, as if pushed on its own)
               for (; k + 1 < keep.length; k++) {
                 const n = keep[k + 1];
                 const rn = ranges[n];
                 if (!plain[n] || cache.fdEntries >= this.capacity || rn![0] !== cache.rangeEnd) break;
                 cache.rangeEnd = rn![1];
                 cache.fdEntries++;
-                run.idx.push(n);
-                run.offs.push(rn![0]);
+                idx.push(n);
                 this.stats.entries++;
                 this.stats.files++;
                 if ((this.stats.entries & 63) === 0) this.progress(rel, list.name(n));
               }
+              cache.pushCounted(runOf(list, idx, ranges, rs, absDir, rel));
               continue;
             }
-            cache.push({ kind: 'file', name, meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false });
+            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false });
             continue;
           }
           await this.flush(false);
@@ -996,7 +1004,7 @@ class Archiver {
           }
         }
         if (cache?.enabled) {
-          cache.push({ kind: 'dir', name, meta });
+          cache.push({ kind: 'dir', name: Buffer.from(name), meta });
         } else {
           if (cache) await this.encodeCached(null);
           this.encoder.enterDirectory(name, meta);
@@ -1041,8 +1049,10 @@ class Archiver {
           this.warn(`${relName.toString()}: unknown file type ${list.mode(i).toString(8)}, skipped`);
           continue;
       }
-      if (cache?.enabled) cache.push(entry);
-      else {
+      if (cache?.enabled) {
+        entry.name = Buffer.from(name); // (a cached entry must not pin the whole listing)
+        cache.push(entry);
+      } else {
         if (cache) await this.encodeCached(null);
         this.encodeOther(entry);
       }
@@ -1300,24 +1310,25 @@ class Archiver {
 
   /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
   private async replayRun(e: Extract<Cached, { kind: 'run' }>, base: number): Promise<void> {
-    const list = e.list;
-    const meta = plainMetadata(list, e.idx[0]);
+    const meta = runMetadata(e, 0);
     const stream = this.payloadOut!.stream;
-    for (let q = 0; q < e.idx.length; q++) {
-      const i = e.idx[q];
-      const name = list.name(i);
-      const size = list.size(i);
-      meta.mode = list.mode(i);
-      meta.uid = list.uid(i);
-      meta.gid = list.gid(i);
-      meta.mtime.secs = list.mtimeSec(i);
-      meta.mtime.nanos = list.mtimeNsec(i);
+    const count = e.ends.length;
+    for (let q = 0; q < count; q++) {
+      const f = q * RUN_FIELDS;
+      const nums = e.nums;
+      const name = e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
+      const size = nums[f + 5];
+      meta.mode = nums[f];
+      meta.uid = nums[f + 1];
+      meta.gid = nums[f + 2];
+      meta.mtime.secs = nums[f + 3];
+      meta.mtime.nanos = nums[f + 4];
       stream.suggest(this.encoder.payloadPosition);
-      this.encoder.addPayloadRef(name, meta, size, base + e.offs[q] - e.rs);
+      this.encoder.addPayloadRef(name, meta, size, base + nums[f + 6] - e.rs);
       this.stats.reusedFiles++;
       this.stats.reusedBytes += size;
       this.opts.catalog?.addFile(name, size, meta.mtime.secs);
-      if (q + 1 < e.idx.length && this.full) await this.drain();
+      if (q + 1 < count && this.full) await this.drain();
     }
   }
 
@@ -1493,9 +1504,32 @@ function aclEmpty(m: Metadata): boolean {
   return !a.users.length && !a.groups.length && a.groupObj === undefined && a.default === undefined && !a.defaultUsers.length && !a.defaultGroups.length;
 }
 
-/** The Metadata `cachedEntryMetadata` gives a plain reusable file (see `plainReuse`). */
-function plainMetadata(list: DirEntries, i: number): Metadata {
-  return { mode: list.mode(i), flags: 0n, uid: list.uid(i), gid: list.gid(i), mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) }, xattrs: NO_XATTRS, acl: NO_ACL };
+/** Numbers per file of a run: mode, uid, gid, mtime seconds, mtime nanoseconds, size, previous payload offset. */
+const RUN_FIELDS = 7;
+
+/** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges). */
+function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
+  const nums = new Float64Array(idx.length * RUN_FIELDS);
+  for (let q = 0; q < idx.length; q++) {
+    const i = idx[q];
+    const f = q * RUN_FIELDS;
+    nums[f] = list.mode(i);
+    nums[f + 1] = list.uid(i);
+    nums[f + 2] = list.gid(i);
+    nums[f + 3] = list.mtimeSec(i);
+    nums[f + 4] = list.mtimeNsec(i);
+    nums[f + 5] = list.size(i);
+    nums[f + 6] = ranges[i]![0];
+  }
+  const { bytes, ends } = list.names(idx);
+  return { kind: 'run', names: bytes, ends, nums, rs, dirAbs, dirRel };
+}
+
+/** The Metadata `cachedEntryMetadata` gives file `q` of a run (see `plainReuse`). */
+function runMetadata(e: Extract<Cached, { kind: 'run' }>, q: number): Metadata {
+  const f = q * RUN_FIELDS;
+  const n = e.nums;
+  return { mode: n[f], flags: 0n, uid: n[f + 1], gid: n[f + 2], mtime: { secs: n[f + 3], nanos: n[f + 4] }, xattrs: NO_XATTRS, acl: NO_ACL };
 }
 
 /** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
@@ -1507,9 +1541,10 @@ function expandRuns(entries: Cached[]): Cached[] {
       out.push(e);
       continue;
     }
-    for (let q = 0; q < e.idx.length; q++) {
-      const i = e.idx[q];
-      out.push({ kind: 'file', name: e.list.name(i), meta: plainMetadata(e.list, i), size: e.list.size(i), rel: e.offs[q] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false });
+    for (let q = 0; q < e.ends.length; q++) {
+      const f = q * RUN_FIELDS;
+      const name = e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
+      out.push({ kind: 'file', name, meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false });
     }
   }
   return out;

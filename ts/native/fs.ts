@@ -193,6 +193,27 @@ export class DirEntries implements Iterable<DirEntry> {
     const o = this.#offs[i * 4];
     return this.#bytes.subarray(o, o + this.#offs[i * 4 + 1]);
   }
+
+  /**
+   * The names of entries `idx`, copied into one Buffer (`ends[k]` = end of name k): what
+   * outlives the listing without keeping all of it.
+   */
+  names(idx: ArrayLike<number>): { bytes: Buffer; ends: Uint32Array } {
+    const ends = new Uint32Array(idx.length);
+    let total = 0;
+    for (let k = 0; k < idx.length; k++) {
+      this.#check(idx[k]);
+      total += this.#offs[idx[k] * 4 + 1];
+      ends[k] = total;
+    }
+    const bytes = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (let k = 0; k < idx.length; k++) {
+      const o = this.#offs[idx[k] * 4];
+      at += this.#bytes.copy(bytes, at, o, o + this.#offs[idx[k] * 4 + 1]);
+    }
+    return { bytes, ends };
+  }
   status(i: number): number {
     return this.#num(i, F_STATUS);
   }
