@@ -123,29 +123,43 @@ describe('metadata cache', () => {
     expect(decodeMetadataCache(good, Buffer.alloc(32))).toBeNull();
   }, 60_000);
 
-  it.skipIf(!tracked)('an entry the cache lists but the previous archive lacks is read', async () => {
+  it.skipIf(!tracked)('createArchive uses a cache file only with the archive it describes, and only intact', async () => {
     const { src, ds, run, cacheDir, cacheFiles } = await setup();
     await settle();
     const withX = await run('c', { cacheDir });
     const mpxar = (r: typeof withX) => Buffer.from(r.files.find((f) => f.filename === 'root.mpxar.didx')!.csum, 'hex');
-    const table = decodeMetadataCache(fs.readFileSync(path.join(cacheDir, 'metadata', cacheFiles()[0])), mpxar(withX))!;
-    expect(table.length / 24).toBeGreaterThan(10);
-    // The previous archive without a/deep: the table (of the archive with it) names a/deep/x.
-    await run('c', { excludes: ['/a/deep'] });
+    const cacheFile = () => fs.readFileSync(path.join(cacheDir, 'metadata', cacheFiles()[0]));
+    const fileOfWithX = cacheFile();
+    const table = decodeMetadataCache(fileOfWithX, mpxar(withX))!;
+    expect(table.length / 32).toBeGreaterThan(10);
+    // The previous archive without a/deep: its payload offsets differ from those the cache of
+    // the archive with it records.
+    const withoutX = await run('c', { cacheDir, excludes: ['/a/deep'] });
+    const fileOfWithoutX = cacheFile();
     const encode = async (metadataCache?: Buffer) => {
       const target = await localTarget(ds, BackupNamespace.root, new BackupGroup('host', 'c'), 1_800_000_000, 'root@pam', true);
       const previous = (await target.previous('root.pxar')) as PreviousArchive;
-      expect(previous.accessor).toBeDefined();
+      expect(previous.metadataIndexCsum).toEqual(mpxar(withoutX));
       const warnings: string[] = [];
       const r = await createArchive({ source: src, archiveName: 'root.pxar', mode: 'metadata', uploader: target.uploader, previous, metadataCache, onWarning: (w) => warnings.push(w) });
       expect(warnings).toEqual([]);
       return r;
     };
-    const cached = await encode(table);
     const plain = await encode();
-    expect(cached.files.map((f) => f.csum.toString('hex'))).toEqual(plain.files.map((f) => f.csum.toString('hex')));
-    expect(cached.stats.metadataCached).toBeGreaterThan(0);
-    expect(cached.stats.metadataCached).toBeLessThan(cached.stats.files + cached.stats.directories);
+    const csums = (r: typeof plain) => r.files.map((f) => f.csum.toString('hex'));
+    // the other archive's cache: not used at all
+    const other = await encode(fileOfWithX);
+    expect(other.stats.metadataCached).toBe(0);
+    expect(csums(other)).toEqual(csums(plain));
+    // its own: used (a/deep is not in it, so read), and the archive is the same
+    const own = await encode(fileOfWithoutX);
+    expect(own.stats.metadataCached).toBeGreaterThan(0);
+    expect(own.stats.metadataCached).toBeLessThan(own.stats.files + own.stats.directories);
+    expect(csums(own)).toEqual(csums(plain));
+    // one flipped bit in a record (a payload offset, say): not used
+    const flipped = Buffer.from(fileOfWithoutX);
+    flipped[flipped.length - 3] ^= 1;
+    expect((await encode(flipped)).stats.metadataCached).toBe(0);
     // and the format round-trips
     expect(decodeMetadataCache(encodeMetadataCache(mpxar(withX), table), mpxar(withX))).toEqual(table);
   }, 60_000);

@@ -45,7 +45,7 @@ import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { cachedEntryMetadata, entryMetadata } from './fs-metadata.js';
-import { MetadataCacheBuilder } from './metadata-cache.js';
+import { decodeMetadataCache, MetadataCacheBuilder } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
 
@@ -97,9 +97,11 @@ export interface CreateArchiveOptions {
   /** Metadata mode: lookahead cache capacity in entries. */
   lookaheadCapacity?: number;
   /**
-   * Metadata cache (archive/metadata-cache.ts): the sorted table recorded with `previous`.
+   * Metadata cache file (archive/metadata-cache.ts) recorded with `previous`: used only when it
+   * names `previous.metadataIndexCsum` and is intact, in metadata mode, with xattrs on.
    * Entries it lists as unchanged are not opened; their xattrs, ACLs, fcaps, flags and project
-   * id are taken from `previous`. Used only in metadata mode with `previous`, with xattrs on.
+   * id are taken from `previous`, and files it records as plain files of `previous` are
+   * reused from their recorded payload offsets.
    */
   metadataCache?: Buffer;
   /**
@@ -485,7 +487,7 @@ interface ReuseChunk {
 
 type Cached =
   /** `dup`: another name of an inode the cache saw before (change-detection.md §6), never reused itself. */
-  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; dirAbs: Buffer; dirRel: Buffer; key: string | null; dup: boolean }
+  | { kind: 'file'; name: Buffer; meta: Metadata; size: number; rel: number; dirAbs: Buffer; dirRel: Buffer; key: string | null; dup: boolean; rec: number }
   | { kind: 'symlink'; name: Buffer; meta: Metadata; target: Buffer }
   | { kind: 'device'; name: Buffer; meta: Metadata; major: number; minor: number; block: boolean }
   | { kind: 'fifo' | 'socket'; name: Buffer; meta: Metadata }
@@ -497,9 +499,9 @@ type Cached =
    * object with the few fields they need (names, and RUN_FIELDS numbers per file: see
    * `runOf`) instead of an object, a Metadata object and the directory's whole listing per
    * file: in a mostly unchanged tree nearly every file is one of these, and all of them stay
-   * cached until the next flush.
+   * cached until the next flush. `recs`: their metadata-cache records (-1: none).
    */
-  | { kind: 'run'; names: Buffer; ends: Uint32Array; nums: Float64Array; rs: number; dirAbs: Buffer; dirRel: Buffer };
+  | { kind: 'run'; names: Buffer; ends: Uint32Array; nums: Float64Array; recs: Int32Array; rs: number; dirAbs: Buffer; dirRel: Buffer };
 
 type CachedFile = Extract<Cached, { kind: 'file' }>;
 
@@ -605,7 +607,9 @@ class Archiver {
     this.xattrs = opts.xattrs ?? true;
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
     // The metadata cache stands in for reads of xattrs, ACLs and fcaps: only with them on.
-    if (this.previous && opts.metadataCache && this.xattrs) this.dirOpts.unchanged = opts.metadataCache;
+    const csum = this.previous?.metadataIndexCsum;
+    const table = csum && opts.metadataCache && this.xattrs ? decodeMetadataCache(opts.metadataCache, csum) : null;
+    if (table) this.dirOpts.unchanged = table;
     this.record = opts.recordMetadataCacheBefore !== undefined && this.xattrs && this.mode !== 'legacy' ? new MetadataCacheBuilder(opts.recordMetadataCacheBefore) : null;
     this.stats = {
       archive: opts.archiveName,
@@ -814,7 +818,9 @@ class Archiver {
   }
 
   private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PxarDirectory | null, node: PrefetchNode): Promise<void> {
-    const prevP = this.prevListing(prevDir);
+    // A directory of files the metadata cache knows as plain files of the previous archive
+    // (with their payload offsets) needs nothing from the previous archive's directory.
+    const prevP = needsPrevious(list) ? this.prevListing(prevDir) : Promise.resolve(null);
     prevP.catch(() => undefined);
     // .pxarexclude of this directory applies to it and below.
     const exIdx = findName(list, PXAREXCLUDE);
@@ -837,6 +843,8 @@ class Archiver {
     const prevOf: Array<AccessorEntry | undefined> = [];
     /** 1 for plain reusable files (no entry in `metas`). */
     const plain = new Uint8Array(list.length);
+    /** Metadata-cache record of a file that will be archived as a plain file, else -1. */
+    const recOf = new Int32Array(list.length).fill(-1);
     const subdirs: number[] = [];
     const hasPatterns = excl.patterns.length > 0;
     const metaOpts = { xattrs: this.xattrs, describe: (i: number) => joinRel(rel, list.name(i)).toString() };
@@ -854,15 +862,23 @@ class Archiver {
         while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
         if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
       }
-      if (type === S_IFREG && list.metaSkipped(i)) {
+      if (type === S_IFREG && list.metaSkipped(i) && list.nlink(i) === 1) {
+        // The cache's record of this path, inode and ctime names its payload when the previous
+        // archive holds it as a plain file; else the previous entry can tell (plainReuse).
         const pe = prevOf[i];
-        if (pe && plainReuse(list, i, pe)) {
+        let recorded = list.prevPayload(i);
+        // A record is used only inside a directory of the previous archive that has a child of
+        // this name (its goodbye table tells without a read), and not against what the
+        // previous directory says where it was read anyway.
+        if (recorded >= 0 && (!prevDir || !prevDir.mayContain(name) || (pe && (pe.kind !== 'file' || pe.payloadOffset !== recorded)))) recorded = -1;
+        const p = recorded >= 0 ? recorded : pe && plainReuse(list, i, pe) ? pe.payloadOffset! : -1;
+        if (p >= 0) {
           // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
           this.stats.metadataCached++;
-          if (this.record && list.metaError(i) === null) this.record.add(list, i);
+          if (this.record && list.metaError(i) === null) recOf[i] = this.record.add(list, i);
           keep.push(i);
           plain[i] = 1;
-          ranges[i] = [pe.payloadOffset!, pe.payloadOffset! + 16 + list.size(i)];
+          ranges[i] = [p, p + 16 + list.size(i)];
           continue;
         }
       }
@@ -876,7 +892,8 @@ class Archiver {
       }
       if (!meta) continue;
       if (this.record && (type === S_IFREG || type === S_IFDIR) && list.metaError(i) === null) {
-        this.record.add(list, i);
+        const rec = this.record.add(list, i);
+        if (type === S_IFREG && list.nlink(i) === 1 && plainMetadataOf(meta)) recOf[i] = rec;
       }
       keep.push(i);
       metas[i] = meta;
@@ -904,7 +921,7 @@ class Archiver {
       absDir,
     );
     try {
-      await this.encodeEntries(absDir, rel, list, keep, metas, plain, ranges, prevOf, listings, excl, reader);
+      await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, listings, excl, reader);
     } finally {
       reader.close();
     }
@@ -918,6 +935,7 @@ class Archiver {
     keep: number[],
     metas: Metadata[],
     plain: Uint8Array,
+    recOf: Int32Array,
     ranges: Array<[number, number] | null>,
     prevOf: Array<AccessorEntry | undefined>,
     listings: Map<number, PrefetchNode>,
@@ -945,7 +963,7 @@ class Archiver {
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true });
+            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true, rec: -1 });
             continue;
           }
           if (key) cache.hardlinks.add(key);
@@ -973,16 +991,16 @@ class Archiver {
                 this.stats.files++;
                 if ((this.stats.entries & 63) === 0) this.progress(rel, list.name(n));
               }
-              cache.pushCounted(runOf(list, idx, ranges, rs, absDir, rel));
+              cache.pushCounted(runOf(list, idx, ranges, recOf, rs, absDir, rel));
               continue;
             }
-            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false });
+            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec: recOf[i] });
             continue;
           }
           await this.flush(false);
         }
         const abs = joinAbs(absDir, name);
-        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)));
+        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)), recOf[i]);
         if (done === 'skipped' && key) this.forgetInode(key);
         if (this.full) await this.drain();
         continue;
@@ -1097,7 +1115,17 @@ class Archiver {
    * Encode a regular file with new data (PAYLOAD), or as a HARDLINK when its inode was encoded
    * before. `data` yields the content of small files (read in batches); large files are streamed.
    */
-  private async encodeFile(name: Buffer, meta: Metadata, size: number, abs: Buffer, relPath: Buffer, key: string | null, data: () => Promise<FileData | null>): Promise<'file' | 'hardlink' | 'skipped'> {
+  private async encodeFile(
+    name: Buffer,
+    meta: Metadata,
+    size: number,
+    abs: Buffer,
+    relPath: Buffer,
+    key: string | null,
+    data: () => Promise<FileData | null>,
+    /** Its metadata-cache record (-1: none): gets the payload offset once the file is written. */
+    rec = -1,
+  ): Promise<'file' | 'hardlink' | 'skipped'> {
     const link = key ? this.hardlinks.get(key) : undefined;
     if (link) {
       this.encoder.addHardlink(name, link.path, link.linkOffset);
@@ -1144,6 +1172,7 @@ class Archiver {
       }
       this.encoder.endFile();
       if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+      if (rec >= 0 && r.payloadOffset !== undefined) this.record!.setPayload(rec, r.payloadOffset);
       this.opts.catalog?.addFile(name, size, meta.mtime.secs);
       return 'file';
     }
@@ -1154,6 +1183,7 @@ class Archiver {
     for (let o = 0; o < size; o += READ_SIZE) this.encoder.writeFileData(d!.data!.subarray(o, Math.min(size, o + READ_SIZE)));
     this.encoder.endFile();
     if (key) this.hardlinks.set(key, { linkOffset: r.linkOffset, path: relPath });
+    if (rec >= 0 && r.payloadOffset !== undefined) this.record!.setPayload(rec, r.payloadOffset);
     this.opts.catalog?.addFile(name, size, meta.mtime.secs);
     return 'file';
   }
@@ -1280,11 +1310,12 @@ class Archiver {
             this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
             const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
             if (e.key) this.hardlinks.set(e.key, { linkOffset, path: joinRel(e.dirRel, e.name) });
+            if (e.rec >= 0) this.record!.setPayload(e.rec, base + e.rel);
             this.stats.reusedFiles++;
             this.stats.reusedBytes += e.size;
           } else {
             this.stats.reencodedFiles++;
-            const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)));
+            const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)), e.rec);
             if (done === 'skipped' && e.key) this.forgetInode(e.key);
             break;
           }
@@ -1325,6 +1356,7 @@ class Archiver {
       meta.mtime.nanos = nums[f + 4];
       stream.suggest(this.encoder.payloadPosition);
       this.encoder.addPayloadRef(name, meta, size, base + nums[f + 6] - e.rs);
+      if (e.recs[q] >= 0) this.record!.setPayload(e.recs[q], base + nums[f + 6] - e.rs);
       this.stats.reusedFiles++;
       this.stats.reusedBytes += size;
       this.opts.catalog?.addFile(name, size, meta.mtime.secs);
@@ -1499,6 +1531,24 @@ function plainReuse(list: DirEntries, i: number, pe: AccessorEntry): boolean {
   );
 }
 
+/** Metadata a file is archived with as a plain entry: no chattr flags, xattrs, ACLs, fcaps or project id. */
+function plainMetadataOf(m: Metadata): boolean {
+  return m.flags === 0n && m.xattrs.length === 0 && (m.acl === NO_ACL || aclEmpty(m)) && m.fcaps === undefined && m.quotaProjectId === undefined;
+}
+
+/**
+ * Whether planning a listing needs the previous archive's directory: not when every entry is a
+ * file that the metadata cache knows as a plain file with its payload offset (or could not be
+ * stat'ed, and is skipped anyway).
+ */
+function needsPrevious(list: DirEntries): boolean {
+  for (let i = 0; i < list.length; i++) {
+    if (list.status(i) !== 0) continue;
+    if ((list.mode(i) & S_IFMT) !== S_IFREG || !list.metaSkipped(i) || list.nlink(i) !== 1 || list.prevPayload(i) < 0) return true;
+  }
+  return false;
+}
+
 function aclEmpty(m: Metadata): boolean {
   const a = m.acl;
   return !a.users.length && !a.groups.length && a.groupObj === undefined && a.default === undefined && !a.defaultUsers.length && !a.defaultGroups.length;
@@ -1508,8 +1558,9 @@ function aclEmpty(m: Metadata): boolean {
 const RUN_FIELDS = 7;
 
 /** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges). */
-function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
+function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
   const nums = new Float64Array(idx.length * RUN_FIELDS);
+  const recs = new Int32Array(idx.length);
   for (let q = 0; q < idx.length; q++) {
     const i = idx[q];
     const f = q * RUN_FIELDS;
@@ -1520,9 +1571,10 @@ function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] |
     nums[f + 4] = list.mtimeNsec(i);
     nums[f + 5] = list.size(i);
     nums[f + 6] = ranges[i]![0];
+    recs[q] = recOf[i];
   }
   const { bytes, ends } = list.names(idx);
-  return { kind: 'run', names: bytes, ends, nums, rs, dirAbs, dirRel };
+  return { kind: 'run', names: bytes, ends, nums, recs, rs, dirAbs, dirRel };
 }
 
 /** The Metadata `cachedEntryMetadata` gives file `q` of a run (see `plainReuse`). */
@@ -1544,7 +1596,7 @@ function expandRuns(entries: Cached[]): Cached[] {
     for (let q = 0; q < e.ends.length; q++) {
       const f = q * RUN_FIELDS;
       const name = e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
-      out.push({ kind: 'file', name, meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false });
+      out.push({ kind: 'file', name, meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: e.recs[q] });
     }
   }
   return out;

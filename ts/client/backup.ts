@@ -19,7 +19,7 @@ import type { PbsClient } from './remote/client.js';
 import { localTarget, remoteTarget } from './target.js';
 import { ChunkStream } from '../archive/chunk-stream.js';
 import { createArchive, archiveBaseName, sourceRoot, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
-import { decodeMetadataCache, encodeMetadataCache } from '../archive/metadata-cache.js';
+import { encodeMetadataCache } from '../archive/metadata-cache.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -126,7 +126,8 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
       }
       await target.prepare(spec.archiveName);
       const cacheFile = opts.cacheDir && mode !== 'legacy' ? await metadataCachePath(opts.cacheDir, target.identity, ns, group, spec) : null;
-      const metadataCache = cacheFile && previous?.metadataIndexCsum ? await loadMetadataCache(cacheFile, previous.metadataIndexCsum) : undefined;
+      // (createArchive uses it only if it belongs to `previous` and is intact)
+      const metadataCache = cacheFile && previous?.metadataIndexCsum ? await readFile(cacheFile).catch(() => undefined) : undefined;
       const r = await createArchive({
         previous,
         metadataCache,
@@ -185,12 +186,6 @@ async function metadataCachePath(cacheDir: string, identity: string, ns: BackupN
   const source = await sourceRoot(spec.path);
   const key = createHash('sha256').update(JSON.stringify([identity, ns.name, group.type, group.id, spec.archiveName, source])).digest('hex');
   return path.join(cacheDir, 'metadata', key);
-}
-
-/** The table of a cache file that belongs to the previous archive, else undefined (missing, stale, damaged). */
-async function loadMetadataCache(file: string, indexCsum: Buffer): Promise<Buffer | undefined> {
-  const data = await readFile(file).catch(() => null);
-  return (data && decodeMetadataCache(data, indexCsum)) ?? undefined;
 }
 
 async function saveMetadataCache(file: string, data: Buffer): Promise<void> {

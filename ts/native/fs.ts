@@ -41,13 +41,17 @@ export interface ReadDirOptions {
    * Metadata cache (`UnchangedTable`, readDir only): a regular file or directory whose
    * (path hash, inode, ctime) is in it is not opened, on file systems where ctime changes with
    * every xattr/ACL/chattr/project-id change (ext2/3/4, XFS, btrfs, tmpfs); `metaSkipped(i)`
-   * is then true and its xattrs, flags and project id are absent from the listing.
+   * is then true, its xattrs, flags and project id are absent from the listing, and
+   * `prevPayload(i)` is the record's fourth word.
    */
   unchanged?: Buffer;
 }
 
-/** Bytes per metadata-cache record: u64 path hash, u64 inode, u64 ctime in nanoseconds. */
-export const UNCHANGED_RECORD = 24;
+/**
+ * Bytes per metadata-cache record: u64 path hash, u64 inode, u64 ctime in nanoseconds, u64 of
+ * the caller's (`prevPayload` of a matching entry; all ones: none).
+ */
+export const UNCHANGED_RECORD = 32;
 
 export interface XAttr {
   name: Buffer;
@@ -96,12 +100,14 @@ export interface DirEntry {
   metaError: MetaError | null;
   /** The fd-based metadata was not read: the metadata cache has it (ReadDirOptions.unchanged). */
   metaSkipped: boolean;
+  /** See `DirEntries.prevPayload`. */
+  prevPayload: number;
   /** FNV-1a 64 of the entry's full path (the metadata cache's key). */
   pathHash: bigint;
 }
 
 // Layout of the ArrayBuffer the addon returns (native/src/fs/dir.rs module doc).
-const LAYOUT_VERSION = 2;
+const LAYOUT_VERSION = 3;
 const F_STATUS = 0;
 const F_MODE = 1;
 const F_UID = 2;
@@ -120,7 +126,8 @@ const F_PROJID = 14;
 const F_META_OP = 15;
 const F_META_ERRNO = 16;
 const F_META_SKIPPED = 18;
-const FIELDS = 19;
+const F_PREV_PAYLOAD = 19;
+const FIELDS = 20;
 /** Same list as META_OPS in native/src/fs/dir.rs. */
 const META_OPS = [
   '',
@@ -279,6 +286,10 @@ export class DirEntries implements Iterable<DirEntry> {
   metaSkipped(i: number): boolean {
     return this.#num(i, F_META_SKIPPED) === 1;
   }
+  /** The fourth word of the metadata-cache record that matched (`metaSkipped`), or -1. */
+  prevPayload(i: number): number {
+    return this.#num(i, F_PREV_PAYLOAD);
+  }
 
   symlinkTarget(i: number): Buffer | null {
     if ((this.#num(i, F_MODE) & 0o170000) !== 0o120000) return null;
@@ -341,6 +352,7 @@ export class DirEntries implements Iterable<DirEntry> {
       xattrs: this.xattrs(i),
       metaError: this.metaError(i),
       metaSkipped: this.metaSkipped(i),
+      prevPayload: this.prevPayload(i),
       pathHash: this.pathHash(i),
     };
   }

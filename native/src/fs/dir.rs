@@ -20,6 +20,8 @@
 //!   ctime changes with every xattr, ACL, chattr and project-id change (ext2/3/4, XFS, btrfs,
 //!   tmpfs) whose (path hash, inode, ctime) is in the caller's table is not opened: its
 //!   `metaSkipped` field is 1 and the caller takes those fields from where it recorded them.
+//!   A record's fourth word (the caller's: the file's payload offset in the archive it
+//!   describes, u64::MAX for none) is returned in the `prevPayload` field (-1 for none).
 //!
 //! Output layout (one little-endian byte string, copied into one ArrayBuffer):
 //! ```text
@@ -51,8 +53,9 @@ pub struct MetaOpts {
     pub unchanged: Option<UnchangedTable>,
 }
 
-/// A metadata-cache table: records of three u64 (path hash, inode, ctime in ns), sorted (see
-/// `sort_table`). Borrowed from a JS buffer that the caller keeps alive for the call.
+/// A metadata-cache table: records of four u64 (path hash, inode, ctime in ns, the caller's
+/// value), sorted (see `sort_table`). Borrowed from a JS buffer that the caller keeps alive
+/// for the call.
 #[derive(Clone, Copy, Debug)]
 pub struct UnchangedTable {
     pub ptr: *const u64,
@@ -63,13 +66,13 @@ unsafe impl Send for UnchangedTable {}
 unsafe impl Sync for UnchangedTable {}
 
 impl UnchangedTable {
-    fn get(&self, i: usize) -> [u64; 3] {
-        // SAFETY: i < records; the table holds records * 3 u64 (checked when it was borrowed)
-        unsafe { [*self.ptr.add(i * 3), *self.ptr.add(i * 3 + 1), *self.ptr.add(i * 3 + 2)] }
+    fn get(&self, i: usize) -> [u64; RECORD_WORDS] {
+        // SAFETY: i < records; the table holds records * RECORD_WORDS u64 (checked when it was borrowed)
+        unsafe { *(self.ptr.add(i * RECORD_WORDS) as *const [u64; RECORD_WORDS]) }
     }
 
-    /// Whether (hash, ino, ctime) is recorded.
-    pub fn contains(&self, hash: u64, ino: u64, ctime: u64) -> bool {
+    /// The fourth word of the record (hash, ino, ctime, _), if there is one.
+    pub fn lookup(&self, hash: u64, ino: u64, ctime: u64) -> Option<u64> {
         let (mut lo, mut hi) = (0, self.records);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -82,22 +85,25 @@ impl UnchangedTable {
         while lo < self.records {
             let r = self.get(lo);
             if r[0] != hash {
-                return false;
+                return None;
             }
             if r[1] == ino && r[2] == ctime {
-                return true;
+                return Some(r[3]);
             }
             lo += 1;
         }
-        false
+        None
     }
 }
 
-/// Sort metadata-cache records (three u64 each) for `UnchangedTable::contains`.
+/// u64 words per metadata-cache record.
+pub const RECORD_WORDS: usize = 4;
+
+/// Sort metadata-cache records (RECORD_WORDS u64 each) for `UnchangedTable::lookup`.
 pub fn sort_table(records: &mut [u64]) {
-    let n = records.len() / 3;
-    // SAFETY: [u64; 3] has the layout of three consecutive u64
-    let recs = unsafe { std::slice::from_raw_parts_mut(records.as_mut_ptr() as *mut [u64; 3], n) };
+    let n = records.len() / RECORD_WORDS;
+    // SAFETY: [u64; RECORD_WORDS] has the layout of consecutive u64
+    let recs = unsafe { std::slice::from_raw_parts_mut(records.as_mut_ptr() as *mut [u64; RECORD_WORDS], n) };
     recs.sort_unstable();
 }
 
@@ -140,7 +146,7 @@ impl MetaOpts {
     }
 }
 
-pub const LAYOUT_VERSION: f64 = 2.0;
+pub const LAYOUT_VERSION: f64 = 3.0;
 pub const F_STATUS: usize = 0;
 pub const F_MODE: usize = 1;
 pub const F_UID: usize = 2;
@@ -161,7 +167,9 @@ pub const F_META_ERRNO: usize = 16;
 pub const F_XATTR_COUNT: usize = 17;
 /// 1 when the fd-based metadata was not read because the metadata cache has it.
 pub const F_META_SKIPPED: usize = 18;
-pub const FIELDS: usize = 19;
+/// The fourth word of the entry's metadata-cache record as f64 (-1: none, or not representable).
+pub const F_PREV_PAYLOAD: usize = 19;
+pub const FIELDS: usize = 20;
 
 /// Values of the `metaOp` field (index = code); ts/native/fs.ts has the same list.
 pub const META_OPS: [&str; 8] = [
@@ -241,11 +249,18 @@ impl Builder {
         self.ids[i * 4 + 3] = ctime;
 
         let fmt = st.st_mode & S_IFMT;
-        let known = |t: &UnchangedTable| ctime != 0 && ctime_tracks_metadata(magic) && t.contains(hash, st.st_ino, ctime);
+        self.nums[base + F_PREV_PAYLOAD] = -1.0;
+        let known = match &opts.unchanged {
+            Some(t) if (fmt == S_IFREG || fmt == S_IFDIR) && ctime != 0 && ctime_tracks_metadata(magic) => t.lookup(hash, st.st_ino, ctime),
+            _ => None,
+        };
         let res = if fmt == S_IFLNK {
             self.read_link(i, dirfd, name, st.st_size.max(0) as usize)
-        } else if (fmt == S_IFREG || fmt == S_IFDIR) && opts.unchanged.as_ref().is_some_and(known) {
+        } else if let Some(v) = known {
             self.nums[base + F_META_SKIPPED] = 1.0;
+            if v < (1u64 << 53) {
+                self.nums[base + F_PREV_PAYLOAD] = v as f64;
+            }
             Ok(())
         } else if (fmt == S_IFREG || fmt == S_IFDIR) && opts.any() {
             match open_at(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME) {
@@ -531,11 +546,16 @@ mod tests {
         path.extend_from_slice(b"/f");
         assert_eq!(rec[0][0], path_hash(PATH_HASH_INIT, &path), "hash of the full path");
         // a table with f only (sorted); g's record has another ctime
-        let mut table: Vec<u64> = vec![rec[1][0], rec[1][1], rec[1][2] + 1, rec[0][0], rec[0][1], rec[0][2]];
+        let mut table: Vec<u64> = vec![rec[1][0], rec[1][1], rec[1][2] + 1, 7, rec[0][0], rec[0][1], rec[0][2], 4242];
         sort_table(&mut table);
         let t = UnchangedTable { ptr: table.as_ptr(), records: 2 };
         let (_, skipped, _) = list(&MetaOpts { unchanged: Some(t), ..opts });
         assert_eq!(skipped, vec![ctime_tracks_metadata(magic), false]);
+        // the record's fourth word comes back with the entry it matched
+        let out = read_dir(&c, &MetaOpts { unchanged: Some(t), ..opts }).unwrap();
+        let f = |i: usize| f64::from_le_bytes(out[i * 8..i * 8 + 8].try_into().unwrap());
+        let want = if ctime_tracks_metadata(magic) { 4242.0 } else { -1.0 };
+        assert_eq!([f(4 + F_PREV_PAYLOAD), f(4 + FIELDS + F_PREV_PAYLOAD)], [want, -1.0]);
         // stat_path never takes entries from the cache
         let mut cp = path.clone();
         cp.push(0);

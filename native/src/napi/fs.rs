@@ -145,7 +145,7 @@ unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<na
     let u = prop(b"unchanged\0")?;
     let (unchanged, keep) = match if is_undefined(env, u)? { &[][..] } else { table_arg(env, u, "options.unchanged")? } {
         [] => (None, None),
-        t => (Some(UnchangedTable { ptr: t.as_ptr(), records: t.len() / 3 }), Some(u)),
+        t => (Some(UnchangedTable { ptr: t.as_ptr(), records: t.len() / dir::RECORD_WORDS }), Some(u)),
     };
     let opts = MetaOpts {
         xattrs: get(b"xattrs\0", "options.xattrs")?,
@@ -158,15 +158,15 @@ unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<na
     Ok((opts, keep))
 }
 
-/// A metadata-cache table argument as u64 words (three per record); refuses a buffer that is
-/// not 8-aligned or not whole records.
+/// A metadata-cache table argument as u64 words (`dir::RECORD_WORDS` per record); refuses a
+/// buffer that is not 8-aligned or not whole records.
 unsafe fn table_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u64]> {
     let b = buffer_arg(env, v, what)?;
     if b.is_empty() {
         return Ok(&[]);
     }
-    if b.len() % 24 != 0 || b.as_ptr() as usize % 8 != 0 {
-        return Err(type_error(env, &format!("{} must be 8-aligned records of 24 bytes", what)));
+    if b.len() % (8 * dir::RECORD_WORDS) != 0 || b.as_ptr() as usize % 8 != 0 {
+        return Err(type_error(env, &format!("{} must be 8-aligned records of {} bytes", what, 8 * dir::RECORD_WORDS)));
     }
     Ok(std::slice::from_raw_parts(b.as_ptr() as *const u64, b.len() / 8))
 }
@@ -526,8 +526,9 @@ unsafe extern "C" fn open_path(env: napi_env, info: napi_callback_info) -> napi_
     })
 }
 
-/// fsSortUnchangedTable(buf): sort metadata-cache records (u64 path hash, inode, ctime ns;
-/// 8-aligned, a multiple of 24 bytes) in place, as readDir's `unchanged` option needs them.
+/// fsSortUnchangedTable(buf): sort metadata-cache records (u64 path hash, inode, ctime ns,
+/// caller's value; 8-aligned, a multiple of 32 bytes) in place, as readDir's `unchanged`
+/// option needs them.
 unsafe extern "C" fn sort_unchanged_table(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
         let ([b], _, _) = args::<1>(env, info)?;

@@ -656,6 +656,18 @@ export class PxarDirectory {
     return out;
   }
 
+  /**
+   * Whether the goodbye table has a child whose name hashes like `name` (no read: a child
+   * called `name` may exist; false: none does).
+   */
+  mayContain(name: Buffer): boolean {
+    const h = sipHash24(name);
+    const lo = h[0];
+    const hi = h[1];
+    const t = this.table;
+    return binaryTreeArraySearch(t.count, (i) => hi - t.hashHi[i] || lo - t.hashLo[i]).length > 0;
+  }
+
   /** The child called `name`, or null. */
   async lookup(name: Buffer | string): Promise<AccessorEntry | null> {
     const want = typeof name === 'string' ? Buffer.from(name) : name;
