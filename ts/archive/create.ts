@@ -504,6 +504,7 @@ type Cached =
   | { kind: 'run'; names: Buffer; ends: Uint32Array; nums: Float64Array; recs: Int32Array; rs: number; dirAbs: Buffer; dirRel: Buffer };
 
 type CachedFile = Extract<Cached, { kind: 'file' }>;
+type CachedRun = Extract<Cached, { kind: 'run' }>;
 
 /** ArchiveStats fields that count bytes (past 2^30: double from the start, see DOUBLE_FIELD). */
 const BYTE_COUNTERS = ['bytesRead', 'streamBytes', 'bytesStored', 'reusedBytes', 'paddingBytes', 'injectedBytes'] as const;
@@ -867,10 +868,9 @@ class Archiver {
         // archive holds it as a plain file; else the previous entry can tell (plainReuse).
         const pe = prevOf[i];
         let recorded = list.prevPayload(i);
-        // A record is used only inside a directory of the previous archive that has a child of
-        // this name (its goodbye table tells without a read), and not against what the
-        // previous directory says where it was read anyway.
-        if (recorded >= 0 && (!prevDir || !prevDir.mayContain(name) || (pe && (pe.kind !== 'file' || pe.payloadOffset !== recorded)))) recorded = -1;
+        // A record must agree with the previous directory where that was read; where it was
+        // not, its goodbye table (no read) must at least have a child of this name.
+        if (recorded >= 0 && !(prev ? pe?.kind === 'file' && pe.payloadOffset === recorded : prevDir?.mayContain(name))) recorded = -1;
         const p = recorded >= 0 ? recorded : pe && plainReuse(list, i, pe) ? pe.payloadOffset! : -1;
         if (p >= 0) {
           // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
@@ -1340,7 +1340,7 @@ class Archiver {
   }
 
   /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
-  private async replayRun(e: Extract<Cached, { kind: 'run' }>, base: number): Promise<void> {
+  private async replayRun(e: CachedRun, base: number): Promise<void> {
     const meta = runMetadata(e, 0);
     const stream = this.payloadOut!.stream;
     const count = e.ends.length;
@@ -1354,9 +1354,10 @@ class Archiver {
       meta.gid = nums[f + 2];
       meta.mtime.secs = nums[f + 3];
       meta.mtime.nanos = nums[f + 4];
+      const ref = base + nums[f + 6] - e.rs;
       stream.suggest(this.encoder.payloadPosition);
-      this.encoder.addPayloadRef(name, meta, size, base + nums[f + 6] - e.rs);
-      if (e.recs[q] >= 0) this.record!.setPayload(e.recs[q], base + nums[f + 6] - e.rs);
+      this.encoder.addPayloadRef(name, meta, size, ref);
+      if (e.recs[q] >= 0) this.record!.setPayload(e.recs[q], ref);
       this.stats.reusedFiles++;
       this.stats.reusedBytes += size;
       this.opts.catalog?.addFile(name, size, meta.mtime.secs);
@@ -1504,12 +1505,11 @@ class FileBatches<K> {
 }
 
 /**
- * A regular file the previous archive holds as a plain entry (FILENAME, ENTRY without chattr
- * flags, PAYLOAD_REF: no xattrs, ACL, fcaps or project id) that is reusable as it stands: the
- * walk took it from the metadata cache (so its fd-based metadata is the previous entry's, i.e.
- * none), it is not hardlinked, and lstat's part equals the previous entry (change-detection.md
- * §3). `cachedMetadata` + `reuseRange` decide the same for it; this only skips building a
- * Metadata object per file.
+ * Whether the previous archive holds entry `i` (a file the walk took from the metadata cache,
+ * so its fd-based metadata is the previous entry's) as a plain entry (FILENAME, ENTRY without
+ * chattr flags, PAYLOAD_REF: no xattrs, ACL, fcaps or project id) that is reusable as it
+ * stands: lstat's part equals the previous entry (change-detection.md §3). `cachedMetadata` +
+ * `reuseRange` decide the same for it; this only skips building a Metadata object per file.
  */
 function plainReuse(list: DirEntries, i: number, pe: AccessorEntry): boolean {
   const m = pe.metadata;
@@ -1517,17 +1517,12 @@ function plainReuse(list: DirEntries, i: number, pe: AccessorEntry): boolean {
     pe.kind === 'file' &&
     pe.payloadOffset !== undefined &&
     pe.size === list.size(i) &&
-    list.nlink(i) === 1 &&
     m.mode === list.mode(i) &&
-    m.flags === 0n &&
     m.uid === list.uid(i) &&
     m.gid === list.gid(i) &&
     m.mtime.secs === list.mtimeSec(i) &&
     m.mtime.nanos === list.mtimeNsec(i) &&
-    m.xattrs.length === 0 &&
-    (m.acl === NO_ACL || aclEmpty(m)) &&
-    m.fcaps === undefined &&
-    m.quotaProjectId === undefined
+    plainMetadataOf(m)
   );
 }
 
@@ -1578,7 +1573,7 @@ function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] |
 }
 
 /** The Metadata `cachedEntryMetadata` gives file `q` of a run (see `plainReuse`). */
-function runMetadata(e: Extract<Cached, { kind: 'run' }>, q: number): Metadata {
+function runMetadata(e: CachedRun, q: number): Metadata {
   const f = q * RUN_FIELDS;
   const n = e.nums;
   return { mode: n[f], flags: 0n, uid: n[f + 1], gid: n[f + 2], mtime: { secs: n[f + 3], nanos: n[f + 4] }, xattrs: NO_XATTRS, acl: NO_ACL };
