@@ -3,7 +3,7 @@
  * and directories whose path, inode and ctime are as the previous backup recorded them, and
  * the archive is byte for byte the one it writes without the cache.
  */
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, onTestFinished } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,30 +16,33 @@ import { createArchive, type PreviousArchive } from '../../ts/archive/create.js'
 import { decodeMetadataCache, encodeMetadataCache } from '../../ts/archive/metadata-cache.js';
 import { setxattr, statPath } from '../../ts/native/fs.js';
 import { tempDir } from '../helpers/tmp.js';
+import { IndexReadAt } from '../../ts/datastore/index-reader.js';
 
 /** File systems on which the walk trusts ctime (native/src/fs/dir.rs). */
 const tracked = [0xef53, 0x58465342, 0x9123683e, 0x01021994].includes((await statPath(os.tmpdir())).fsMagic);
 const settle = () => new Promise((r) => setTimeout(r, 1100)); // only second-old ctimes are recorded
 
-function tree(root: string): void {
+function tree(root: string, xattrs = true): void {
   for (const d of ['a', 'b']) {
     fs.mkdirSync(path.join(root, d, 'deep'), { recursive: true });
     for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(root, d, `f${i}`), `${d}${i}\n`.repeat(i * 100));
     fs.writeFileSync(path.join(root, d, 'deep', 'x'), d);
   }
+  if (!xattrs) return;
   try {
     setxattr(path.join(root, 'a', 'f1'), 'user.who', Buffer.from('a'));
     setxattr(path.join(root, 'b', 'f1'), 'user.who', Buffer.from('b'));
+    setxattr(path.join(root, 'a', 'deep'), 'user.dir', Buffer.from('deep'));
   } catch {
     // no user xattrs here: the tree is still a test of the cache
   }
 }
 
-async function setup() {
+async function setup(xattrs = true) {
   const base = tempDir();
   const src = path.join(base, 'src');
   fs.mkdirSync(src);
-  tree(src);
+  tree(src, xattrs);
   const ds = await DataStore.open(path.join(base, 'ds'), { create: true, fsync: false });
   let t = 1_700_000_000;
   const cacheDir = path.join(base, 'cache');
@@ -80,6 +83,44 @@ describe('metadata cache', () => {
     expect(third.files).toEqual(plain3.files);
     // Nothing below the swapped directories came from the cache, nor the new file.
     expect(third.archives[0].metadataCached).toBe(0);
+  }, 60_000);
+
+  it.skipIf(!tracked)('a tree the cache vouches for entirely is not read from the previous archive; below it, what a change needs is looked up', async () => {
+    const { src, ds, run, cacheDir } = await setup(false);
+    await settle();
+    await run('c', { cacheDir });
+    await run('n');
+    // Reads of a previous archive (through its index); opening it reads its start.
+    let chunkReads = 0;
+    const readAt = IndexReadAt.prototype.readAt;
+    IndexReadAt.prototype.readAt = function (this: IndexReadAt, offset: number, length: number) {
+      chunkReads++;
+      return readAt.call(this, offset, length);
+    };
+    onTestFinished(() => {
+      IndexReadAt.prototype.readAt = readAt;
+    });
+    const second = await run('c', { cacheDir });
+    const all = second.archives[0].files + second.archives[0].directories;
+    expect(chunkReads).toBe(1);
+    expect(second.archives[0].metadataCached).toBe(all);
+    expect(second.archives[0].reusedFiles).toBe(second.archives[0].files);
+    chunkReads = 0;
+    const plain = await run('n');
+    expect(chunkReads).toBeGreaterThan(0);
+    expect(second.files).toEqual(plain.files);
+
+    // a/deep/x with its ctime moved (by a chmod to the same mode): its directory needs the
+    // previous archive's a/deep, found through a and the root, which were not read; x is reused.
+    const x = path.join(src, 'a', 'deep', 'x');
+    fs.chmodSync(x, fs.statSync(x).mode & 0o7777);
+    chunkReads = 0;
+    const third = await run('c', { cacheDir });
+    expect(chunkReads).toBeGreaterThan(0);
+    expect(third.archives[0].metadataCached).toBe(all - 1);
+    expect(third.archives[0].reusedFiles).toBe(third.archives[0].files);
+    expect(third.archives[0].bytesRead).toBe(0);
+    expect(third.files).toEqual((await run('n')).files);
   }, 60_000);
 
   it('records no entry changed within the last second, nothing on a dry run or without a cache dir', async () => {

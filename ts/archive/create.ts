@@ -44,8 +44,8 @@ import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
-import { cachedEntryMetadata, entryMetadata } from './fs-metadata.js';
-import { decodeMetadataCache, MetadataCacheBuilder } from './metadata-cache.js';
+import { cachedEntryMetadata, entryMetadata, statMetadata } from './fs-metadata.js';
+import { decodeMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
 
@@ -742,7 +742,16 @@ class Archiver {
       this.encoder.begin(rootMeta);
       this.prefetch = new TreePrefetcher(this.dirOpts, (list, i) => !!this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)));
       const rootNode = this.prefetch.root(Buffer.from(rootPath));
-      const [rootListing, prevRoot] = await Promise.all([this.prefetch.take(rootNode), this.previous ? this.previous.accessor.openRoot() : Promise.resolve(null)]);
+      const rootListing = await this.prefetch.take(rootNode);
+      const previous = this.previous;
+      const prevRoot = previous
+        ? new PreviousDir(() =>
+            previous.accessor.openRoot().catch((e: Error) => {
+              this.warn(`cannot open the previous snapshot's archive (${e.message}); files it would have vouched for are read again`);
+              return null;
+            }),
+          )
+        : NO_PREVIOUS_DIR;
       this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
       await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode);
       if (this.cache) await this.flush(false);
@@ -811,6 +820,29 @@ class Archiver {
     return entryMetadata(fresh, 0, { xattrs: this.xattrs, describe: () => joinRel(rel, list.name(i)).toString() });
   }
 
+  /**
+   * The previous archive's directory `name` of `parent`, opened when first needed: from its
+   * entry where the parent's previous listing was read (`listed`; no entry: there was none),
+   * else looked up in the parent's goodbye table then.
+   */
+  private previousSubdir(parent: PreviousDir, listed: boolean, pe: AccessorEntry | undefined, name: Buffer, relName: Buffer): PreviousDir {
+    const accessor = this.previous?.accessor;
+    if (!accessor || parent === NO_PREVIOUS_DIR || (listed && pe?.kind !== 'directory')) return NO_PREVIOUS_DIR;
+    return new PreviousDir(async () => {
+      try {
+        let e = pe;
+        if (!listed) {
+          const p = await parent.dir();
+          e = (p && (await p.lookup(name))) ?? undefined;
+        }
+        return e?.kind === 'directory' ? await accessor.openDirectory(e) : null;
+      } catch (err) {
+        this.warn(`${relName.toString()}: cannot open the previous snapshot's directory (${(err as Error).message})`);
+        return null;
+      }
+    });
+  }
+
   /** change-detection.md §3: the reusable range of a file in the previous payload stream, or null. */
   private reuseRange(prev: AccessorEntry | undefined, meta: Metadata, size: number): [number, number] | null {
     if (!prev || prev.kind !== 'file' || prev.payloadOffset === undefined || prev.size !== size) return null;
@@ -818,10 +850,10 @@ class Archiver {
     return [prev.payloadOffset, prev.payloadOffset + 16 + size];
   }
 
-  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PxarDirectory | null, node: PrefetchNode): Promise<void> {
-    // A directory of files the metadata cache knows as plain files of the previous archive
-    // (with their payload offsets) needs nothing from the previous archive's directory.
-    const prevP = needsPrevious(list) ? this.prevListing(prevDir) : Promise.resolve(null);
+  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PreviousDir, node: PrefetchNode): Promise<void> {
+    // A directory of entries the metadata cache vouches for (plain files with their payload
+    // offsets, plain directories) needs nothing from the previous archive's directory.
+    const prevP = needsPrevious(list) ? prevDir.dir().then((d) => this.prevListing(d)) : Promise.resolve(null);
     prevP.catch(() => undefined);
     // .pxarexclude of this directory applies to it and below.
     const exIdx = findName(list, PXAREXCLUDE);
@@ -868,9 +900,8 @@ class Archiver {
         // archive holds it as a plain file; else the previous entry can tell (plainReuse).
         const pe = prevOf[i];
         let recorded = list.prevPayload(i);
-        // A record must agree with the previous directory where that was read; where it was
-        // not, its goodbye table (no read) must at least have a child of this name.
-        if (recorded >= 0 && !(prev ? pe?.kind === 'file' && pe.payloadOffset === recorded : prevDir?.mayContain(name))) recorded = -1;
+        // A record must agree with the previous directory where that was read.
+        if (recorded >= 0 && prev && !(pe?.kind === 'file' && pe.payloadOffset === recorded)) recorded = -1;
         const p = recorded >= 0 ? recorded : pe && plainReuse(list, i, pe) ? pe.payloadOffset! : -1;
         if (p >= 0) {
           // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
@@ -885,7 +916,12 @@ class Archiver {
       let meta: Metadata | null;
       try {
         if (!list.metaSkipped(i)) meta = entryMetadata(list, i, metaOpts);
-        else meta = this.cachedMetadata(list, i, prevOf[i]) ?? (await this.readMetadata(absDir, rel, list, i));
+        else if (type === S_IFDIR && list.prevPayload(i) === PLAIN_DIRECTORY) {
+          // (the cache's record: this inode had no flags, xattrs, ACLs or project id then, and
+          // its ctime says nothing changed since)
+          this.stats.metadataCached++;
+          meta = statMetadata(list, i);
+        } else meta = this.cachedMetadata(list, i, prevOf[i]) ?? (await this.readMetadata(absDir, rel, list, i));
       } catch (e) {
         this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
         continue;
@@ -894,6 +930,7 @@ class Archiver {
       if (this.record && (type === S_IFREG || type === S_IFDIR) && list.metaError(i) === null) {
         const rec = this.record.add(list, i);
         if (type === S_IFREG && list.nlink(i) === 1 && plainMetadataOf(meta)) recOf[i] = rec;
+        else if (type === S_IFDIR && plainMetadataOf(meta)) this.record.setPayload(rec, PLAIN_DIRECTORY);
       }
       keep.push(i);
       metas[i] = meta;
@@ -921,7 +958,7 @@ class Archiver {
       absDir,
     );
     try {
-      await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, listings, excl, reader);
+      await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader);
     } finally {
       reader.close();
     }
@@ -938,6 +975,8 @@ class Archiver {
     recOf: Int32Array,
     ranges: Array<[number, number] | null>,
     prevOf: Array<AccessorEntry | undefined>,
+    prevListed: boolean,
+    prevDir: PreviousDir,
     listings: Map<number, PrefetchNode>,
     excl: ExcludeMatcher,
     reader: FileBatches<number>,
@@ -1029,15 +1068,7 @@ class Archiver {
         }
         this.opts.catalog?.startDirectory(name);
         if (sub && item) {
-          let prevSub: PxarDirectory | null = null;
-          const pe = prevOf[i];
-          if (pe && pe.kind === 'directory' && this.previous) {
-            prevSub = await this.previous.accessor.openDirectory(pe).catch((e: Error) => {
-              this.warn(`${relName.toString()}: cannot open the previous snapshot's directory (${e.message})`);
-              return null;
-            });
-          }
-          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, prevSub, item!);
+          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!);
         }
         if (item) this.prefetch.release(item);
         // (no listing: mount point of another file system, archived as an empty directory)
@@ -1532,17 +1563,36 @@ function plainMetadataOf(m: Metadata): boolean {
 }
 
 /**
- * Whether planning a listing needs the previous archive's directory: not when every entry is a
- * file that the metadata cache knows as a plain file with its payload offset (or could not be
- * stat'ed, and is skipped anyway).
+ * Whether planning a listing needs the previous archive's directory: not when the metadata
+ * cache vouches for every entry, as a plain file with its payload offset or as a plain
+ * directory (entries that could not be stat'ed are skipped anyway).
  */
 function needsPrevious(list: DirEntries): boolean {
   for (let i = 0; i < list.length; i++) {
     if (list.status(i) !== 0) continue;
-    if ((list.mode(i) & S_IFMT) !== S_IFREG || !list.metaSkipped(i) || list.nlink(i) !== 1 || list.prevPayload(i) < 0) return true;
+    if (!list.metaSkipped(i)) return true;
+    const type = list.mode(i) & S_IFMT;
+    if (type === S_IFREG ? list.nlink(i) !== 1 || list.prevPayload(i) < 0 : type !== S_IFDIR || list.prevPayload(i) !== PLAIN_DIRECTORY) return true;
   }
   return false;
 }
+
+/**
+ * A directory of the previous archive, opened on first use (a directory the metadata cache
+ * vouches for entirely never opens it; see needsPrevious). Resolves to null where the previous
+ * archive has no such directory.
+ */
+class PreviousDir {
+  private opened: Promise<PxarDirectory | null> | null = null;
+
+  constructor(private readonly open: () => Promise<PxarDirectory | null>) {}
+
+  dir(): Promise<PxarDirectory | null> {
+    return (this.opened ??= this.open());
+  }
+}
+
+const NO_PREVIOUS_DIR = new PreviousDir(() => Promise.resolve(null));
 
 function aclEmpty(m: Metadata): boolean {
   const a = m.acl;

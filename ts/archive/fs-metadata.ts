@@ -93,8 +93,11 @@ export interface MetadataOptions {
   describe: (i: number) => string;
 }
 
-/** The part of an entry's Metadata that lstat gives (no flags, xattrs, ACLs, fcaps, project id). */
-function statMetadata(list: DirEntries, i: number): Metadata {
+/**
+ * The part of an entry's Metadata that lstat gives (no flags, xattrs, ACLs, fcaps, project id):
+ * all of it for an entry the metadata cache vouches for as plain (metadata-cache.ts).
+ */
+export function statMetadata(list: DirEntries, i: number): Metadata {
   return {
     mode: list.mode(i),
     flags: 0n,

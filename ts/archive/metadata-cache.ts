@@ -12,10 +12,13 @@
  *
  * A record also holds the file's PAYLOAD_REF offset when the archive holds it as a plain file
  * (FILENAME, ENTRY without chattr flags, PAYLOAD_REF; no xattrs, ACLs, fcaps or project id),
- * else all ones. A metadata-mode backup takes such a file's reuse range from the record: a
- * directory of only such files is not read from the previous archive (only its goodbye table,
- * which must list the name). The records are trusted as borg trusts its files cache: a file
- * is used only for the archive whose index csum it names and only if its SHA-256 holds.
+ * PLAIN_DIRECTORY (0) for a directory archived plain (no chattr flags, xattrs, ACLs or project
+ * id), else all ones. A metadata-mode backup takes such a file's reuse range from the record
+ * and such a directory's metadata from lstat alone: a directory of only such entries is not
+ * read from the previous archive at all. The records are trusted as borg trusts its files
+ * cache: a file is used only for the archive whose index csum it names and only if its
+ * SHA-256 holds; a false match would need a 64-bit path-hash collision of two paths that also
+ * agree in inode and ctime.
  *
  * Racy entries: an entry changed within the same clock tick as the read that recorded it would
  * keep its ctime, so only entries whose ctime lies before `recordBefore` (the backup's start
@@ -30,6 +33,8 @@ import { createHash } from 'node:crypto';
 import { sortUnchangedTable, UNCHANGED_RECORD, type DirEntries } from '../native/fs.js';
 
 const MAGIC = Buffer.from('PXBMCAC2');
+/** A directory's record: it was archived plain (module doc). No payload offset is 0 (the start marker is there). */
+export const PLAIN_DIRECTORY = 0;
 /** u32 words per record. */
 const WORDS = UNCHANGED_RECORD / 4;
 const HEADER = MAGIC.length + 32 + 8 + 32;
@@ -70,7 +75,7 @@ export class MetadataCacheBuilder {
     return this.n++;
   }
 
-  /** Record `rec` (from `add`) is a plain file whose PAYLOAD_REF offset is `offset`. */
+  /** Record `rec` (from `add`) is a plain file whose PAYLOAD_REF offset is `offset` (or a plain directory: PLAIN_DIRECTORY). */
   setPayload(rec: number, offset: number): void {
     if (rec < 0 || rec >= this.n) return;
     if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`metadata cache: payload offset ${offset}`);

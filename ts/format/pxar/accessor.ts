@@ -656,14 +656,6 @@ export class PxarDirectory {
     return out;
   }
 
-  /**
-   * Whether the goodbye table has a child whose name hashes like `name` (no read: a child
-   * called `name` may exist; false: none does).
-   */
-  mayContain(name: Buffer): boolean {
-    return this.candidates(name).length > 0;
-  }
-
   /** The child called `name`, or null. */
   async lookup(name: Buffer | string): Promise<AccessorEntry | null> {
     const want = typeof name === 'string' ? Buffer.from(name) : name;
