@@ -1563,16 +1563,24 @@ function plainMetadataOf(m: Metadata): boolean {
 }
 
 /**
- * Whether planning a listing needs the previous archive's directory: not when the metadata
- * cache vouches for every entry, as a plain file with its payload offset or as a plain
- * directory (entries that could not be stat'ed are skipped anyway).
+ * Whether planning a listing needs the previous archive's directory, for a previous entry:
+ * - of a regular file, unless the metadata cache vouches for it as a plain file with its
+ *   payload offset (the entry decides whether its payload is reused);
+ * - of a directory the walk did not open (its xattrs, ACLs and flags are the previous entry's),
+ *   unless the cache vouches for it as a plain directory.
+ * A directory the walk opened has its metadata, and any other kind has none beyond lstat's
+ * (entryMetadata); a subdirectory's previous directory is found without the listing
+ * (PreviousDir). Entries that could not be stat'ed are skipped anyway.
  */
 function needsPrevious(list: DirEntries): boolean {
   for (let i = 0; i < list.length; i++) {
     if (list.status(i) !== 0) continue;
-    if (!list.metaSkipped(i)) return true;
     const type = list.mode(i) & S_IFMT;
-    if (type === S_IFREG ? list.nlink(i) !== 1 || list.prevPayload(i) < 0 : type !== S_IFDIR || list.prevPayload(i) !== PLAIN_DIRECTORY) return true;
+    if (type === S_IFREG) {
+      if (!list.metaSkipped(i) || list.nlink(i) !== 1 || list.prevPayload(i) < 0) return true;
+    } else if (type === S_IFDIR) {
+      if (list.metaSkipped(i) && list.prevPayload(i) !== PLAIN_DIRECTORY) return true;
+    }
   }
   return false;
 }
