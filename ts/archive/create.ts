@@ -37,7 +37,7 @@ import {
   type FdFile,
   type ReadDirOptions,
 } from '../native/fs.js';
-import { PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
+import { PLAIN_RUN_FIELDS, PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
 import { MAX_PATH_LEN } from '../format/pxar/constants.js';
 import { emptyAcl, metadataEqualForReuse, NO_ACL, NO_XATTRS, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
@@ -1372,29 +1372,27 @@ class Archiver {
 
   /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
   private async replayRun(e: CachedRun, base: number): Promise<void> {
-    const meta = runMetadata(e, 0);
     const stream = this.payloadOut!.stream;
-    const count = e.ends.length;
-    for (let q = 0; q < count; q++) {
-      const f = q * RUN_FIELDS;
-      const nums = e.nums;
-      const name = e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
-      const size = nums[f + 5];
-      meta.mode = nums[f];
-      meta.uid = nums[f + 1];
-      meta.gid = nums[f + 2];
-      meta.mtime.secs = nums[f + 3];
-      meta.mtime.nanos = nums[f + 4];
-      const ref = base + nums[f + 6] - e.rs;
-      stream.suggest(this.encoder.payloadPosition);
-      this.encoder.addPayloadRef(name, meta, size, ref);
-      if (e.recs[q] >= 0) this.record!.setPayload(e.recs[q], ref);
-      this.stats.reusedFiles++;
-      this.stats.reusedBytes += size;
-      this.opts.catalog?.addFile(name, size, meta.mtime.secs);
-      if (q + 1 < count && this.full) await this.drain();
+    const { names, ends, nums, recs } = e;
+    const count = ends.length;
+    const delta = base - e.rs;
+    for (let from = 0; from < count; ) {
+      const to = Math.min(count, from + RUN_WRITE_FILES);
+      // (a reference does not move the payload position: the same suggestion per file)
+      for (let q = from; q < to; q++) stream.suggest(this.encoder.payloadPosition);
+      this.encoder.addPlainPayloadRefs(names, ends, nums, from, to, delta);
+      for (let q = from; q < to; q++) {
+        const f = q * RUN_FIELDS;
+        if (recs[q] >= 0) this.record!.setPayload(recs[q], nums[f + 6] + delta);
+        this.stats.reusedBytes += nums[f + 5];
+        this.opts.catalog?.addFile(names.subarray(q === 0 ? 0 : ends[q - 1], ends[q]), nums[f + 5], nums[f + 3]);
+      }
+      this.stats.reusedFiles += to - from;
+      from = to;
+      if (from < count && this.full) await this.drain();
     }
   }
+
 
   /** Send reused chunks to the payload stream at the current position (≤ 128 per message). */
   private inject(chunks: ReuseChunk[]): void {
@@ -1607,8 +1605,10 @@ function aclEmpty(m: Metadata): boolean {
   return !a.users.length && !a.groups.length && a.groupObj === undefined && a.default === undefined && !a.defaultUsers.length && !a.defaultGroups.length;
 }
 
-/** Numbers per file of a run: mode, uid, gid, mtime seconds, mtime nanoseconds, size, previous payload offset. */
-const RUN_FIELDS = 7;
+/** Numbers per file of a run: mode, uid, gid, mtime seconds, mtime nanoseconds, size, previous payload offset (as the encoder's addPlainPayloadRefs takes them). */
+const RUN_FIELDS = PLAIN_RUN_FIELDS;
+/** Files of a run written between checks of the metadata stream's backpressure. */
+const RUN_WRITE_FILES = 64;
 
 /** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges). */
 function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {

@@ -30,6 +30,7 @@ import {
   PXAR_QUOTA_PROJID,
   PXAR_SYMLINK,
   PXAR_XATTR,
+  PLAIN_RUN_FIELDS,
   PxarEncoder,
   basicMetadata,
   hashFilename,
@@ -327,5 +328,78 @@ describe('PxarEncoder refuses misuse', () => {
     const unified = open();
     expect(() => unified.addPayloadRef(B('x'), f, 1, 16)).toThrow(/split/);
     expect(() => unified.advancePayload(1)).toThrow(/split/);
+  });
+
+  /** A run for addPlainPayloadRefs: names, ends and numbers (payload offsets minus `delta`). */
+  function plainRun(files: Array<{ name: Buffer; meta: Metadata; size: number; offset: number }>, delta: number) {
+    const nums = new Float64Array(files.length * PLAIN_RUN_FIELDS);
+    const ends: number[] = [];
+    let end = 0;
+    files.forEach((x, q) => {
+      nums.set([x.meta.mode, x.meta.uid, x.meta.gid, x.meta.mtime.secs, x.meta.mtime.nanos, x.size, x.offset - delta], q * PLAIN_RUN_FIELDS);
+      ends.push((end += x.name.length));
+    });
+    return { names: Buffer.concat(files.map((x) => x.name)), ends, nums };
+  }
+
+  it('writes a run of plain files byte for byte as addPayloadRef writes each', () => {
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const files = Array.from({ length: 300 }, (_, q) => ({
+      name: Buffer.concat([B(`f${q}-`), Buffer.alloc(rnd(400), 0x61 + rnd(26)), Buffer.from([0xff, 0x80 + rnd(100)])]),
+      meta: { ...basicMetadata(0o100000 | rnd(0o7777)), uid: q === 1 ? 0xfffffffe : rnd(70000), gid: rnd(70000), mtime: { secs: q === 2 ? -1 : q === 3 ? 2 ** 40 : rnd(2 ** 31), nanos: q === 4 ? 999_999_999 : rnd(1e9) } },
+      size: q === 5 ? 2 ** 41 + 3 : rnd(1e6),
+      offset: q === 6 ? 2 ** 36 + 1 : 16 + rnd(1e9),
+    }));
+    const encode = (write: (enc: PxarEncoder) => void) => {
+      const meta = collector();
+      const payload = collector();
+      const enc = new PxarEncoder({ variant: 'split', output: meta.sink, payloadOutput: payload.sink });
+      enc.begin(basicMetadata(0o40755));
+      enc.enterDirectory(B('d'), basicMetadata(0o40700));
+      write(enc);
+      enc.leaveDirectory();
+      enc.addFifo(B('z'), basicMetadata(IFIFO));
+      enc.finish();
+      return [meta.bytes(), payload.bytes()];
+    };
+    const each = encode((enc) => {
+      for (const x of files) enc.addPayloadRef(x.name, x.meta, x.size, x.offset);
+    });
+    const run = plainRun(files, 12345);
+    const batched = encode((enc) => {
+      enc.addPlainPayloadRefs(run.names, run.ends, run.nums, 0, 1, 12345);
+      enc.addPlainPayloadRefs(run.names, run.ends, run.nums, 1, 1, 12345);
+      enc.addPlainPayloadRefs(run.names, run.ends, run.nums, 1, 300, 12345);
+    });
+    expect(each[0].length).toBeGreaterThan(64 * 1024); // (the encoder's stage filled more than once)
+    expect(batched[0].equals(each[0])).toBe(true);
+    expect(batched[1].equals(each[1])).toBe(true);
+  });
+
+  it('refuses a bad run of plain files before writing any of it', () => {
+    const enc = open('split');
+    const ok = { name: B('ok'), meta: basicMetadata(0o100644), size: 1, offset: 16 };
+    const bad = (change: Partial<typeof ok>, delta = 0) => {
+      const r = plainRun([ok, { ...ok, ...change }], delta);
+      return () => enc.addPlainPayloadRefs(r.names, r.ends, r.nums, 0, 2, delta);
+    };
+    const pos = enc.metadataPosition;
+    expect(bad({ name: B('a/b') })).toThrow(/illegal file name/);
+    expect(bad({ name: B('..') })).toThrow(/illegal file name/);
+    expect(bad({ meta: basicMetadata(0o40755) })).toThrow(/wrong file type/);
+    expect(bad({ meta: { ...ok.meta, uid: 2 ** 32 } })).toThrow(/uid/);
+    expect(bad({ meta: { ...ok.meta, mtime: { secs: 0, nanos: 1e9 } } })).toThrow(/mtime/);
+    expect(bad({ size: -1 })).toThrow(/file size/);
+    expect(bad({ offset: 15 })).toThrow(/below the current payload position 16/);
+    const r = plainRun([ok], 0);
+    expect(() => enc.addPlainPayloadRefs(r.names, r.ends, r.nums, 0, 2, 0)).toThrow(/out of range/);
+    expect(() => enc.addPlainPayloadRefs(r.names.subarray(1), r.ends, r.nums, 0, 1, 0)).toThrow(/out of range/);
+    expect(enc.metadataPosition).toBe(pos);
+    enc.addPlainPayloadRefs(r.names, r.ends, r.nums, 0, 1, 0);
+    expect(enc.metadataPosition).toBeGreaterThan(pos);
+    enc.finish();
+    const unified = open();
+    expect(() => unified.addPlainPayloadRefs(r.names, r.ends, r.nums, 0, 1, 0)).toThrow(/split/);
   });
 });

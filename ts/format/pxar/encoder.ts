@@ -76,6 +76,8 @@ export type PxarEncoderOptions =
   | { variant: 'split'; output: ByteSink; payloadOutput: ByteSink; prelude?: Buffer };
 
 const STAGE_SIZE = 64 * 1024;
+/** Numbers per file of `addPlainPayloadRefs`. */
+export const PLAIN_RUN_FIELDS = 7;
 const TWO32 = 2 ** 32;
 
 const T_VERSION = typeWords(PXAR_FORMAT_VERSION);
@@ -336,6 +338,74 @@ export class PxarEncoder {
     this.putPayloadRef(payloadOffset, size);
     this.endItem(name, filenamePos);
     return filenamePos;
+  }
+
+  /**
+   * `addPayloadRef` for files `from` to `to - 1` of a run of plain regular files (no chattr
+   * flags, xattrs, ACLs, fcaps or project id): file q is named `names[ends[q - 1] .. ends[q]]`
+   * (from 0 for the first) and described by `nums[q * PLAIN_RUN_FIELDS ..]`: mode, uid, gid,
+   * mtime seconds, mtime nanoseconds, size, and a payload offset to which `delta` is added.
+   * Writes what `addPayloadRef` writes for each, without a Metadata object per file.
+   */
+  addPlainPayloadRefs(names: Buffer, ends: ArrayLike<number>, nums: Float64Array, from: number, to: number, delta: number): void {
+    this.checkIdle();
+    if (!this.payloadOut) throw new Error('pxar encoder: payload references need a split archive');
+    if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from <= to && to <= ends.length && to * PLAIN_RUN_FIELDS <= nums.length)) {
+      throw new Error(`pxar encoder: plain run ${from}..${to} out of range`);
+    }
+    // All checked before anything is written (a refused run leaves the encoder as it was).
+    for (let q = from; q < to; q++) {
+      const f = q * PLAIN_RUN_FIELDS;
+      const a = q === 0 ? 0 : ends[q - 1];
+      if (!(a <= ends[q] && ends[q] <= names.length)) throw new Error(`pxar encoder: plain run name ${q} out of range`);
+      checkName(names.subarray(a, ends[q]));
+      const mode = nums[f];
+      checkCount(mode, 'mode');
+      if ((mode & IFMT) !== IFREG) throw new Error(`pxar encoder: regular file metadata has mode 0o${mode.toString(8)} (wrong file type)`);
+      if (!isU32(nums[f + 1]) || !isU32(nums[f + 2])) throw new Error(`pxar encoder: uid/gid ${nums[f + 1]}/${nums[f + 2]} out of u32 range`);
+      const nanos = nums[f + 4];
+      if (!Number.isSafeInteger(nums[f + 3]) || !Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) {
+        throw new Error(`pxar encoder: mtime ${nums[f + 3]} s ${nanos} ns out of range`);
+      }
+      checkCount(nums[f + 5], 'file size');
+      checkCount(nums[f + 6] + delta, 'payload offset');
+      if (nums[f + 6] + delta < this.payloadPos) {
+        throw new Error(`pxar encoder: payload offset ${nums[f + 6] + delta} is below the current payload position ${this.payloadPos}`);
+      }
+    }
+    const items = this.current().items;
+    for (let q = from; q < to; q++) {
+      const f = q * PLAIN_RUN_FIELDS;
+      const name = names.subarray(q === 0 ? 0 : ends[q - 1], ends[q]);
+      const filenamePos = this.pos;
+      const full = HEADER_SIZE + name.length + 1;
+      const total = full + HEADER_SIZE + STAT_SIZE + HEADER_SIZE + 16;
+      let p = this.reserve(total);
+      const v = this.view;
+      headerAt(v, p, T_FILENAME, full);
+      this.stage.set(name, p + HEADER_SIZE);
+      this.stage[p + full - 1] = 0;
+      p += full;
+      // ENTRY as putMetadata writes it for plain metadata: mode, flags 0, uid, gid, mtime
+      headerAt(v, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
+      p += HEADER_SIZE;
+      const secs = nums[f + 3];
+      u64At(v, nums[f], p);
+      v.setUint32(p + 8, 0, true);
+      v.setUint32(p + 12, 0, true);
+      v.setUint32(p + 16, nums[f + 1], true);
+      v.setUint32(p + 20, nums[f + 2], true);
+      v.setUint32(p + 24, secs >>> 0, true);
+      v.setInt32(p + 28, Math.floor(secs / TWO32), true);
+      v.setUint32(p + 32, nums[f + 4], true);
+      v.setUint32(p + 36, 0, true);
+      p += STAT_SIZE;
+      headerAt(v, p, T_PAYLOAD_REF, HEADER_SIZE + 16);
+      u64At(v, nums[f + 6] + delta, p + 16);
+      u64At(v, nums[f + 5], p + 24);
+      this.pos += total;
+      items.push(sipHash24(name), filenamePos, total);
+    }
   }
 
   /** Move the payload position by `n` bytes without writing (chunks injected by the caller). */

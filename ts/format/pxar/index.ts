@@ -7,7 +7,7 @@ export { hashFilename, sipHash24 } from './siphash.js';
 export { binaryTreeArrayOrder, binaryTreeArraySearch } from './binary-tree-array.js';
 export * from './metadata.js';
 export type { EntryKind, PxarEntry } from './entry.js';
-export { PxarEncoder, type ByteSink, type PxarEncoderOptions } from './encoder.js';
+export { PLAIN_RUN_FIELDS, PxarEncoder, type ByteSink, type PxarEncoderOptions } from './encoder.js';
 export { PxarDecoder, type ByteSource, type DecoderEvent, type PxarDecoderOptions } from './decoder.js';
 export {
   PxarAccessor,
