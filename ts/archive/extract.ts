@@ -369,9 +369,13 @@ export async function extractArchive(decoder: PxarDecoder, opts: ExtractOptions)
             const offset = batchBytes;
             // Every piece is copied (here) or written (below) before the decoder reads on: a
             // restore decodes payload chunks into recycled buffers (openArchiveDecoder).
-            for await (const piece of decoder.contents()) {
-              piece.copy(batchBuf, batchBytes);
-              batchBytes += piece.length;
+            const whole = decoder.contentInView();
+            if (whole) batchBytes += whole.copy(batchBuf, batchBytes);
+            else {
+              for await (const piece of decoder.contents()) {
+                piece.copy(batchBuf, batchBytes);
+                batchBytes += piece.length;
+              }
             }
             if (batchBytes - offset !== size) throw new Error(`${e.path.toString()}: archive holds ${batchBytes - offset} bytes, expected ${size}`);
             batch.push({ path: abs, offset, size, mode: meta.mode & 0o7777, uid: meta.uid, gid: meta.gid, mtimeSec: meta.mtime.secs, mtimeNsec: meta.mtime.nanos });

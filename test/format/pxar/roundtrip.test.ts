@@ -238,6 +238,8 @@ function pick(entry: PxarEntry, keys: string[]): Record<string, unknown> {
 interface Decoded {
   entries: PxarEntry[];
   contents: Map<string, Buffer>;
+  /** Files read with contentInView. */
+  inView: number;
 }
 
 /** Decode everything, checking events against the expectation, collecting file contents. */
@@ -246,6 +248,8 @@ async function decodeAndCheck(enc: Encoded, source: ByteSource, payload?: ByteSo
   const entries: PxarEntry[] = [];
   const contents = new Map<string, Buffer>();
   let i = 0;
+  let files = 0;
+  let inView = 0;
   for await (const ev of decoder) {
     const want = enc.expected[i++];
     expect(ev.type).toBe(want.type);
@@ -255,12 +259,17 @@ async function decodeAndCheck(enc: Encoded, source: ByteSource, payload?: ByteSo
     entries.push(ev.entry);
     if (ev.entry.kind === 'file' && (payload || ev.entry.payloadOffset === undefined)) {
       const pieces: Buffer[] = [];
-      for await (const piece of decoder.contents()) pieces.push(Buffer.from(piece));
+      // every other file as one view where it lies whole in the bytes at hand
+      const whole = ++files % 2 ? decoder.contentInView() : null;
+      if (whole) {
+        inView++;
+        pieces.push(Buffer.from(whole));
+      } else for await (const piece of decoder.contents()) pieces.push(Buffer.from(piece));
       contents.set(ev.entry.path.toString('hex'), Buffer.concat(pieces));
     }
   }
   expect(i).toBe(enc.expected.length);
-  return { entries, contents };
+  return { entries, contents, inView };
 }
 
 function* pieces(buf: Buffer[] | Buffer, size: number): Generator<Buffer> {
@@ -328,6 +337,10 @@ describe('round trip', () => {
       const decoded = await decodeAndCheck(enc, [enc.metadata], payload);
       expect(decoded.contents.size).toBe(enc.files.size);
       for (const [k, data] of enc.files) expect(decoded.contents.get(k)?.equals(data), k).toBe(true);
+      // whole streams: entries and (every other file's) data without awaits, the same result
+      const whole = await decodeAndCheck(enc, [enc.metadata], payload && [Buffer.concat(payload)]);
+      expect(whole.inView).toBeGreaterThan(2);
+      expect(whole.contents).toEqual(decoded.contents);
       // metadata one byte at a time (payload in odd-sized pieces)
       if (variant === 'split') {
         await decodeAndCheck(enc, pieces(enc.metadata, 1), pieces(enc.payload, 4093));

@@ -84,6 +84,22 @@ export class ByteReader {
     return out;
   }
 
+  /**
+   * The bytes available contiguously without pulling (a view, possibly empty): a parser that
+   * finds what it needs there consumes it with `advance`, without a copy or an await.
+   */
+  view(): Buffer {
+    if (this.contiguous === 0 && this.queue.length) this.advancePiece();
+    return this.cur.subarray(this.start);
+  }
+
+  /** Consume `n` bytes of `view()`. */
+  advance(n: number): void {
+    if (!(n >= 0 && n <= this.contiguous)) throw new RangeError(`ByteReader.advance(${n}) beyond the ${this.contiguous} bytes in view`);
+    this.start += n;
+    this.position += n;
+  }
+
   /** Next 1..max bytes (zero-copy), or null at end of input. */
   async readSome(max: number): Promise<Buffer | null> {
     if (this.contiguous === 0) {

@@ -89,6 +89,9 @@ interface OpenFile {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Items read without their content: FILENAME and GOODBYE end an entry, PAYLOAD's is file data. */
+const withoutContent = (t: bigint) => t === PXAR_FILENAME || t === PXAR_GOODBYE || t === PXAR_PAYLOAD;
 const CONTENT_PIECE = 1024 * 1024;
 
 export class PxarDecoder implements AsyncIterable<DecoderEvent> {
@@ -142,7 +145,12 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
       this.phase = 'body';
       return { type: 'entry', entry: root };
     }
-    await this.finishFile();
+    const f = this.file;
+    if (f && f.remaining === 0 && (f.refOffset === undefined || f.headerChecked)) this.file = undefined;
+    else await this.finishFile();
+    // Most entries lie whole in the bytes at hand: parsed without an await.
+    const fast = this.childInView();
+    if (fast) return { type: 'entry', entry: fast };
     const h = this.pending ?? (await this.readHeader());
     this.pending = undefined;
     if (h.htype === PXAR_FILENAME) return { type: 'entry', entry: await this.readChild(h) };
@@ -182,6 +190,36 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
       f.remaining -= piece.length;
       yield piece;
     }
+  }
+
+  /**
+   * The current file's remaining data as one zero-copy view when it lies whole in the bytes at
+   * hand (consumed then; valid as a `contents()` piece is), else null with nothing consumed:
+   * read it with `contents()`.
+   */
+  contentInView(): Buffer | null {
+    const f = this.file;
+    if (!f) throw new Error(`${this.what}: contentInView() without a current regular-file entry`);
+    let reader = this.meta;
+    let at = 0;
+    const v = f.refOffset === undefined ? this.meta.view() : this.payload?.view();
+    if (!v) throw new Error(`${this.what}: split archive decoded without its payload stream`);
+    if (!f.headerChecked) {
+      reader = this.payload as ByteReader;
+      const offset = f.refOffset as number;
+      const gap = offset - reader.position;
+      if (gap < 0 || gap + HEADER_SIZE > v.length) return null;
+      this.checkPayloadHeader(parseHeader(v, gap, offset, 'payload stream'), f);
+      at = gap + HEADER_SIZE;
+    } else if (f.refOffset !== undefined) {
+      reader = this.payload as ByteReader;
+    }
+    if (at + f.remaining > v.length) return null;
+    reader.advance(at + f.remaining);
+    f.headerChecked = true;
+    const out = v.subarray(at, at + f.remaining);
+    f.remaining = 0;
+    return out;
   }
 
   // ---- structure ------------------------------------------------------------------------------
@@ -248,58 +286,119 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
 
   /** ENTRY, attributes and the item that completes the entry (§7 step 2). */
   private async readEntryBody(h: ItemHeader, path: Buffer, name: Buffer, linkOffset: number | undefined): Promise<PxarEntry> {
-    const metadata = parseStat(await this.readContent(h), h.htype === PXAR_ENTRY_V1, this.what, h.pos);
-    const entry: PxarEntry = { path, name, kind: 'directory', metadata, entryOffset: h.pos };
-    if (linkOffset !== undefined) entry.linkOffset = linkOffset;
+    const entry = this.newEntry(h, await this.readContent(h), path, name, linkOffset);
     for (;;) {
       const item = await this.readHeader();
-      const t = item.htype;
-      if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
-        this.pending = item;
-        entry.kind = this.kindWithoutData(metadata, h.pos);
-        if (entry.kind === 'directory') {
-          if (this.stack.length >= MAX_DECODE_DEPTH) throw formatError(this.what, h.pos, `directories nested deeper than ${MAX_DECODE_DEPTH} levels`);
-          this.stack.push({ entry, children: 0 });
+      if (this.entryItem(entry, h, item, withoutContent(item.htype) ? EMPTY : await this.readContent(item), linkOffset)) return entry;
+    }
+  }
+
+  private newEntry(h: ItemHeader, stat: Buffer, path: Buffer, name: Buffer, linkOffset: number | undefined): PxarEntry {
+    const metadata = parseStat(stat, h.htype === PXAR_ENTRY_V1, this.what, h.pos);
+    const entry: PxarEntry = { path, name, kind: 'directory', metadata, entryOffset: h.pos };
+    if (linkOffset !== undefined) entry.linkOffset = linkOffset;
+    return entry;
+  }
+
+  /**
+   * One item after an entry's ENTRY (`h`), with its content (none for FILENAME, GOODBYE and
+   * PAYLOAD): an attribute (false), or the item that completes the entry (true; the decoder's
+   * state moves on to what follows it).
+   */
+  private entryItem(entry: PxarEntry, h: ItemHeader, item: ItemHeader, content: Buffer, linkOffset: number | undefined): boolean {
+    const metadata = entry.metadata;
+    const t = item.htype;
+    if (t === PXAR_FILENAME || t === PXAR_GOODBYE) {
+      this.pending = item;
+      entry.kind = this.kindWithoutData(metadata, h.pos);
+      if (entry.kind === 'directory') {
+        if (this.stack.length >= MAX_DECODE_DEPTH) throw formatError(this.what, h.pos, `directories nested deeper than ${MAX_DECODE_DEPTH} levels`);
+        this.stack.push({ entry, children: 0 });
+      }
+      return true;
+    }
+    if (t === PXAR_PAYLOAD || t === PXAR_PAYLOAD_REF) {
+      this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
+      entry.kind = 'file';
+      if (t === PXAR_PAYLOAD) {
+        entry.size = item.contentSize;
+        entry.contentOffset = item.pos + HEADER_SIZE;
+        this.file = { remaining: item.contentSize, size: item.contentSize, headerChecked: true };
+      } else {
+        const ref = parsePayloadRef(content, this.what, item.pos);
+        if (this.payload && ref.offset < this.payload.position) {
+          throw formatError(this.what, item.pos, `PAYLOAD_REF offset ${ref.offset} is below the consumed payload position ${this.payload.position}`);
         }
-        return entry;
+        entry.size = ref.size;
+        entry.payloadOffset = ref.offset;
+        this.file = { remaining: ref.size, size: ref.size, refOffset: ref.offset, headerChecked: false };
       }
-      if (t === PXAR_PAYLOAD || t === PXAR_PAYLOAD_REF) {
-        this.expectMode(metadata, isRegularFile, 'regular file', item.pos);
-        entry.kind = 'file';
-        if (t === PXAR_PAYLOAD) {
-          entry.size = item.contentSize;
-          entry.contentOffset = item.pos + HEADER_SIZE;
-          this.file = { remaining: item.contentSize, size: item.contentSize, headerChecked: true };
-        } else {
-          const ref = parsePayloadRef(await this.readContent(item), this.what, item.pos);
-          if (this.payload && ref.offset < this.payload.position) {
-            throw formatError(
-              this.what,
-              item.pos,
-              `PAYLOAD_REF offset ${ref.offset} is below the consumed payload position ${this.payload.position}`,
-            );
-          }
-          entry.size = ref.size;
-          entry.payloadOffset = ref.offset;
-          this.file = { remaining: ref.size, size: ref.size, refOffset: ref.offset, headerChecked: false };
-        }
-        if (linkOffset !== undefined && this.checkHardlinks) this.recordFile(linkOffset);
-        return entry;
+      if (linkOffset !== undefined && this.checkHardlinks) this.recordFile(linkOffset);
+      return true;
+    }
+    if (t === PXAR_SYMLINK) {
+      this.expectMode(metadata, isSymlink, 'symlink', item.pos);
+      entry.kind = 'symlink';
+      entry.symlinkTarget = parseSymlink(content, this.what, item.pos);
+      return true;
+    }
+    if (t === PXAR_DEVICE) {
+      this.expectMode(metadata, isDevice, 'device', item.pos);
+      entry.kind = 'device';
+      entry.device = parseDevice(content, this.what, item.pos);
+      return true;
+    }
+    if (!isAttribute(t)) throw formatError(this.what, item.pos, `unexpected ${itemName(t)} inside an entry`);
+    applyAttribute(metadata, t, content, this.what, item.pos);
+    return false;
+  }
+
+  /**
+   * `readChild` without an await when the next child (FILENAME, ENTRY, its attributes and the
+   * item completing it; not a HARDLINK) lies whole in the metadata reader's view; else null,
+   * with nothing consumed (`step` takes the general path, which reports any error there).
+   */
+  private childInView(): PxarEntry | null {
+    const buf = this.meta.view();
+    const base = this.meta.position;
+    let p = 0;
+    const header = (): ItemHeader | null => {
+      if (p + HEADER_SIZE > buf.length) return null;
+      const h = parseHeader(buf, p, base + p, this.what);
+      p += HEADER_SIZE;
+      return h;
+    };
+    const content = (h: ItemHeader): Buffer | null => {
+      if (p + h.contentSize > buf.length) return null;
+      p += h.contentSize;
+      return buf.subarray(p - h.contentSize, p);
+    };
+    const filename = this.pending ?? header();
+    if (!filename || filename.htype !== PXAR_FILENAME) return null;
+    const rawName = content(filename);
+    if (!rawName) return null;
+    const name = Buffer.from(parseFileName(rawName, this.what, filename.pos));
+    const h = header();
+    if (!h || (h.htype !== PXAR_ENTRY && h.htype !== PXAR_ENTRY_V1)) return null;
+    const stat = content(h);
+    if (!stat) return null;
+    const frame = this.stack[this.stack.length - 1];
+    const entry = this.newEntry(h, stat, joinPath(frame.entry.path, name), name, filename.pos);
+    for (;;) {
+      const item = header();
+      if (!item) return null;
+      const c = withoutContent(item.htype) ? EMPTY : content(item);
+      if (!c) return null;
+      if (isAttribute(item.htype)) {
+        this.entryItem(entry, h, item, c, filename.pos);
+        continue;
       }
-      if (t === PXAR_SYMLINK) {
-        this.expectMode(metadata, isSymlink, 'symlink', item.pos);
-        entry.kind = 'symlink';
-        entry.symlinkTarget = parseSymlink(await this.readContent(item), this.what, item.pos);
-        return entry;
-      }
-      if (t === PXAR_DEVICE) {
-        this.expectMode(metadata, isDevice, 'device', item.pos);
-        entry.kind = 'device';
-        entry.device = parseDevice(await this.readContent(item), this.what, item.pos);
-        return entry;
-      }
-      if (!isAttribute(t)) throw formatError(this.what, item.pos, `unexpected ${itemName(t)} inside an entry`);
-      applyAttribute(metadata, t, await this.readContent(item), this.what, item.pos);
+      // The completing item: from here on the decoder's state changes, as readChild's would.
+      this.pending = undefined;
+      frame.children++;
+      this.entryItem(entry, h, item, c, filename.pos);
+      this.meta.advance(p);
+      return entry;
     }
   }
 
@@ -337,11 +436,14 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
     const offset = f.refOffset as number;
     if (!(await p.skip(offset - p.position))) throw this.truncated('payload stream', p.position);
     if (!(await p.fill(HEADER_SIZE))) throw this.truncated('payload stream', p.position);
-    const h = parseHeader(p.take(HEADER_SIZE), 0, offset, 'payload stream');
-    if (h.htype !== PXAR_PAYLOAD || h.contentSize !== f.size) {
-      throw formatError('payload stream', offset, `expected PAYLOAD of ${f.size} bytes, found ${itemName(h.htype)} of ${h.contentSize}`);
-    }
+    this.checkPayloadHeader(parseHeader(p.take(HEADER_SIZE), 0, offset, 'payload stream'), f);
     f.headerChecked = true;
+  }
+
+  private checkPayloadHeader(h: ItemHeader, f: OpenFile): void {
+    if (h.htype !== PXAR_PAYLOAD || h.contentSize !== f.size) {
+      throw formatError('payload stream', h.pos, `expected PAYLOAD of ${f.size} bytes, found ${itemName(h.htype)} of ${h.contentSize}`);
+    }
   }
 
   /**
