@@ -204,6 +204,24 @@ describe('hostile pxar input', () => {
     }
   });
 
+  it('refuses an item out of place inside an entry before reading its content', async () => {
+    const { meta } = sample();
+    const xattr = find(meta, PXAR_XATTR);
+    // the first XATTR made a PRELUDE (same size; a PRELUDE belongs before the root only)
+    const buf = patch(meta, (b) => b.writeBigUInt64LE(0xe309d79d9f7b771bn, xattr.pos));
+    for (const piece of [1, xattr.pos + 16, buf.length]) {
+      // the source ends right after the bad header (in pieces of one byte: nothing lies whole
+      // in view), or gives everything at once
+      const guarded = function* (): Generator<Buffer> {
+        for (let p = 0; p < Math.min(buf.length, Math.max(piece, xattr.pos + 16)); p += piece) yield buf.subarray(p, p + piece);
+        throw new Error('read past the bad header');
+      };
+      const err = await decodeError(guarded());
+      expect(err).toBeInstanceOf(FormatError);
+      expect((err as Error).message).toMatch(new RegExp(`unexpected PRELUDE inside an entry at byte ${xattr.pos}`));
+    }
+  });
+
   it("refuses bad names: '..', '.', '/', NUL, empty, missing terminator", async () => {
     const { meta } = sample();
     const all = items(meta);

@@ -90,8 +90,12 @@ interface OpenFile {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Items read without their content: FILENAME and GOODBYE end an entry, PAYLOAD's is file data. */
-const withoutContent = (t: bigint) => t === PXAR_FILENAME || t === PXAR_GOODBYE || t === PXAR_PAYLOAD;
+/**
+ * Items after an ENTRY whose content `entryItem` takes (all of them bounded by parseHeader).
+ * Not FILENAME or GOODBYE (the next entry's), not PAYLOAD (file data), and not an item that is
+ * out of place there: that is refused before its content is read.
+ */
+const takesContent = (t: bigint) => t === PXAR_PAYLOAD_REF || t === PXAR_SYMLINK || t === PXAR_DEVICE || isAttribute(t);
 const CONTENT_PIECE = 1024 * 1024;
 
 export class PxarDecoder implements AsyncIterable<DecoderEvent> {
@@ -289,7 +293,7 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
     const entry = this.newEntry(h, await this.readContent(h), path, name, linkOffset);
     for (;;) {
       const item = await this.readHeader();
-      if (this.entryItem(entry, h, item, withoutContent(item.htype) ? EMPTY : await this.readContent(item), linkOffset)) return entry;
+      if (this.entryItem(entry, h, item, takesContent(item.htype) ? await this.readContent(item) : EMPTY, linkOffset)) return entry;
     }
   }
 
@@ -301,9 +305,9 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
   }
 
   /**
-   * One item after an entry's ENTRY (`h`), with its content (none for FILENAME, GOODBYE and
-   * PAYLOAD): an attribute (false), or the item that completes the entry (true; the decoder's
-   * state moves on to what follows it).
+   * One item after an entry's ENTRY (`h`), with its content where `takesContent`: an attribute
+   * (false), or the item that completes the entry (true; the decoder's state moves on to what
+   * follows it).
    */
   private entryItem(entry: PxarEntry, h: ItemHeader, item: ItemHeader, content: Buffer, linkOffset: number | undefined): boolean {
     const metadata = entry.metadata;
@@ -387,7 +391,7 @@ export class PxarDecoder implements AsyncIterable<DecoderEvent> {
     for (;;) {
       const item = header();
       if (!item) return null;
-      const c = withoutContent(item.htype) ? EMPTY : content(item);
+      const c = takesContent(item.htype) ? content(item) : EMPTY;
       if (!c) return null;
       if (isAttribute(item.htype)) {
         this.entryItem(entry, h, item, c, filename.pos);
