@@ -747,7 +747,7 @@ class Archiver {
       const prevRoot = previous
         ? new PreviousDir(() =>
             previous.accessor.openRoot().catch((e: Error) => {
-              this.warn(`cannot open the previous snapshot's archive (${e.message}); files it would have vouched for are read again`);
+              this.warn(`cannot open the previous snapshot's archive (${e.message}); files that need it are read again`);
               return null;
             }),
           )
