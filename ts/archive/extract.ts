@@ -13,7 +13,7 @@
  *   the directory's children, so its mtime survives.
  *
  * Small files are collected and written by one native call per batch (create, write, chown,
- * chmod, set times), two batches in flight while decoding continues; anything with
+ * chmod, set times), three batches in flight while decoding continues; anything with
  * xattrs/ACLs/flags or larger than 1 MiB is written on its own. Directory metadata is applied
  * after everything was written, deepest directories first.
  */
@@ -55,7 +55,12 @@ export interface ExtractStats {
 
 const BATCH_FILES = 256;
 const BATCH_BYTES = 8 * 1024 * 1024;
-const MAX_BATCHES_IN_FLIGHT = 2;
+/**
+ * Batches being written while decoding goes on. 3 rather than 2: restoring the linux tree took
+ * 3.7-4.4 s instead of 3.9-4.8 s (faster in 10 of 11 alternating rounds), for ~8 MiB more
+ * resident memory (one more batch buffer); 4 was no faster than 3.
+ */
+const MAX_BATCHES_IN_FLIGHT = 3;
 const SMALL_FILE = 1024 * 1024;
 const S_IFMT = 0o170000;
 const PXAREXCLUDE_CLI = Buffer.from('.pxarexclude-cli');
