@@ -155,6 +155,8 @@ export class ChunkStream {
   // §1.4 / §1.5 queues.
   private suggestions: number[] = [];
   private suggestionHead = 0;
+  /** The last offset `suggest` queued (-1: none). */
+  private lastSuggested = -1;
   /** Suggestion being considered (§1.4), NO_SUGGESTION when none; a double field (DOUBLE_FIELD). */
   private current = DOUBLE_FIELD;
   private injections: InjectChunks[] = [];
@@ -222,9 +224,16 @@ export class ChunkStream {
     return !this.full;
   }
 
-  /** Payload chunker: queue a suggested boundary (absolute stream offset). */
+  /**
+   * Payload chunker: queue a suggested boundary (absolute stream offset). The same offset again
+   * (files referenced in reused chunks do not move the payload position) is not queued twice:
+   * `scan` would drop the repeat anyway (a cut there leaves it below the minimum chunk size;
+   * a boundary it passed is behind it).
+   */
   suggest(offset: number): void {
     if (!this.payload) throw new Error('suggested boundaries need a payload chunk stream');
+    if (offset === this.lastSuggested) return;
+    this.lastSuggested = offset;
     this.suggestions.push(offset);
   }
 

@@ -39,12 +39,12 @@ import {
 } from '../native/fs.js';
 import { PLAIN_RUN_FIELDS, PxarEncoder, type ByteSink } from '../format/pxar/encoder.js';
 import { MAX_PATH_LEN } from '../format/pxar/constants.js';
-import { emptyAcl, metadataEqualForReuse, NO_ACL, NO_XATTRS, type Metadata } from '../format/pxar/metadata.js';
+import { emptyAcl, metadataEqualForReuse, NO_ACL, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
-import { cachedEntryMetadata, entryMetadata, statMetadata } from './fs-metadata.js';
+import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
 import { decodeMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
@@ -1378,21 +1378,21 @@ class Archiver {
     const delta = base - e.rs;
     for (let from = 0; from < count; ) {
       const to = Math.min(count, from + RUN_WRITE_FILES);
-      // (a reference does not move the payload position: the same suggestion per file)
-      for (let q = from; q < to; q++) stream.suggest(this.encoder.payloadPosition);
+      // (one suggestion per file, as replay makes it: a reference does not move the payload
+      // position, so they are all the same one)
+      stream.suggest(this.encoder.payloadPosition);
       this.encoder.addPlainPayloadRefs(names, ends, nums, from, to, delta);
       for (let q = from; q < to; q++) {
         const f = q * RUN_FIELDS;
         if (recs[q] >= 0) this.record!.setPayload(recs[q], nums[f + 6] + delta);
         this.stats.reusedBytes += nums[f + 5];
-        this.opts.catalog?.addFile(names.subarray(q === 0 ? 0 : ends[q - 1], ends[q]), nums[f + 5], nums[f + 3]);
+        this.opts.catalog?.addFile(runName(e, q), nums[f + 5], nums[f + 3]);
       }
       this.stats.reusedFiles += to - from;
       from = to;
       if (from < count && this.full) await this.drain();
     }
   }
-
 
   /** Send reused chunks to the payload stream at the current position (≤ 128 per message). */
   private inject(chunks: ReuseChunk[]): void {
@@ -1630,11 +1630,16 @@ function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] |
   return { kind: 'run', names: bytes, ends, nums, recs, rs, dirAbs, dirRel };
 }
 
+/** Name of file `q` of a run. */
+function runName(e: CachedRun, q: number): Buffer {
+  return e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
+}
+
 /** The Metadata `cachedEntryMetadata` gives file `q` of a run (see `plainReuse`). */
 function runMetadata(e: CachedRun, q: number): Metadata {
   const f = q * RUN_FIELDS;
   const n = e.nums;
-  return { mode: n[f], flags: 0n, uid: n[f + 1], gid: n[f + 2], mtime: { secs: n[f + 3], nanos: n[f + 4] }, xattrs: NO_XATTRS, acl: NO_ACL };
+  return plainMetadata(n[f], n[f + 1], n[f + 2], n[f + 3], n[f + 4]);
 }
 
 /** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
@@ -1648,8 +1653,7 @@ function expandRuns(entries: Cached[]): Cached[] {
     }
     for (let q = 0; q < e.ends.length; q++) {
       const f = q * RUN_FIELDS;
-      const name = e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
-      out.push({ kind: 'file', name, meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: e.recs[q] });
+      out.push({ kind: 'file', name: runName(e, q), meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: e.recs[q] });
     }
   }
   return out;

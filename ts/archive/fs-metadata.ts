@@ -98,15 +98,12 @@ export interface MetadataOptions {
  * all of it for an entry the metadata cache vouches for as plain (metadata-cache.ts).
  */
 export function statMetadata(list: DirEntries, i: number): Metadata {
-  return {
-    mode: list.mode(i),
-    flags: 0n,
-    uid: list.uid(i),
-    gid: list.gid(i),
-    mtime: { secs: list.mtimeSec(i), nanos: list.mtimeNsec(i) },
-    xattrs: NO_XATTRS,
-    acl: NO_ACL,
-  };
+  return plainMetadata(list.mode(i), list.uid(i), list.gid(i), list.mtimeSec(i), list.mtimeNsec(i));
+}
+
+/** Metadata with only lstat's fields (a fresh object: callers may fill in the rest). */
+export function plainMetadata(mode: number, uid: number, gid: number, secs: number, nanos: number): Metadata {
+  return { mode, flags: 0n, uid, gid, mtime: { secs, nanos }, xattrs: NO_XATTRS, acl: NO_ACL };
 }
 
 /**

@@ -659,20 +659,15 @@ export class PxarDirectory {
   /** The child called `name`, or null. */
   async lookup(name: Buffer | string): Promise<AccessorEntry | null> {
     const want = typeof name === 'string' ? Buffer.from(name) : name;
+    const h = sipHash24(want);
+    const lo = h[0];
+    const hi = h[1];
     const t = this.table;
-    for (const i of this.candidates(want)) {
+    const candidates = binaryTreeArraySearch(t.count, (i) => hi - t.hashHi[i] || lo - t.hashLo[i]);
+    for (const i of candidates) {
       const { name: stored } = await this.accessor.readName(t.position[i]);
       if (stored.equals(want)) return this.accessor.decodeAt(t.position[i], t.end[i], this.path);
     }
     return null;
-  }
-
-  /** Goodbye-table slots whose hash is `name`'s. */
-  private candidates(name: Buffer): number[] {
-    const h = sipHash24(name);
-    const lo = h[0];
-    const hi = h[1];
-    const t = this.table;
-    return binaryTreeArraySearch(t.count, (i) => hi - t.hashHi[i] || lo - t.hashLo[i]);
   }
 }

@@ -359,52 +359,22 @@ export class PxarEncoder {
       const a = q === 0 ? 0 : ends[q - 1];
       if (!(a <= ends[q] && ends[q] <= names.length)) throw new Error(`pxar encoder: plain run name ${q} out of range`);
       checkName(names.subarray(a, ends[q]));
-      const mode = nums[f];
-      checkCount(mode, 'mode');
-      if ((mode & IFMT) !== IFREG) throw new Error(`pxar encoder: regular file metadata has mode 0o${mode.toString(8)} (wrong file type)`);
-      if (!isU32(nums[f + 1]) || !isU32(nums[f + 2])) throw new Error(`pxar encoder: uid/gid ${nums[f + 1]}/${nums[f + 2]} out of u32 range`);
-      const nanos = nums[f + 4];
-      if (!Number.isSafeInteger(nums[f + 3]) || !Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) {
-        throw new Error(`pxar encoder: mtime ${nums[f + 3]} s ${nanos} ns out of range`);
-      }
+      checkStat(nums[f], nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
+      checkModeType(nums[f], IFREG, 'regular file');
       checkCount(nums[f + 5], 'file size');
-      checkCount(nums[f + 6] + delta, 'payload offset');
-      if (nums[f + 6] + delta < this.payloadPos) {
-        throw new Error(`pxar encoder: payload offset ${nums[f + 6] + delta} is below the current payload position ${this.payloadPos}`);
-      }
+      const offset = nums[f + 6] + delta;
+      checkCount(offset, 'payload offset');
+      if (offset < this.payloadPos) throw new Error(`pxar encoder: payload offset ${offset} is below the current payload position ${this.payloadPos}`);
     }
     const items = this.current().items;
     for (let q = from; q < to; q++) {
       const f = q * PLAIN_RUN_FIELDS;
       const name = names.subarray(q === 0 ? 0 : ends[q - 1], ends[q]);
       const filenamePos = this.pos;
-      const full = HEADER_SIZE + name.length + 1;
-      const total = full + HEADER_SIZE + STAT_SIZE + HEADER_SIZE + 16;
-      let p = this.reserve(total);
-      const v = this.view;
-      headerAt(v, p, T_FILENAME, full);
-      this.stage.set(name, p + HEADER_SIZE);
-      this.stage[p + full - 1] = 0;
-      p += full;
-      // ENTRY as putMetadata writes it for plain metadata: mode, flags 0, uid, gid, mtime
-      headerAt(v, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
-      p += HEADER_SIZE;
-      const secs = nums[f + 3];
-      u64At(v, nums[f], p);
-      v.setUint32(p + 8, 0, true);
-      v.setUint32(p + 12, 0, true);
-      v.setUint32(p + 16, nums[f + 1], true);
-      v.setUint32(p + 20, nums[f + 2], true);
-      v.setUint32(p + 24, secs >>> 0, true);
-      v.setInt32(p + 28, Math.floor(secs / TWO32), true);
-      v.setUint32(p + 32, nums[f + 4], true);
-      v.setUint32(p + 36, 0, true);
-      p += STAT_SIZE;
-      headerAt(v, p, T_PAYLOAD_REF, HEADER_SIZE + 16);
-      u64At(v, nums[f + 6] + delta, p + 16);
-      u64At(v, nums[f + 5], p + 24);
-      this.pos += total;
-      items.push(sipHash24(name), filenamePos, total);
+      this.putFilename(name);
+      this.putStat(nums[f], 0n, nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
+      this.putPayloadRef(nums[f + 6] + delta, nums[f + 5]);
+      items.push(sipHash24(name), filenamePos, this.pos - filenamePos);
     }
   }
 
@@ -575,6 +545,27 @@ export class PxarEncoder {
     this.pos += HEADER_SIZE + content.length;
   }
 
+  /** ENTRY (the stat part of an entry's metadata). */
+  private putStat(mode: number, flags: bigint, uid: number, gid: number, secs: number, nanos: number): void {
+    let p = this.reserve(HEADER_SIZE + STAT_SIZE);
+    headerAt(this.view, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
+    p += HEADER_SIZE;
+    u64At(this.view, mode, p);
+    if (flags === 0n) {
+      this.view.setUint32(p + 8, 0, true);
+      this.view.setUint32(p + 12, 0, true);
+    } else {
+      this.view.setBigUint64(p + 8, flags, true);
+    }
+    this.view.setUint32(p + 16, uid, true);
+    this.view.setUint32(p + 20, gid, true);
+    this.view.setUint32(p + 24, secs >>> 0, true);
+    this.view.setInt32(p + 28, Math.floor(secs / TWO32), true);
+    this.view.setUint32(p + 32, nanos, true);
+    this.view.setUint32(p + 36, 0, true);
+    this.pos += HEADER_SIZE + STAT_SIZE;
+  }
+
   private putFilename(name: Buffer): void {
     const full = HEADER_SIZE + name.length + 1;
     const p = this.reserve(full);
@@ -586,24 +577,7 @@ export class PxarEncoder {
 
   /** ENTRY then attributes in the fixed order of spec §4. */
   private putMetadata(meta: Metadata): void {
-    let p = this.reserve(HEADER_SIZE + STAT_SIZE);
-    headerAt(this.view, p, T_ENTRY, HEADER_SIZE + STAT_SIZE);
-    p += HEADER_SIZE;
-    u64At(this.view, meta.mode, p);
-    if (meta.flags === 0n) {
-      this.view.setUint32(p + 8, 0, true);
-      this.view.setUint32(p + 12, 0, true);
-    } else {
-      this.view.setBigUint64(p + 8, meta.flags, true);
-    }
-    this.view.setUint32(p + 16, meta.uid, true);
-    this.view.setUint32(p + 20, meta.gid, true);
-    const secs = meta.mtime.secs;
-    this.view.setUint32(p + 24, secs >>> 0, true);
-    this.view.setInt32(p + 28, Math.floor(secs / TWO32), true);
-    this.view.setUint32(p + 32, meta.mtime.nanos, true);
-    this.view.setUint32(p + 36, 0, true);
-    this.pos += HEADER_SIZE + STAT_SIZE;
+    this.putStat(meta.mode, meta.flags, meta.uid, meta.gid, meta.mtime.secs, meta.mtime.nanos);
 
     // Indexed loops: `for…of` allocates an iterator per loop here, and this runs per entry.
     const xattrs = meta.xattrs;
@@ -730,8 +704,20 @@ function checkName(name: Buffer): void {
 }
 
 function checkType(meta: Metadata, type: number, what: string): void {
-  if ((meta.mode & IFMT) !== type) {
-    throw new Error(`pxar encoder: ${what} metadata has mode 0o${meta.mode.toString(8)} (wrong file type)`);
+  checkModeType(meta.mode, type, what);
+}
+
+/** The stat fields of an entry's metadata. */
+function checkStat(mode: number, uid: number, gid: number, secs: number, nanos: number): void {
+  checkCount(mode, 'mode');
+  if (!isU32(uid) || !isU32(gid)) throw new Error(`pxar encoder: uid/gid ${uid}/${gid} out of u32 range`);
+  if (!Number.isSafeInteger(secs)) throw new Error(`pxar encoder: mtime seconds ${secs} not an integer`);
+  if (!Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) throw new Error(`pxar encoder: mtime nanoseconds ${nanos} out of range`);
+}
+
+function checkModeType(mode: number, type: number, what: string): void {
+  if ((mode & IFMT) !== type) {
+    throw new Error(`pxar encoder: ${what} metadata has mode 0o${mode.toString(8)} (wrong file type)`);
   }
 }
 
@@ -741,13 +727,8 @@ function checkCount(v: number, what: string): void {
 
 /** Refuse metadata that cannot be encoded faithfully. */
 function checkMetadata(m: Metadata): void {
-  checkCount(m.mode, 'mode');
+  checkStat(m.mode, m.uid, m.gid, m.mtime.secs, m.mtime.nanos);
   if (m.flags !== 0n && (m.flags < 0n || m.flags > 0xffffffffffffffffn)) throw new Error(`pxar encoder: flags ${m.flags} out of u64 range`);
-  if (!isU32(m.uid) || !isU32(m.gid)) throw new Error(`pxar encoder: uid/gid ${m.uid}/${m.gid} out of u32 range`);
-  if (!Number.isSafeInteger(m.mtime.secs)) throw new Error(`pxar encoder: mtime seconds ${m.mtime.secs} not an integer`);
-  if (!Number.isInteger(m.mtime.nanos) || m.mtime.nanos < 0 || m.mtime.nanos > 999_999_999) {
-    throw new Error(`pxar encoder: mtime nanoseconds ${m.mtime.nanos} out of range`);
-  }
   const xattrs = m.xattrs;
   for (let i = 0; i < xattrs.length; i++) {
     const x = xattrs[i];
