@@ -122,6 +122,28 @@ describe('remote repository through a real pxb serve process', () => {
     expect(cat.stdout).toContain('"root.pxar/d3/f7.txt"');
   }, 120_000);
 
+  it('reuses the previous archive of an unchanged tree as it is, through the server too', async () => {
+    const src = path.join(base, 'src-still');
+    makeTree(src, 7);
+    await new Promise((r) => setTimeout(r, 1100)); // (only second-old ctimes are trusted)
+    const cacheEnv = { ...env, PXB_CACHE_DIR: path.join(base, 'client-cache') };
+    const runs: Array<{ archives: Array<{ unchangedTree: boolean; chunksNew: number }>; files: Array<{ csum: string }> }> = [];
+    for (let k = 0; k < 4; k++) {
+      const r = await pxb(['backup', `root.pxar:${src}`, '--backup-id', 'still', '--backup-time', String(1_700_000_000 + k), '--output-format', 'json'], cacheEnv);
+      expect(r.code, r.stderr).toBe(0);
+      runs.push(JSON.parse(r.stdout));
+    }
+    // data mode, metadata mode, the same archive again (a fixed point), then reused as it is
+    expect(runs.map((r) => r.archives[0].unchangedTree)).toEqual([false, false, false, true]);
+    expect(runs[3].files).toEqual(runs[2].files);
+    expect(runs[3].archives[0].chunksNew).toBe(0);
+    const files = await pxb(['snapshot', 'files', 'host/still/2023-11-14T22:13:23Z', '--output-format', 'json'], env);
+    expect(JSON.parse(files.stdout).map((f: { csum: string }) => f.csum).sort()).toEqual(runs[2].files.map((f) => f.csum).sort());
+    const out = path.join(base, 'restored-still');
+    expect((await pxb(['restore', 'host/still', 'root.pxar', out], env)).code).toBe(0);
+    expect(sameTree(src, out)).toBe(true);
+  }, 120_000);
+
   it('does not reuse a previous snapshot whose chunk is lost: falls back to data mode and re-uploads it', async () => {
     const src = path.join(base, 'lost-src');
     makeTree(src, 5);

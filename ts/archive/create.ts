@@ -21,6 +21,7 @@
  * Entries that vanish or cannot be read mid-backup produce a warning and are left out; the
  * archive stays consistent.
  */
+import { createHash } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -28,6 +29,8 @@ import {
   readDirs,
   readFilesExact,
   statEntries,
+  treeUnchanged,
+  UNCHANGED_RECORD,
   READ_GREW,
   READ_OK,
   READ_SHRUNK,
@@ -45,7 +48,7 @@ import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
-import { decodeMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY } from './metadata-cache.js';
+import { decodeMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type MetadataCache } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
 
@@ -101,7 +104,9 @@ export interface CreateArchiveOptions {
    * names `previous.metadataIndexCsum` and is intact, in metadata mode, with xattrs on.
    * Entries it lists as unchanged are not opened; their xattrs, ACLs, fcaps, flags and project
    * id are taken from `previous`, and files it records as plain files of `previous` are
-   * reused from their recorded payload offsets.
+   * reused from their recorded payload offsets. A cache marked as a fixed point whose settings
+   * are this backup's lets a tree it finds unchanged reuse `previous` as it is (module doc of
+   * metadata-cache.ts).
    */
   metadataCache?: Buffer;
   /**
@@ -161,6 +166,11 @@ export interface ArchiveStats {
   paddingBytes: number;
   injectedChunks: number;
   injectedBytes: number;
+  /**
+   * Metadata mode: the tree was found unchanged against a fixed-point metadata cache, so the
+   * previous archive's indexes were reused as they are (nothing was encoded).
+   */
+  unchangedTree: boolean;
   warnings: number;
   seconds: number;
 }
@@ -169,8 +179,8 @@ export interface CreateArchiveResult {
   /** Index files in manifest order (payload before metadata for split archives). */
   files: ArchiveFile[];
   stats: ArchiveStats;
-  /** The sorted metadata-cache table of this archive, when recorded (recordMetadataCacheBefore). */
-  metadataCache?: Buffer;
+  /** The metadata cache of this archive, when recorded (recordMetadataCacheBefore). */
+  metadataCache?: MetadataCache;
 }
 
 /**
@@ -449,6 +459,9 @@ export interface PreviousArchive {
   payloadIndex: DynamicIndex;
   /** Csum of the previous `.mpxar.didx` (as in its manifest): names the metadata cache that fits. */
   metadataIndexCsum?: Buffer;
+  /** The previous `.mpxar.didx` and the `.ppxar.didx`'s csum: an unchanged tree reuses both indexes. */
+  metadataIndex?: DynamicIndex;
+  payloadIndexCsum?: Buffer;
 }
 
 /** Upstream re-encodes a cache flush whose unreferenced bytes exceed this share. */
@@ -585,7 +598,7 @@ class Archiver {
   private readonly mode: ArchiveMode;
   private readonly xattrs: boolean;
   private readonly stats: ArchiveStats;
-  private readonly outputs: Array<{ filename: string; index: DynamicIndexWriter; stream: ChunkStream; settle: () => Promise<void> }>;
+  private readonly outputs: Array<{ filename: string; index: DynamicIndexWriter; stream: ChunkStream; sink: (rec: ChunkRecord) => Promise<void>; settle: () => Promise<void> }>;
   private readonly metaOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream };
   private readonly payloadOut: { filename: string; index: DynamicIndexWriter; stream: ChunkStream } | null;
   private encoder!: PxarEncoder;
@@ -597,6 +610,8 @@ class Archiver {
   private readonly cache: LookaheadCache | null;
   private readonly capacity: number;
   private readonly record: MetadataCacheBuilder | null;
+  /** The previous archive's metadata cache, if it fits (decodeMetadataCache). */
+  private readonly prevCache: MetadataCache | null;
   private lastProgress = 0;
 
   constructor(private readonly opts: CreateArchiveOptions) {
@@ -609,8 +624,8 @@ class Archiver {
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
     // The metadata cache stands in for reads of xattrs, ACLs and fcaps: only with them on.
     const csum = this.previous?.metadataIndexCsum;
-    const table = csum && opts.metadataCache && this.xattrs ? decodeMetadataCache(opts.metadataCache, csum) : null;
-    if (table) this.dirOpts.unchanged = table;
+    this.prevCache = csum && opts.metadataCache && this.xattrs ? decodeMetadataCache(opts.metadataCache, csum) : null;
+    if (this.prevCache) this.dirOpts.unchanged = this.prevCache.table;
     this.record = opts.recordMetadataCacheBefore !== undefined && this.xattrs && this.mode !== 'legacy' ? new MetadataCacheBuilder(opts.recordMetadataCacheBefore) : null;
     this.stats = {
       archive: opts.archiveName,
@@ -631,6 +646,7 @@ class Archiver {
       paddingBytes: DOUBLE_FIELD,
       injectedChunks: 0,
       injectedBytes: DOUBLE_FIELD,
+      unchangedTree: false,
       warnings: 0,
       seconds: 0,
     };
@@ -644,6 +660,25 @@ class Archiver {
       const pending = new Set<Promise<void>>();
       // The first failed upload fails the stream at its next chunk, or the archive at settle().
       let failure: unknown = null;
+      const sink = async (rec: ChunkRecord) => {
+        if (failure) throw failure;
+        index.add(rec.offset + rec.size, rec.digest);
+        this.stats.chunks++;
+        const p: Promise<void> = uploader.upload(filename, rec).then(
+          (r) => {
+            if (r.isDuplicate) this.stats.chunksKnown++;
+            else this.stats.chunksNew++;
+            this.stats.bytesStored += r.storedBytes;
+          },
+          (e: unknown) => {
+            failure ??= e;
+          },
+        );
+        const tracked = p.finally(() => pending.delete(tracked));
+        pending.add(tracked);
+        while (pending.size >= limit) await Promise.race(pending);
+        if (failure) throw failure;
+      };
       const stream = new ChunkStream({
         avg,
         payload,
@@ -651,31 +686,13 @@ class Archiver {
         maxWrite: READ_SIZE,
         known: uploader.known ? (d) => uploader.known!(d) : undefined,
         store: uploader.store ? (d, c) => uploader.store!(d, c) : undefined,
-        sink: async (rec) => {
-          if (failure) throw failure;
-          index.add(rec.offset + rec.size, rec.digest);
-          this.stats.chunks++;
-          const p: Promise<void> = uploader.upload(filename, rec).then(
-            (r) => {
-              if (r.isDuplicate) this.stats.chunksKnown++;
-              else this.stats.chunksNew++;
-              this.stats.bytesStored += r.storedBytes;
-            },
-            (e: unknown) => {
-              failure ??= e;
-            },
-          );
-          const tracked = p.finally(() => pending.delete(tracked));
-          pending.add(tracked);
-          while (pending.size >= limit) await Promise.race(pending);
-          if (failure) throw failure;
-        },
+        sink,
       });
       const settle = async () => {
         while (pending.size) await Promise.all(pending);
         if (failure) throw failure;
       };
-      return { filename, index, stream, settle };
+      return { filename, index, stream, sink, settle };
     };
     this.outputs = this.mode === 'legacy' ? [makeStream(`${base}.pxar.didx`, false)] : [makeStream(`${base}.ppxar.didx`, true), makeStream(`${base}.mpxar.didx`, false)];
     this.metaOut = this.outputs[this.outputs.length - 1];
@@ -737,8 +754,11 @@ class Archiver {
 
     // Root metadata through the same policy as every other entry.
     const rootMeta = entryMetadata(rootList, 0, { xattrs: this.xattrs, describe: () => rootPath });
+    const settings = this.settingsDigest(rootPath, prelude);
+    const rootRec = this.record && rootList.metaError(0) === null ? this.record.add(rootList, 0) : -1;
 
     try {
+      if (await this.treeUnchanged(rootPath, settings)) return await this.reusePrevious(settings);
       this.encoder.begin(rootMeta);
       this.prefetch = new TreePrefetcher(this.dirOpts, (list, i) => !!this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)));
       const rootNode = this.prefetch.root(Buffer.from(rootPath));
@@ -753,7 +773,7 @@ class Archiver {
           )
         : NO_PREVIOUS_DIR;
       this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
-      await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode);
+      await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode, rootRec);
       if (this.cache) await this.flush(false);
       if (this.mode === 'legacy' && cliLines.length) {
         // Unified archives carry the CLI patterns as a synthetic last root entry (pxar.md §8.2).
@@ -776,12 +796,100 @@ class Archiver {
         files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
       }
       this.stats.seconds = (performance.now() - this.t0) / 1000;
-      return { files, stats: this.stats, metadataCache: this.record?.finish() };
+      return { files, stats: this.stats, metadataCache: this.recorded(files, settings) };
     } catch (e) {
       // Let in-flight chunk work settle so nothing writes after we return.
       await Promise.allSettled(this.outputs.map((o) => o.stream.end().catch(() => undefined).then(o.settle)));
       throw e;
     }
+  }
+
+  /**
+   * Digest of everything besides the tree and the previous archive that decides what this
+   * backup writes (metadata-cache.ts: fixed points). FORMAT names the encoder's behaviour:
+   * bump it with any change to what an archive of a given tree holds.
+   */
+  private settingsDigest(rootPath: string, prelude: Buffer | undefined): Buffer {
+    const FORMAT = 'pxb-archive-1';
+    const o = this.opts;
+    const s = {
+      format: FORMAT,
+      source: rootPath,
+      archive: o.archiveName,
+      mode: this.mode,
+      excludes: o.excludes ?? [],
+      skipLostAndFound: !!o.skipLostAndFound,
+      allFileSystems: !!o.allFileSystems,
+      devices: [...this.allowedDevs].map(String).sort(),
+      chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE,
+      xattrs: this.xattrs,
+      capacity: this.capacity,
+      prelude: prelude?.toString('hex') ?? null,
+    };
+    return createHash('sha256').update(JSON.stringify(s)).digest();
+  }
+
+  /**
+   * Whether the tree is unchanged against the previous archive's metadata cache, which must be
+   * a fixed point recorded with these settings (metadata-cache.ts); then backing it up would
+   * write the previous archive again.
+   */
+  private async treeUnchanged(rootPath: string, settings: Buffer): Promise<boolean> {
+    const c = this.prevCache;
+    const prev = this.previous;
+    if (!c?.fixedPoint || !c.settings.equals(settings) || !prev?.metadataIndex || this.mode !== 'metadata' || this.opts.catalog) return false;
+    const check = await treeUnchanged(rootPath, c.table, this.opts.allFileSystems ? null : [...this.allowedDevs]);
+    // Every record is an archived entry: all of them found, and the counts the backup that
+    // recorded them reported (the root is not an entry of the archive's counts).
+    return check.unchanged && check.entries === c.table.length / UNCHANGED_RECORD && check.entries === c.counts.entries + 1;
+  }
+
+  /** An unchanged tree (treeUnchanged): the previous archive's indexes, chunk for chunk. */
+  private async reusePrevious(settings: Buffer): Promise<CreateArchiveResult> {
+    const prev = this.previous!;
+    const cache = this.prevCache!;
+    const st = this.stats;
+    st.unchangedTree = true;
+    st.entries = cache.counts.entries;
+    st.files = cache.counts.files;
+    st.directories = cache.counts.directories;
+    st.metadataCached = cache.counts.entries;
+    st.reusedFiles = cache.counts.files;
+    const files: ArchiveFile[] = [];
+    for (const o of this.outputs) {
+      const idx = o === this.payloadOut ? prev.payloadIndex : prev.metadataIndex!;
+      for (let k = 0; k < idx.count; k++) {
+        this.checkAbort();
+        const offset = k === 0 ? 0 : idx.end(k - 1);
+        await o.sink({ offset, size: idx.end(k) - offset, digest: idx.digest(k), blob: null });
+      }
+      await o.settle();
+      st.streamBytes += idx.size;
+      if (o === this.payloadOut) {
+        st.reusedBytes = idx.size;
+        st.injectedChunks = idx.count;
+        st.injectedBytes = idx.size;
+      }
+      const fin = o.index.finish();
+      files.push({ filename: o.filename, data: fin.data, csum: fin.csum, size: fin.size, chunks: fin.count });
+    }
+    st.seconds = (performance.now() - this.t0) / 1000;
+    return { files, stats: st, metadataCache: this.recorded(files, settings, cache.table) };
+  }
+
+  /**
+   * The metadata cache of this backup: its records (or `table`, an unchanged tree's), and
+   * whether it is a fixed point: the archive equals the previous one and nothing was left out.
+   */
+  private recorded(files: ArchiveFile[], settings: Buffer, table?: Buffer): MetadataCache | undefined {
+    if (!this.record) return undefined;
+    const prev = this.previous;
+    const csum = (suffix: string) => files.find((f) => f.filename.endsWith(suffix))?.csum;
+    const same = (a: Buffer | undefined, b: Buffer | undefined) => !!a && !!b && a.equals(b);
+    const fixedPoint =
+      this.mode === 'metadata' && this.stats.warnings === 0 && same(csum('.mpxar.didx'), prev?.metadataIndexCsum) && same(csum('.ppxar.didx'), prev?.payloadIndexCsum);
+    const { entries, files: nfiles, directories } = this.stats;
+    return { table: table ?? this.record.finish(), settings, fixedPoint, counts: { entries, files: nfiles, directories } };
   }
 
   /** Previous directory's children sorted by raw name (archive order, for a merge join). */
@@ -850,7 +958,8 @@ class Archiver {
     return [prev.payloadOffset, prev.payloadOffset + 16 + size];
   }
 
-  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PreviousDir, node: PrefetchNode): Promise<void> {
+  /** Encode directory `list` (its entries; the caller wrote its ENTRY); `dirRec`: its metadata-cache record or -1. */
+  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PreviousDir, node: PrefetchNode, dirRec: number): Promise<void> {
     // A directory of entries the metadata cache vouches for (plain files with their payload
     // offsets, plain directories) needs nothing from the previous archive's directory.
     const prevP = needsPrevious(list) ? prevDir.dir().then((d) => this.prevListing(d)) : Promise.resolve(null);
@@ -876,7 +985,7 @@ class Archiver {
     const prevOf: Array<AccessorEntry | undefined> = [];
     /** 1 for plain reusable files (no entry in `metas`). */
     const plain = new Uint8Array(list.length);
-    /** Metadata-cache record of a file that will be archived as a plain file, else -1. */
+    /** Metadata-cache record of a file that will be archived as a plain file or of a directory, else -1. */
     const recOf = new Int32Array(list.length).fill(-1);
     const subdirs: number[] = [];
     const hasPatterns = excl.patterns.length > 0;
@@ -927,16 +1036,20 @@ class Archiver {
         continue;
       }
       if (!meta) continue;
-      if (this.record && (type === S_IFREG || type === S_IFDIR) && list.metaError(i) === null) {
+      if (this.record && list.metaError(i) === null) {
         const rec = this.record.add(list, i);
         if (type === S_IFREG && list.nlink(i) === 1 && plainMetadataOf(meta)) recOf[i] = rec;
-        else if (type === S_IFDIR && plainMetadataOf(meta)) this.record.setPayload(rec, PLAIN_DIRECTORY);
+        else if (type === S_IFDIR) {
+          if (plainMetadataOf(meta)) this.record.setPayload(rec, PLAIN_DIRECTORY);
+          recOf[i] = rec;
+        }
       }
       keep.push(i);
       metas[i] = meta;
       ranges[i] = type === S_IFREG ? this.reuseRange(prevOf[i], meta, list.size(i)) : null;
       if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
     }
+    this.record?.setEntryCount(dirRec, keep.length);
     // Subdirectory nodes of the prefetch walk; the ones not descended into are dropped.
     const kids = this.prefetch.children(node);
     const listings = new Map<number, PrefetchNode>();
@@ -1068,7 +1181,7 @@ class Archiver {
         }
         this.opts.catalog?.startDirectory(name);
         if (sub && item) {
-          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!);
+          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!, recOf[i]);
         }
         if (item) this.prefetch.release(item);
         // (no listing: mount point of another file system, archived as an empty directory)

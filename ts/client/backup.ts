@@ -19,7 +19,7 @@ import type { PbsClient } from './remote/client.js';
 import { localTarget, remoteTarget } from './target.js';
 import { ChunkStream } from '../archive/chunk-stream.js';
 import { createArchive, archiveBaseName, sourceRoot, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
-import { encodeMetadataCache } from '../archive/metadata-cache.js';
+import { encodeMetadataCache, type MetadataCache } from '../archive/metadata-cache.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -114,7 +114,7 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   const uploader = target.uploader;
   // Entries changed in the last second (or later) are read again next time (metadata-cache.ts).
   const recordBefore = BigInt(Date.now() - 1000) * 1_000_000n;
-  const caches: Array<{ file: string; table: Buffer; csum: Buffer }> = [];
+  const caches: Array<{ file: string; cache: MetadataCache; csum: Buffer }> = [];
   try {
     const catalogStream = mode === 'legacy' ? makeCatalogStream(uploader) : null;
     for (const spec of opts.specs) {
@@ -153,7 +153,7 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         manifest.addFile(f.filename, f.size, f.csum);
       }
       const mpxar = r.files.find((f) => f.filename.endsWith('.mpxar.didx'));
-      if (cacheFile && r.metadataCache && mpxar) caches.push({ file: cacheFile, table: r.metadataCache, csum: mpxar.csum });
+      if (cacheFile && r.metadataCache && mpxar) caches.push({ file: cacheFile, cache: r.metadataCache, csum: mpxar.csum });
       archives.push(r.stats);
     }
     if (catalogStream) {
@@ -169,7 +169,7 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   }
   // Only now that the snapshot exists: a cache names the snapshot it describes by its index.
   for (const c of caches) {
-    await saveMetadataCache(c.file, encodeMetadataCache(c.csum, c.table)).catch((e: Error) => opts.onNotice?.(`metadata cache not saved (${e.message}); the next backup reads every entry's metadata`));
+    await saveMetadataCache(c.file, encodeMetadataCache(c.csum, c.cache)).catch((e: Error) => opts.onNotice?.(`metadata cache not saved (${e.message}); the next backup reads every entry's metadata`));
   }
   return {
     snapshot: target.snapshot,

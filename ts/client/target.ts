@@ -69,7 +69,7 @@ async function previousFrom(
     // The root directory (its goodbye table ends the archive) is needed first; unreadable,
     // the archive is not usable at all (damage below the root only re-reads that part).
     await accessor.openRoot();
-    return { accessor, payloadIndex: payloadIdx, metadataIndexCsum: meta.csum };
+    return { accessor, payloadIndex: payloadIdx, metadataIndexCsum: meta.csum, metadataIndex: metaIdx, payloadIndexCsum: payload.csum };
   } catch (e) {
     return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };
   }

@@ -408,6 +408,7 @@ interface NativeFs {
   fsSetFlags(path: RawPath, flags: number, mask: number): boolean;
   fsFlock(fd: number, op: 'sh' | 'ex'): boolean;
   fsSortUnchangedTable(table: Uint8Array): void;
+  fsTreeUnchanged(root: RawPath, table: Uint8Array, devices: Uint8Array | null): Promise<TreeCheck>;
   fsSetProjid(path: RawPath, projid: number): boolean;
 }
 
@@ -752,4 +753,27 @@ export async function openFile(path: RawPath, flags: number): Promise<FdFile> {
 /** Sort metadata-cache records in place (see ReadDirOptions.unchanged). */
 export function sortUnchangedTable(table: Buffer): void {
   fsNative.fsSortUnchangedTable(table);
+}
+
+/** What `treeUnchanged` found. */
+export interface TreeCheck {
+  /** The tree holds exactly the recorded entries, each with its recorded inode and ctime. */
+  unchanged: boolean;
+  /** Recorded entries found unchanged, the root included (all of them when `unchanged`). */
+  entries: number;
+  directories: number;
+  /** Why the tree is not unchanged (the first difference found); empty when it is. */
+  reason: string;
+}
+
+/**
+ * Walk the tree at `root` (two threads, on the libuv pool) and check it against a sorted
+ * metadata-cache table whose directory records carry their archived entry counts
+ * (native/src/fs/unchanged.rs): unchanged when every recorded entry is still there with its
+ * inode and ctime and nothing was added to a recorded directory. It descends only into
+ * directories on `devices` (null: any). Stops at the first difference.
+ */
+export async function treeUnchanged(root: RawPath, table: Buffer, devices: bigint[] | null): Promise<TreeCheck> {
+  const devs = devices ? Buffer.from(BigUint64Array.from(devices).buffer) : null;
+  return fsNative.fsTreeUnchanged(root, table, devs);
 }

@@ -21,7 +21,9 @@
 //!   tmpfs) whose (path hash, inode, ctime) is in the caller's table is not opened: its
 //!   `metaSkipped` field is 1 and the caller takes those fields from where it recorded them.
 //!   A record's fourth word (the caller's: the file's payload offset in the archive it
-//!   describes, u64::MAX for none) is returned in the `prevPayload` field (-1 for none).
+//!   describes, u64::MAX for none) is returned in the `prevPayload` field (-1 for none); a
+//!   directory's only in its low 32 bits (all ones: none), the high ones hold its archived
+//!   entry count (`unchanged::DIR_COUNT_SHIFT`).
 //!
 //! Output layout (one little-endian byte string, copied into one ArrayBuffer):
 //! ```text
@@ -109,7 +111,7 @@ pub fn sort_table(records: &mut [u64]) {
 
 /// File systems on which every change of xattrs, ACLs, chattr flags or the project id also
 /// changes the inode's ctime, and ctime has nanoseconds (FAT, FUSE, network file systems: not).
-fn ctime_tracks_metadata(magic: i64) -> bool {
+pub(crate) fn ctime_tracks_metadata(magic: i64) -> bool {
     matches!(magic, 0xEF53 | 0x5846_5342 | 0x9123_683E | 0x0102_1994)
 }
 
@@ -125,7 +127,7 @@ pub fn path_hash(mut h: u64, bytes: &[u8]) -> u64 {
 pub const PATH_HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Hash state after `dir` and the separator its entries' paths have ("/a" + "/" + name, "/" + name).
-fn dir_hash(dir: &[u8]) -> u64 {
+pub(crate) fn dir_hash(dir: &[u8]) -> u64 {
     let h = path_hash(PATH_HASH_INIT, dir);
     if dir.last() == Some(&b'/') { h } else { path_hash(h, b"/") }
 }
@@ -258,6 +260,9 @@ impl Builder {
             self.read_link(i, dirfd, name, st.st_size.max(0) as usize)
         } else if let Some(v) = known {
             self.nums[base + F_META_SKIPPED] = 1.0;
+            // A directory's value holds its archived entry count above the low word
+            // (unchanged.rs); the low word is the caller's (all ones: none).
+            let v = if fmt != S_IFDIR { v } else if v as u32 == u32::MAX { u64::MAX } else { v & 0xffff_ffff };
             if v < (1u64 << 53) {
                 self.nums[base + F_PREV_PAYLOAD] = v as f64;
             }
@@ -400,31 +405,18 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;
     let prefix = dir_hash(path.to_bytes());
     let mut b = Builder::new();
-    let mut buf = vec![0u64; 8192]; // 64 KiB, 8-aligned for the dirent64 records
-    loop {
-        let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
-        let filled = getdents64(&dir, bytes).map_err(|e| err(e, "readdir", path))?;
-        if filled == 0 {
-            break;
-        }
-        let mut off = 0;
-        while off + 19 < filled {
-            // struct linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[]
-            let reclen = u16::from_ne_bytes([bytes[off + 16], bytes[off + 17]]) as usize;
-            if reclen == 0 || off + reclen > filled {
-                break;
-            }
-            let name = CStr::from_bytes_until_nul(&bytes[off + 19..off + reclen]).map_err(|_| FsError {
-                detail: Some("malformed directory record".into()),
-                ..err(5, "readdir", path)
-            })?;
+    each_dirent(
+        &dir,
+        |e| match e {
+            DirentError::Errno(e) => err(e, "readdir", path),
+            DirentError::Malformed => FsError { detail: Some("malformed directory record".into()), ..err(5, "readdir", path) },
+        },
+        |name| {
             let nb = name.to_bytes();
-            if nb != b"." && nb != b".." {
-                b.collect(dir.0, name, nb, opts, magic, path_hash(prefix, nb));
-            }
-            off += reclen;
-        }
-    }
+            b.collect(dir.0, name, nb, opts, magic, path_hash(prefix, nb));
+            Ok(())
+        },
+    )?;
     let mut perm: Vec<u32> = (0..b.count() as u32).collect();
     perm.sort_unstable_by(|&x, &y| b.name(x as usize).cmp(b.name(y as usize)));
     b.finish(&perm, magic).map_err(|m| FsError { detail: Some(m), ..err(27, "readdir", path) })

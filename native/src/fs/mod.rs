@@ -15,6 +15,7 @@ pub mod read;
 pub mod restore;
 pub mod sys;
 pub mod touch;
+pub mod unchanged;
 pub mod write;
 
 use std::ffi::CString;

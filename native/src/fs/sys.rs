@@ -266,6 +266,39 @@ pub fn getdents64(fd: &Fd, buf: &mut [u8]) -> Result<usize, c_int> {
     Ok(n as usize)
 }
 
+/// Why `each_dirent` stopped: getdents64 failed (errno), or a record was malformed.
+pub enum DirentError {
+    Errno(c_int),
+    Malformed,
+}
+
+/// Call `f` with the name of every entry of the directory `dir` except `.` and `..`, in
+/// getdents order; stops at the first error of `f` or of the listing (mapped by `fail`).
+pub fn each_dirent<E>(dir: &Fd, fail: impl Fn(DirentError) -> E, mut f: impl FnMut(&CStr) -> Result<(), E>) -> Result<(), E> {
+    let mut buf = vec![0u64; 8192]; // 64 KiB, 8-aligned for the dirent64 records
+    loop {
+        let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
+        let filled = getdents64(dir, bytes).map_err(|e| fail(DirentError::Errno(e)))?;
+        if filled == 0 {
+            return Ok(());
+        }
+        let mut off = 0;
+        while off + 19 < filled {
+            // struct linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[]
+            let reclen = u16::from_ne_bytes([bytes[off + 16], bytes[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > filled {
+                break;
+            }
+            let name = CStr::from_bytes_until_nul(&bytes[off + 19..off + reclen]).map_err(|_| fail(DirentError::Malformed))?;
+            off += reclen;
+            let nb = name.to_bytes();
+            if nb != b"." && nb != b".." {
+                f(name)?;
+            }
+        }
+    }
+}
+
 pub fn fs_magic(fd: &Fd) -> Result<i64, c_int> {
     // struct statfs is 120 bytes on x86_64; f_type (a long) comes first.
     let mut buf = [0i64; 15];

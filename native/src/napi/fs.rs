@@ -14,6 +14,7 @@ use super::sys::*;
 use crate::fs::dir::{self, MetaOpts, UnchangedTable};
 use crate::fs::error::FsError;
 use crate::fs::write::{self, AtomicOpts, WriteOpts, WriteSpec};
+use crate::fs::unchanged::{self, TreeCheck};
 use crate::fs::{c_path, read, restore, touch};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
@@ -42,6 +43,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsFlock\0", flock),
         method(b"fsOpenPath\0", open_path),
         method(b"fsSortUnchangedTable\0", sort_unchanged_table),
+        method(b"fsTreeUnchanged\0", tree_unchanged),
     ];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
@@ -537,6 +539,39 @@ unsafe extern "C" fn sort_unchanged_table(env: napi_env, info: napi_callback_inf
         dir::sort_table(std::slice::from_raw_parts_mut(t.as_ptr() as *mut u64, t.len()));
         undefined(env)
     })
+}
+
+/// fsTreeUnchanged(root, table, devices) -> Promise<{unchanged, entries, directories, reason}>:
+/// crate::fs::unchanged on the pool. `devices`: u64 device numbers (a Buffer of whole u64s) a
+/// walk may descend into, or null for any. The table is read in place (pinned for the job).
+unsafe extern "C" fn tree_unchanged(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([r, t, d], _, _) = args::<3>(env, info)?;
+        let root = path_arg(env, r, "root")?;
+        let table = table_arg(env, t, "table")?;
+        let table = UnchangedTable { ptr: table.as_ptr(), records: table.len() / dir::RECORD_WORDS };
+        let devs = match type_of(env, d)? {
+            NAPI_NULL_T => None,
+            _ => {
+                let b = buffer_arg(env, d, "devices")?;
+                if b.len() % 8 != 0 {
+                    return Err(type_error(env, "devices must be whole u64 values"));
+                }
+                Some(b.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).collect::<Vec<u64>>())
+            }
+        };
+        let task = move || -> Result<TreeCheck, Fail> { Ok(unchanged::tree_unchanged(&root, &table, &devs)) };
+        spawn(env, "pxb.fs.treeUnchanged", Some(t), task, check_js)
+    })
+}
+
+unsafe fn check_js(env: napi_env, c: TreeCheck, _kept: napi_value) -> NResult<napi_value> {
+    let o = object(env)?;
+    set(env, o, b"unchanged\0", bool_val(env, c.unchanged)?)?;
+    set(env, o, b"entries\0", f64_val(env, c.entries as f64)?)?;
+    set(env, o, b"directories\0", f64_val(env, c.directories as f64)?)?;
+    set(env, o, b"reason\0", str_val(env, &c.reason)?)?;
+    Ok(o)
 }
 
 /// fsSetProjid(path, projid) -> boolean (false: unsupported here)
