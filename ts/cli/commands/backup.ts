@@ -117,6 +117,13 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           ]),
         ),
       );
+      for (const a of result.archives) {
+        if (a.mode !== 'metadata') continue;
+        const what = a.unchangedTree
+          ? `tree unchanged, previous archive reused as it is (${formatBytes(a.reusedBytes)} of payload)`
+          : `${a.reusedFiles} files reused (${formatBytes(a.reusedBytes)}, ${a.injectedChunks} chunks injected, ${formatBytes(a.paddingBytes)} padding), ${a.reencodedFiles} re-encoded`;
+        process.stdout.write(`${a.archive}: ${what}; ${a.metadataCached} entries' metadata from the cache\n`);
+      }
       if (warnings.length) process.stdout.write(`${warnings.length} warning(s)\n`);
       process.stdout.write(`duration ${result.seconds.toFixed(2)} s\n`);
     });
