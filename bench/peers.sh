@@ -6,8 +6,11 @@
 #   bench/peers.sh [DIR]          default DIR: /var/tmp/pxb-bench/src/linux-source-6.1
 #   TOOLS="pxb borg restic" PASSES=1 bench/peers.sh
 #
-# Steps per tool: full backup, no-change backup, backup after the 1% mutation of
-# ../shared/peers/mutate.py (undone afterwards), full restore of the last snapshot.
+# Steps per tool: full backup, three no-change backups (nochange: the first incremental one;
+# nochange3: the steady state, where pxb finds the tree unchanged against the archive the
+# second one wrote again), backup after the 1% mutation of ../shared/peers/mutate.py (undone
+# afterwards), full restore of the last snapshot. Each pass also times the lstat walk the
+# issue compares with (`find -printf '%s %T@\n'`, tool "find", step "walk").
 # Output: bench/results/peers-<date>.csv and a table on stdout (wall s, max RSS MiB, repo MiB).
 # Needs: apt-get install -y restic borgbackup time; data from ../shared/peers/prepare_data.sh.
 set -uo pipefail
@@ -87,7 +90,8 @@ for PASS in $PASSES; do
       restic) restic -r "$WORK/$PASS/repo-restic" init >/dev/null ;;
     esac
   done
-  for step in full nochange; do for t in $TOOLS; do backup "$t" "$step"; done; done
+  run find walk sh -c "find '$SRC' -printf '%s %T@\\n' > /dev/null"
+  for step in full nochange nochange2 nochange3; do for t in $TOOLS; do backup "$t" "$step"; done; done
   python3 "$PEERS/mutate.py" apply src >/dev/null
   for t in $TOOLS; do backup "$t" mutated; done
   python3 "$PEERS/mutate.py" undo src >/dev/null
