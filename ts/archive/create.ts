@@ -48,7 +48,7 @@ import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
-import { decodeMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type MetadataCache } from './metadata-cache.js';
+import { loadMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type LoadedMetadataCache, type MetadataCache } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
 
@@ -106,9 +106,9 @@ export interface CreateArchiveOptions {
    * id are taken from `previous`, and files it records as plain files of `previous` are
    * reused from their recorded payload offsets. A cache marked as a fixed point whose settings
    * are this backup's lets a tree it finds unchanged reuse `previous` as it is (module doc of
-   * metadata-cache.ts).
+   * metadata-cache.ts). Loaded already, it may carry that check, started early (startTreeCheck).
    */
-  metadataCache?: Buffer;
+  metadataCache?: Buffer | LoadedMetadataCache;
   /**
    * Record the metadata cache of this archive (result `metadataCache`): entries whose ctime
    * (ns since the epoch) is before this value. Not recorded with xattrs off or in legacy mode.
@@ -464,6 +464,26 @@ export interface PreviousArchive {
   payloadIndexCsum?: Buffer;
 }
 
+/** What a tree check depends on besides the table (the walk's root and devices). */
+function treeCheckKey(rootPath: string, devices: bigint[] | null): string {
+  return JSON.stringify([rootPath, devices?.map(String) ?? null]);
+}
+
+/**
+ * Start the unchanged-tree check of a metadata-mode backup of `source` early (while the
+ * caller opens the previous snapshot), if `cache` can lead to one: a fixed point recorded with
+ * xattrs on. `createArchive` uses it when it has the same root and devices, and decides.
+ */
+export async function startTreeCheck(cache: LoadedMetadataCache, source: string, opts: { allFileSystems?: boolean; includeDevices?: bigint[]; xattrs?: boolean }): Promise<void> {
+  if (!cache.fixedPoint || opts.xattrs === false) return;
+  const rootPath = await sourceRoot(source);
+  const root = await statEntries(rootPath).catch(() => null);
+  if (!root) return;
+  const devices = opts.allFileSystems ? null : [...new Set([root.dev(0), ...(opts.includeDevices ?? [])])];
+  const result = treeUnchanged(rootPath, cache.table, devices).catch((e: Error) => ({ unchanged: false, entries: 0, directories: 0, reason: e.message }));
+  cache.check = { key: treeCheckKey(rootPath, devices), result };
+}
+
 /** Upstream re-encodes a cache flush whose unreferenced bytes exceed this share. */
 export const CHUNK_PADDING_THRESHOLD = 0.1;
 /** Lookahead cache capacity when RLIMIT_NOFILE cannot be read (upstream's value when unset). */
@@ -610,8 +630,8 @@ class Archiver {
   private readonly cache: LookaheadCache | null;
   private readonly capacity: number;
   private readonly record: MetadataCacheBuilder | null;
-  /** The previous archive's metadata cache, if it fits (decodeMetadataCache). */
-  private readonly prevCache: MetadataCache | null;
+  /** The previous archive's metadata cache, if it fits (it names the previous metadata archive). */
+  private readonly prevCache: LoadedMetadataCache | null;
   private lastProgress = 0;
 
   constructor(private readonly opts: CreateArchiveOptions) {
@@ -624,7 +644,8 @@ class Archiver {
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
     // The metadata cache stands in for reads of xattrs, ACLs and fcaps: only with them on.
     const csum = this.previous?.metadataIndexCsum;
-    this.prevCache = csum && opts.metadataCache && this.xattrs ? decodeMetadataCache(opts.metadataCache, csum) : null;
+    const loaded = Buffer.isBuffer(opts.metadataCache) ? loadMetadataCache(opts.metadataCache) : opts.metadataCache;
+    this.prevCache = csum && loaded?.indexCsum.equals(csum) && this.xattrs ? loaded : null;
     if (this.prevCache) this.dirOpts.unchanged = this.prevCache.table;
     this.record = opts.recordMetadataCacheBefore !== undefined && this.xattrs && this.mode !== 'legacy' ? new MetadataCacheBuilder(opts.recordMetadataCacheBefore) : null;
     this.stats = {
@@ -838,7 +859,9 @@ class Archiver {
     const c = this.prevCache;
     const prev = this.previous;
     if (!c?.fixedPoint || !c.settings.equals(settings) || !prev?.metadataIndex || this.mode !== 'metadata' || this.opts.catalog) return false;
-    const check = await treeUnchanged(rootPath, c.table, this.opts.allFileSystems ? null : [...this.allowedDevs]);
+    const devices = this.opts.allFileSystems ? null : [...this.allowedDevs];
+    const key = treeCheckKey(rootPath, devices);
+    const check = await (c.check?.key === key ? c.check.result : treeUnchanged(rootPath, c.table, devices));
     // Every record is an archived entry: all of them found, and the counts the backup that
     // recorded them reported (the root is not an entry of the archive's counts).
     return check.unchanged && check.entries === c.table.length / UNCHANGED_RECORD && check.entries === c.counts.entries + 1;

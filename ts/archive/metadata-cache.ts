@@ -44,7 +44,7 @@
  *   fixed point.
  */
 import { createHash } from 'node:crypto';
-import { sortUnchangedTable, UNCHANGED_RECORD, type DirEntries } from '../native/fs.js';
+import { sortUnchangedTable, UNCHANGED_RECORD, type DirEntries, type TreeCheck } from '../native/fs.js';
 
 const MAGIC = Buffer.from('PXBMCAC3');
 const MAGIC_V2 = Buffer.from('PXBMCAC2');
@@ -160,15 +160,31 @@ export function encodeMetadataCache(indexCsum: Buffer, cache: MetadataCache): Bu
   return Buffer.concat([head, cache.table]);
 }
 
+/** A cache file's content: the cache and the metadata archive it belongs to. */
+export interface LoadedMetadataCache extends MetadataCache {
+  /** Csum of the `.mpxar.didx` the cache describes: it is used only with that archive. */
+  indexCsum: Buffer;
+  /** A tree check already started against `table` (create.ts: startTreeCheck). */
+  check?: { key: string; result: Promise<TreeCheck> };
+}
+
 /**
  * The cache in a cache file if it belongs to the metadata archive whose index has `indexCsum`
  * and is intact, else null (a cache that does not fit is not used; nothing depends on it).
  */
 export function decodeMetadataCache(file: Buffer, indexCsum: Buffer): MetadataCache | null {
+  const c = loadMetadataCache(file);
+  if (!c?.indexCsum.equals(indexCsum)) return null;
+  const { indexCsum: _, ...cache } = c;
+  return cache;
+}
+
+/** The content of a cache file if it is intact, else null (`decodeMetadataCache` binds it to its archive). */
+export function loadMetadataCache(file: Buffer): LoadedMetadataCache | null {
   const v2 = file.length >= HEADER_V2 && file.subarray(0, MAGIC.length).equals(MAGIC_V2);
   const header = v2 ? HEADER_V2 : HEADER;
   if (file.length < header || !(v2 || file.subarray(0, MAGIC.length).equals(MAGIC))) return null;
-  if (!file.subarray(H_CSUM, H_CSUM + 32).equals(indexCsum)) return null;
+  const indexCsum = Buffer.from(file.subarray(H_CSUM, H_CSUM + 32));
   const count = file.readBigUInt64LE(v2 ? H_CSUM + 32 : H_RECORDS);
   if (BigInt(file.length - header) !== count * BigInt(UNCHANGED_RECORD)) return null;
   const sum = v2 ? sha256(file.subarray(HEADER_V2)) : sha256(file.subarray(0, H_SHA), file.subarray(HEADER));
@@ -179,9 +195,10 @@ export function decodeMetadataCache(file: Buffer, indexCsum: Buffer): MetadataCa
   const table = Buffer.from(words.buffer);
   file.copy(table, 0, header);
   sortUnchangedTable(table);
-  if (v2) return { table, settings: Buffer.alloc(32), fixedPoint: false, counts: { entries: 0, files: 0, directories: 0 } };
+  if (v2) return { indexCsum, table, settings: Buffer.alloc(32), fixedPoint: false, counts: { entries: 0, files: 0, directories: 0 } };
   const [entries, files, directories] = [0, 1, 2].map((k) => Number(file.readBigUInt64LE(H_COUNTS + 8 * k)));
   return {
+    indexCsum,
     table,
     settings: Buffer.from(file.subarray(H_SETTINGS, H_SETTINGS + 32)),
     fixedPoint: (file.readBigUInt64LE(H_FLAGS) & FIXED_POINT) !== 0n,

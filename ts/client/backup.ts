@@ -16,10 +16,10 @@ import { BackupManifest } from '../format/manifest.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndexWriter } from '../format/dynamic-index.js';
 import type { PbsClient } from './remote/client.js';
-import { localTarget, remoteTarget } from './target.js';
+import { localTarget, remoteTarget, targetIdentity } from './target.js';
 import { ChunkStream } from '../archive/chunk-stream.js';
-import { createArchive, archiveBaseName, sourceRoot, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
-import { encodeMetadataCache, type MetadataCache } from '../archive/metadata-cache.js';
+import { createArchive, archiveBaseName, sourceRoot, startTreeCheck, type ArchiveMode, type ArchiveStats, type ChunkUploader, type PreviousArchive } from '../archive/create.js';
+import { encodeMetadataCache, loadMetadataCache, type LoadedMetadataCache, type MetadataCache } from '../archive/metadata-cache.js';
 import type { DataStore } from '../datastore/datastore.js';
 import { BackupGroup } from '../datastore/backup-group.js';
 import { BackupNamespace } from '../datastore/namespace.js';
@@ -108,6 +108,19 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
   const dryRun = !!opts.dryRun;
   if (!opts.datastore && !opts.remote) throw new Error('createBackup needs a datastore or a remote client');
   if (dryRun && opts.remote) throw new Error('--dry-run is only supported for local datastores');
+  // Each archive's metadata cache is read now and, if it can lead to an unchanged tree, its
+  // tree check started (a native walk that decides nothing by itself), while the target opens
+  // and the previous snapshot is read.
+  const cacheFiles = new Map<BackupSpec, string>();
+  const earlyCaches = new Map<BackupSpec, Promise<LoadedMetadataCache | undefined>>();
+  if (opts.cacheDir && mode !== 'legacy') {
+    const identity = targetIdentity(opts);
+    for (const spec of opts.specs) {
+      const file = await metadataCachePath(opts.cacheDir, identity, ns, group, spec);
+      cacheFiles.set(spec, file);
+      if (mode === 'metadata') earlyCaches.set(spec, loadCache(file, spec, opts));
+    }
+  }
   const target = opts.remote ? await remoteTarget(opts.remote, ns, group, time) : await localTarget(opts.datastore!, ns, group, time, owner, dryRun);
   const manifest = new BackupManifest(group.type, group.id, time);
   const archives: ArchiveStats[] = [];
@@ -125,9 +138,9 @@ export async function createBackup(opts: CreateBackupOptions): Promise<BackupRes
         else previous = prev;
       }
       await target.prepare(spec.archiveName);
-      const cacheFile = opts.cacheDir && mode !== 'legacy' ? await metadataCachePath(opts.cacheDir, target.identity, ns, group, spec) : null;
-      // (createArchive uses it only if it belongs to `previous` and is intact)
-      const metadataCache = cacheFile && previous?.metadataIndexCsum ? await readFile(cacheFile).catch(() => undefined) : undefined;
+      const cacheFile = cacheFiles.get(spec) ?? null;
+      // (createArchive uses it only if it belongs to `previous`)
+      const metadataCache = previous?.metadataIndexCsum ? await earlyCaches.get(spec) : undefined;
       const r = await createArchive({
         previous,
         metadataCache,
@@ -186,6 +199,15 @@ async function metadataCachePath(cacheDir: string, identity: string, ns: BackupN
   const source = await sourceRoot(spec.path);
   const key = createHash('sha256').update(JSON.stringify([identity, ns.name, group.type, group.id, spec.archiveName, source])).digest('hex');
   return path.join(cacheDir, 'metadata', key);
+}
+
+/** A cache file's content if it is intact; starts its tree check when it may be used (startTreeCheck). */
+async function loadCache(file: string, spec: BackupSpec, opts: CreateBackupOptions): Promise<LoadedMetadataCache | undefined> {
+  const data = await readFile(file).catch(() => undefined);
+  const cache = data ? loadMetadataCache(data) : null;
+  if (!cache) return undefined;
+  await startTreeCheck(cache, spec.path, opts).catch(() => undefined);
+  return cache;
 }
 
 async function saveMetadataCache(file: string, data: Buffer): Promise<void> {

@@ -35,6 +35,15 @@ export interface BackupTarget {
   abort(): Promise<void>;
 }
 
+/** Which datastore a backup goes to (BackupTarget.identity), known before the target is opened. */
+export function targetIdentity(to: { datastore?: DataStore; remote?: PbsClient }): string {
+  if (to.remote) {
+    const r = to.remote.repository;
+    return `pbs:${r.authId}@${r.host}:${r.port}:${r.store}`;
+  }
+  return `local:${to.datastore!.path}`;
+}
+
 /** Previous split archive from a manifest + index reader + chunk source (local or remote). */
 async function previousFrom(
   label: string,
@@ -155,7 +164,7 @@ export async function localTarget(ds: DataStore, ns: BackupNamespace, group: Bac
   let prevManifest: BackupManifest | null | undefined;
   return {
     snapshot: writer ? writer.dir.toString() : `${group.type}/${group.id}/(dry-run)`,
-    identity: `local:${ds.path}`,
+    identity: targetIdentity({ datastore: ds }),
     uploader,
     async previous(archiveName) {
       if (!prevDir) {
@@ -210,7 +219,7 @@ export async function remoteTarget(client: PbsClient, ns: BackupNamespace, group
   };
   return {
     snapshot: `${group.type}/${group.id}/${new Date(time * 1000).toISOString().replace('.000Z', 'Z')}`,
-    identity: `pbs:${client.repository.authId}@${client.repository.host}:${client.repository.port}:${client.repository.store}`,
+    identity: targetIdentity({ remote: client }),
     uploader,
     async previous(archiveName) {
       const m = await manifest();
