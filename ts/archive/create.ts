@@ -202,7 +202,7 @@ export function archiveBaseName(archiveName: string): string {
 }
 
 const SMALL_FILE = 1024 * 1024;
-const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_BYTES = 2 * 1024 * 1024;
 const BATCH_FILES = 256;
 /** Size of a recycled read buffer: a batch stops at the first file that reaches BATCH_BYTES. */
 const READ_BUFFER = BATCH_BYTES + SMALL_FILE;
@@ -217,6 +217,8 @@ const DIR_LOOKAHEAD = 64;
 /** Directories listed per native job of the prefetch walk (see readDirs). */
 const DIRS_PER_JOB = 4;
 const FILE_BATCHES_AHEAD = 2;
+/** Read buffers out at most before a read ahead waits (FileBatches.start). */
+const READ_AHEAD_BUFFERS = 2;
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -1088,11 +1090,18 @@ class Archiver {
 
     // Read ahead only files that will certainly be encoded with data: not reusable, and not
     // hardlinked (another name may be encoded first; those are read when they are reached).
-    const reader = new FileBatches<number>(
-      this,
-      keep.filter((i) => (list.mode(i) & S_IFMT) === S_IFREG && !ranges[i] && list.nlink(i) === 1).map((i) => ({ key: i, path: () => list.name(i), size: list.size(i) })),
-      absDir,
-    );
+    // A batch ends at a subdirectory, so that no batch is kept while the encoder is below it.
+    const toRead: Array<{ key: number; path: () => Buffer; size: number; cut: boolean }> = [];
+    let subdirBefore = false;
+    for (const i of keep) {
+      const type = list.mode(i) & S_IFMT;
+      if (type === S_IFDIR) subdirBefore = true;
+      else if (type === S_IFREG && !ranges[i] && list.nlink(i) === 1) {
+        toRead.push({ key: i, path: () => list.name(i), size: list.size(i), cut: subdirBefore });
+        subdirBefore = false;
+      }
+    }
+    const reader = new FileBatches<number>(this.smallFiles, toRead, absDir);
     try {
       await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader);
     } finally {
@@ -1184,6 +1193,7 @@ class Archiver {
       const relName = joinRel(rel, name);
       if (type === S_IFDIR) {
         this.stats.directories++;
+        reader.descend();
         const item = listings.get(i);
         listings.delete(i);
         let sub: DirEntries | null = null;
@@ -1360,7 +1370,7 @@ class Archiver {
     let done = 0;
     let result: 'ok' | 'shrunk' | 'grew' = 'ok';
     // One recycled buffer for the whole file: the chunk stream copies what it is given.
-    const pooled = this.readBuffers.acquire(READ_SIZE);
+    const pooled = this.smallFiles.buffers.acquire(READ_SIZE);
     try {
       while (done < size) {
         const want = Math.min(READ_SIZE, size - done);
@@ -1388,7 +1398,7 @@ class Archiver {
         this.checkAbort();
       }
     } finally {
-      this.readBuffers.release(pooled);
+      this.smallFiles.buffers.release(pooled);
     }
     if (result === 'ok') {
       const { bytesRead } = await fh.read(Buffer.allocUnsafe(1), 0, 1, size);
@@ -1452,7 +1462,7 @@ class Archiver {
             return true;
           })
         : [];
-    const batch = new FileBatches<object>(this, reread.map((e) => ({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size })));
+    const batch = new FileBatches<object>(this.smallFiles, reread.map((e) => ({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size })));
     try {
       await this.replay(entries, base, batch);
     } finally {
@@ -1545,15 +1555,24 @@ class Archiver {
   /** A small file not read ahead (hardlinked): read now; null for a large one (streamed). */
   async readOne(abs: Buffer, size: number): Promise<FileData | null> {
     if (size === 0 || size > SMALL_FILE) return null;
-    return (await this.readBatch([{ index: 0, path: abs, size }])).files.get(0) ?? null;
+    return (await this.smallFiles.read([{ index: 0, path: abs, size }])).files.get(0) ?? null;
   }
+
+  /** Small files read in batches into recycled buffers (FileBatches, readOne, large-file pieces). */
+  readonly smallFiles = new BatchReader();
+}
+
+/** Batched native reads of small files into recycled buffers. Exported for its tests only. */
+export class BatchReader {
+  /** Recycled buffers for batched reads (their bytes are copied into the chunk stream). */
+  readonly buffers = new BufferPool(READ_BUFFER, SPARE_READ_BUFFERS);
 
   /**
    * Batched native read of small files (used by FileBatches). With `into` the files land in
    * that buffer (recycled by the caller once every file of the batch has been encoded); with
    * `base` the job paths are names in that directory.
    */
-  async readBatch(jobs: FileJob[], into?: Buffer, base?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
+  async read(jobs: FileJob[], into?: Buffer, base?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
     const files = new Map<number, FileData>();
     const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into, base);
     let off = 0;
@@ -1571,14 +1590,13 @@ class Archiver {
     });
     return { files, buf: r.data };
   }
-
-  /** Recycled buffers for batched reads (their bytes are copied into the chunk stream). */
-  readonly readBuffers = new BufferPool(READ_BUFFER, SPARE_READ_BUFFERS);
 }
 
 /** Fixed-size buffers handed out again once released (larger requests are plain allocations). */
-class BufferPool {
+export class BufferPool {
   private readonly free: Buffer[] = [];
+  /** Pool-sized buffers handed out and not released yet. */
+  inUse = 0;
 
   constructor(
     private readonly size: number,
@@ -1587,11 +1605,14 @@ class BufferPool {
 
   acquire(need: number): Buffer {
     if (need > this.size) return Buffer.allocUnsafe(need);
+    this.inUse++;
     return this.free.pop() ?? Buffer.allocUnsafe(this.size);
   }
 
   release(buf: Buffer): void {
-    if (buf.length === this.size && this.free.length < this.spare) this.free.push(buf);
+    if (buf.length !== this.size) return;
+    this.inUse--;
+    if (this.free.length < this.spare) this.free.push(buf);
   }
 }
 
@@ -1601,25 +1622,32 @@ class BufferPool {
  * of a later batch is asked for (the encoder has copied the earlier files into the chunk stream
  * by then) or at `close()`. A file asked for out of order yields null (the caller reads it alone).
  */
-class FileBatches<K> {
+export class FileBatches<K> {
   private readonly jobOf = new Map<K, { batch: number; index: number }>();
   private readonly batches: FileJob[][] = [];
   private readonly results: Array<Promise<{ files: Map<number, FileData>; buf: Buffer }> | undefined> = [];
   /** Batches below this one are released. */
   private done = 0;
+  /** The batch of the last file asked for (-1: none yet). */
+  private asked = -1;
 
   /**
    * `files` in encoding order; with `base`, their paths are names in that directory (read
    * relative to it), otherwise absolute paths.
    */
   constructor(
-    private readonly archiver: Archiver,
-    files: Iterable<{ key: K; path: () => Buffer; size: number }>,
+    private readonly reader: BatchReader,
+    files: Iterable<{ key: K; path: () => Buffer; size: number; cut?: boolean }>,
     private readonly base?: Buffer,
   ) {
     let cur: FileJob[] = [];
     let bytes = 0;
     for (const f of files) {
+      if (f.cut && cur.length) {
+        this.batches.push(cur);
+        cur = [];
+        bytes = 0;
+      }
       if (f.size === 0 || f.size > SMALL_FILE) continue;
       this.jobOf.set(f.key, { batch: this.batches.length, index: cur.length });
       cur.push({ index: cur.length, path: f.path(), size: f.size });
@@ -1631,14 +1659,20 @@ class FileBatches<K> {
       }
     }
     if (cur.length) this.batches.push(cur);
-    for (let k = 0; k < FILE_BATCHES_AHEAD; k++) this.start(k);
+    for (let k = 0; k < FILE_BATCHES_AHEAD; k++) this.start(k, true);
   }
 
-  private start(k: number): void {
+  /**
+   * Start reading batch `k`; one read `ahead` (not asked for yet) only while fewer than
+   * READ_AHEAD_BUFFERS read buffers are out: a directory keeps its batches while the encoder
+   * descends into its subdirectories, so reading ahead at every level held a buffer per level.
+   */
+  private start(k: number, ahead: boolean): void {
+    if (ahead && this.reader.buffers.inUse >= READ_AHEAD_BUFFERS) return;
     if (k >= this.done && k < this.batches.length && !this.results[k]) {
       const jobs = this.batches[k];
       const need = jobs.reduce((a, j) => a + j.size, 0);
-      const p = this.archiver.readBatch(jobs, this.archiver.readBuffers.acquire(need), this.base);
+      const p = this.reader.read(jobs, this.reader.buffers.acquire(need), this.base);
       p.catch(() => undefined);
       this.results[k] = p;
     }
@@ -1648,17 +1682,26 @@ class FileBatches<K> {
     const p = this.results[k];
     this.results[k] = undefined;
     p?.then(
-      (r) => this.archiver.readBuffers.release(r.buf),
+      (r) => this.reader.buffers.release(r.buf),
       () => undefined,
     );
+  }
+
+  /**
+   * The encoder is at a subdirectory: the batches of the files before it (batches end at
+   * subdirectories, see `cut`) are recycled now, not when it is back.
+   */
+  descend(): void {
+    for (; this.done <= this.asked; this.done++) this.release(this.done);
   }
 
   /** Data of file `key`, or null for one that is not in a batch (large, empty, out of order). */
   async get(key: K): Promise<FileData | null> {
     const j = this.jobOf.get(key);
     if (!j || j.batch < this.done) return null;
+    this.asked = j.batch;
     for (; this.done < j.batch; this.done++) this.release(this.done);
-    for (let k = j.batch; k <= j.batch + FILE_BATCHES_AHEAD; k++) this.start(k);
+    for (let k = j.batch; k <= j.batch + FILE_BATCHES_AHEAD; k++) this.start(k, k > j.batch);
     const r = await this.results[j.batch]!;
     return r.files.get(j.index) ?? null;
   }
