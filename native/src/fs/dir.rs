@@ -115,6 +115,11 @@ pub(crate) fn ctime_tracks_metadata(magic: i64) -> bool {
     matches!(magic, 0xEF53 | 0x5846_5342 | 0x9123_683E | 0x0102_1994)
 }
 
+/// An inode's ctime in ns since the epoch as metadata-cache records hold it (0: before 1970).
+pub(crate) fn ctime_ns(st: &Stat) -> u64 {
+    if st.st_ctime >= 0 { (st.st_ctime as u64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as u64) } else { 0 }
+}
+
 /// FNV-1a, 64 bit: the path hash of the metadata cache (a collision can only pair entries that
 /// also have the same inode and ctime, i.e. names of one inode, whose metadata is the same).
 pub fn path_hash(mut h: u64, bytes: &[u8]) -> u64 {
@@ -245,7 +250,7 @@ impl Builder {
         n[F_NLINK] = st.st_nlink as f64;
         n[F_RDEV_MAJOR] = major(st.st_rdev) as f64;
         n[F_RDEV_MINOR] = minor(st.st_rdev) as f64;
-        let ctime = if st.st_ctime >= 0 { (st.st_ctime as u64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as u64) } else { 0 };
+        let ctime = ctime_ns(&st);
         self.ids[i * 4] = st.st_dev;
         self.ids[i * 4 + 2] = st.st_ino;
         self.ids[i * 4 + 3] = ctime;

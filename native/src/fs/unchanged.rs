@@ -21,7 +21,7 @@
 //! the patterns being unchanged (`.pxarexclude` files are archived entries too), still are.
 //!
 //! Two threads share a stack of directories; the first mismatch stops both.
-use super::dir::{path_hash, ctime_tracks_metadata, dir_hash, UnchangedTable, PATH_HASH_INIT};
+use super::dir::{ctime_ns, ctime_tracks_metadata, dir_hash, path_hash, UnchangedTable, PATH_HASH_INIT};
 use super::sys::*;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,10 +144,6 @@ impl Shared<'_> {
         }
         Ok(())
     }
-}
-
-fn ctime_ns(st: &Stat) -> u64 {
-    if st.st_ctime >= 0 { (st.st_ctime as u64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as u64) } else { 0 }
 }
 
 fn lookup(table: &UnchangedTable, hash: u64, st: &Stat) -> Option<u64> {
