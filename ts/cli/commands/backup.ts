@@ -35,7 +35,7 @@ export function registerBackup(program: Command, ctx: CliContext): void {
     .option('--chunk-size <KiB>', `average chunk size in KiB (${CHUNK_SIZES.join(', ')})`)
     .option('--lookahead-capacity <entries>', 'metadata mode: entries the lookahead cache holds (default: RLIMIT_NOFILE hard - soft/2, as PBS); larger lets runs of tiny unchanged files be reused, at up to ~1 KiB of memory per entry')
     .option('--dry-run', 'read and chunk everything, store nothing')
-    .option('--no-cache', 'keep no metadata cache (default: in $PXB_CACHE_DIR, else $XDG_CACHE_HOME/pxb or ~/.cache/pxb): the next metadata-mode backup then opens every file to read its xattrs and flags, as PBS does')
+    .option('--no-cache', 'keep no metadata cache (default: in $PXB_CACHE_DIR, else $XDG_CACHE_HOME/pxb or ~/.cache/pxb): the next metadata-mode backup then opens every file to read its xattrs and flags, as PBS does, and never reuses an unchanged tree\'s archive as it is')
     .addOption(outputFormatOption())
     .action(async (specs: string[], o) => {
       const format = o.outputFormat as OutputFormat;
