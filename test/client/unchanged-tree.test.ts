@@ -6,6 +6,7 @@
  * archived entry, of the set of entries, or of the settings must send it down that path.
  */
 import { describe, it, expect } from 'vitest';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -214,6 +215,12 @@ describe('unchanged trees', () => {
       expect(decodeMetadataCache(bad, csum)).toBeNull();
     }
     expect(decodeMetadataCache(enc, csum)).toEqual(cache);
+    // a cache file of the previous format (no settings, flags or counts) is still read, never
+    // as a fixed point
+    const count = Buffer.alloc(8);
+    count.writeBigUInt64LE(BigInt(cache.table.length / 32));
+    const v2 = Buffer.concat([Buffer.from('PXBMCAC2'), csum, count, createHash('sha256').update(cache.table).digest(), cache.table]);
+    expect(decodeMetadataCache(v2, csum)).toEqual({ table: cache.table, settings: Buffer.alloc(32), fixedPoint: false, counts: { entries: 0, files: 0, directories: 0 } });
     await expect(treeUnchanged(path.join(src, 'nope'), cache.table, null)).resolves.toMatchObject({ unchanged: false });
   }, 60_000);
 });
