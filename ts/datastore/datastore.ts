@@ -21,7 +21,7 @@
  *    live under /run/proxmox-backup and are not seen here).
  */
 import { lstat, mkdir, readdir, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
-import { closeSync, constants as fsConstants, openSync, type Dirent } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readdirSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { isNotFound } from '../backend/backend.js';
 import { FsBackend, writeFileAtomic } from '../backend/fs.js';
@@ -107,12 +107,24 @@ function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
 
+const byName = (a: Dirent, b: Dirent) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+const missing = (e: unknown) => errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR';
+
 async function readDirEntries(dir: string): Promise<Dirent[]> {
   try {
-    const entries = await readdir(dir, { withFileTypes: true });
-    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return (await readdir(dir, { withFileTypes: true })).sort(byName);
   } catch (e) {
-    if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return [];
+    if (missing(e)) return [];
+    throw e;
+  }
+}
+
+/** `readDirEntries` for small directories (a snapshot's), without a pool round trip. */
+function readDirEntriesSync(dir: string): Dirent[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).sort(byName);
+  } catch (e) {
+    if (missing(e)) return [];
     throw e;
   }
 }
@@ -293,16 +305,21 @@ export class DataStore {
 
   /** Snapshots of a group, oldest first; unfinished ones only with `includeUnfinished`. */
   async listSnapshots(group: BackupGroup, options: { includeUnfinished?: boolean } = {}): Promise<SnapshotInfo[]> {
-    const out: SnapshotInfo[] = [];
+    const dirs: BackupDir[] = [];
     for (const e of await readDirEntries(this.groupPath(group))) {
       if (!e.isDirectory() || !BACKUP_TIME_RE.test(e.name)) continue;
-      let dir: BackupDir;
       try {
-        dir = new BackupDir(group, parseBackupTime(e.name));
+        dirs.push(new BackupDir(group, parseBackupTime(e.name)));
       } catch {
         continue; // matches the pattern but is no real date
       }
-      const entries = await readDirEntries(this.snapshotPath(dir));
+    }
+    // A snapshot directory holds a handful of files: listed synchronously (~10 us each), a
+    // group of 265 snapshots takes ~3 ms; one pool round trip each took 12-26 ms idle and
+    // several times that next to a busy backup (a backup lists its group once).
+    const out: SnapshotInfo[] = [];
+    for (const dir of dirs) {
+      const entries = readDirEntriesSync(this.snapshotPath(dir));
       const files = entries.filter((f) => f.isFile() && ARCHIVE_FILE_RE.test(f.name)).map((f) => f.name);
       const finished = files.includes(MANIFEST_BLOB_NAME);
       if (!finished && !options.includeUnfinished) continue;
@@ -327,8 +344,8 @@ export class DataStore {
   }
 
   /** `lastSuccessfulSnapshot`, or why there is none (for the one-line notice of a backup). */
-  async baseSnapshot(group: BackupGroup): Promise<{ dir: BackupDir } | { dir: null; why: string }> {
-    const snapshots = await this.listSnapshots(group);
+  async baseSnapshot(group: BackupGroup, listed?: SnapshotInfo[]): Promise<{ dir: BackupDir } | { dir: null; why: string }> {
+    const snapshots = (listed ?? (await this.listSnapshots(group))).filter((s) => s.finished);
     const newest = snapshots[snapshots.length - 1];
     if (!newest) return { dir: null, why: 'no previous snapshot in this group' };
     let manifest: BackupManifest;
@@ -648,10 +665,11 @@ export class DataStore {
         }
         await this.backend.put(`${g.path}/owner`, Buffer.from(`${options.owner}\n`));
       } else if (!ownerMatches(owner, options.owner)) throw new Error(`backup owner check failed (${options.owner} != ${owner})`);
-      for (const s of await this.listSnapshots(g, { includeUnfinished: true })) {
+      const snapshots = await this.listSnapshots(g, { includeUnfinished: true });
+      for (const s of snapshots) {
         if (!s.finished) await rm(this.snapshotPath(s.dir), { recursive: true, force: true });
       }
-      const previous = await this.lastSuccessfulSnapshot(g);
+      const previous = (await this.baseSnapshot(g, snapshots)).dir;
       const dir = new BackupDir(g, time);
       if (previous && time <= previous.time) {
         throw new Error(`backup time ${dir.timeString} is not newer than the last snapshot ${previous}`);
