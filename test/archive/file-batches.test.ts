@@ -20,7 +20,11 @@ function files(dir: string, names: string[], cutBefore = new Set<string>()) {
   });
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 20));
+/** Buffers are taken at once, but given back only when their read has finished: wait for that (2 s at most). */
+async function inUseBecomes(reader: BatchReader, n: number): Promise<void> {
+  for (let k = 0; k < 200 && reader.buffers.inUse !== n; k++) await new Promise((r) => setTimeout(r, 10));
+  expect(reader.buffers.inUse).toBe(n);
+}
 
 describe('FileBatches', () => {
   it('ends a batch at a subdirectory, recycles it on descend, and reads ahead only while two buffers are out', async () => {
@@ -29,31 +33,26 @@ describe('FileBatches', () => {
     // a0 a1 | (subdirectory) | a2 a3: two batches
     const top = files(path.join(base, 'a'), ['a0', 'a1', 'a2', 'a3'], new Set(['a2']));
     const a = new FileBatches(reader, top);
-    await settle();
     expect(reader.buffers.inUse).toBe(2); // both batches read ahead
     expect((await a.get('a0'))!.data).toEqual(top[0].data);
     expect((await a.get('a1'))!.data).toEqual(top[1].data);
     a.descend(); // the encoder reaches the subdirectory: a0/a1's batch goes back
-    await settle();
-    expect(reader.buffers.inUse).toBe(1);
+    await inUseBecomes(reader, 1);
 
     // Three levels below: each would read ahead; with two buffers out, they read on demand.
     const levels = [1, 2, 3].map((d) => new FileBatches(reader, files(path.join(base, 'a', 'sub'.repeat(d)), ['x'])));
-    await settle();
     expect(reader.buffers.inUse).toBe(2);
     for (const l of levels) {
       const got = await l.get('x');
       expect(got!.data!.toString()).toContain('/x\n');
       l.descend();
     }
-    await settle();
-    expect(reader.buffers.inUse).toBe(1); // a2/a3's batch, still ahead of the encoder
+    await inUseBecomes(reader, 1); // a2/a3's batch, still ahead of the encoder
     for (const l of levels) l.close();
 
     expect((await a.get('a2'))!.data).toEqual(top[2].data);
     expect((await a.get('a3'))!.data).toEqual(top[3].data);
     a.close();
-    await settle();
-    expect(reader.buffers.inUse).toBe(0);
+    await inUseBecomes(reader, 0);
   });
 });
