@@ -466,7 +466,12 @@ export interface PreviousArchive {
   payloadIndexCsum?: Buffer;
 }
 
-/** What a tree check depends on besides the table (the walk's root and devices). */
+/** Devices the walk descends into: the root's and the included ones (unless all file systems). */
+function allowedDevices(rootDev: bigint, opts: { includeDevices?: bigint[] }): Set<bigint> {
+  return new Set([rootDev, ...(opts.includeDevices ?? [])]);
+}
+
+/** What a tree check depends on besides the table: the walk's root and devices (null: any). */
 function treeCheckKey(rootPath: string, devices: bigint[] | null): string {
   return JSON.stringify([rootPath, devices?.map(String) ?? null]);
 }
@@ -481,7 +486,7 @@ export async function startTreeCheck(cache: LoadedMetadataCache, source: string,
   const rootPath = await sourceRoot(source);
   const root = await statEntries(rootPath).catch(() => null);
   if (!root) return;
-  const devices = opts.allFileSystems ? null : [...new Set([root.dev(0), ...(opts.includeDevices ?? [])])];
+  const devices = opts.allFileSystems ? null : [...allowedDevices(root.dev(0), opts)];
   const result = treeUnchanged(rootPath, cache.table, devices).catch((e: Error) => ({ unchanged: false, entries: 0, directories: 0, reason: e.message }));
   cache.check = { key: treeCheckKey(rootPath, devices), result };
 }
@@ -627,7 +632,7 @@ class Archiver {
   private readonly dirOpts: ReadDirOptions;
   private prefetch!: TreePrefetcher;
   private readonly hardlinks = new Map<string, { linkOffset: number; path: Buffer }>();
-  private readonly allowedDevs = new Set<bigint>();
+  private allowedDevs = new Set<bigint>();
   private readonly previous: PreviousArchive | null;
   private readonly cache: LookaheadCache | null;
   private readonly capacity: number;
@@ -760,8 +765,7 @@ class Archiver {
       throw new Error(`cannot back up ${rootPath}: ${e.message}`);
     });
     if ((rootList.mode(0) & S_IFMT) !== S_IFDIR) throw new Error(`cannot back up ${rootPath}: not a directory`);
-    this.allowedDevs.add(rootList.dev(0));
-    for (const d of opts.includeDevices ?? []) this.allowedDevs.add(d);
+    this.allowedDevs = allowedDevices(rootList.dev(0), opts);
 
     const cliPatterns = (opts.excludes ?? []).map((p) => parsePattern(p)).filter((p): p is ExcludePattern => !!p);
     if (opts.skipLostAndFound) cliPatterns.push(parsePattern('lost+found/')!);

@@ -73,6 +73,15 @@ impl UnchangedTable {
         unsafe { *(self.ptr.add(i * RECORD_WORDS) as *const [u64; RECORD_WORDS]) }
     }
 
+    /// The fourth word of the record of the entry with path hash `hash` and this lstat, if there
+    /// is one (never for a ctime before 1970, which records cannot hold).
+    pub fn lookup_stat(&self, hash: u64, st: &Stat) -> Option<u64> {
+        match ctime_ns(st) {
+            0 => None,
+            ctime => self.lookup(hash, st.st_ino, ctime),
+        }
+    }
+
     /// The fourth word of the record (hash, ino, ctime, _), if there is one.
     pub fn lookup(&self, hash: u64, ino: u64, ctime: u64) -> Option<u64> {
         let (mut lo, mut hi) = (0, self.records);
@@ -118,6 +127,11 @@ pub(crate) fn ctime_tracks_metadata(magic: i64) -> bool {
 /// An inode's ctime in ns since the epoch as metadata-cache records hold it (0: before 1970).
 pub(crate) fn ctime_ns(st: &Stat) -> u64 {
     if st.st_ctime >= 0 { (st.st_ctime as u64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as u64) } else { 0 }
+}
+
+/// Open a directory to list it (not following a symlink, not touching its atime).
+pub(crate) fn open_dir(path: &CStr) -> Result<Fd, c_int> {
+    open_path(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
 }
 
 /// FNV-1a, 64 bit: the path hash of the metadata cache (a collision can only pair entries that
@@ -258,7 +272,7 @@ impl Builder {
         let fmt = st.st_mode & S_IFMT;
         self.nums[base + F_PREV_PAYLOAD] = -1.0;
         let known = match &opts.unchanged {
-            Some(t) if (fmt == S_IFREG || fmt == S_IFDIR) && ctime != 0 && ctime_tracks_metadata(magic) => t.lookup(hash, st.st_ino, ctime),
+            Some(t) if (fmt == S_IFREG || fmt == S_IFDIR) && ctime_tracks_metadata(magic) => t.lookup_stat(hash, &st),
             _ => None,
         };
         let res = if fmt == S_IFLNK {
@@ -405,8 +419,7 @@ fn err(e: c_int, syscall: &'static str, path: &CStr) -> FsError {
 
 /// List one directory (see the module doc). Errors only for the directory itself.
 pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
-    let dir = open_path(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
-        .map_err(|e| err(e, "opendir", path))?;
+    let dir = open_dir(path).map_err(|e| err(e, "opendir", path))?;
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;
     let prefix = dir_hash(path.to_bytes());
     let mut b = Builder::new();

@@ -21,7 +21,7 @@
 //! the patterns being unchanged (`.pxarexclude` files are archived entries too), still are.
 //!
 //! Two threads share a stack of directories; the first mismatch stops both.
-use super::dir::{ctime_ns, ctime_tracks_metadata, dir_hash, path_hash, UnchangedTable, PATH_HASH_INIT};
+use super::dir::{ctime_tracks_metadata, dir_hash, open_dir, path_hash, UnchangedTable, PATH_HASH_INIT};
 use super::sys::*;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,8 +101,7 @@ impl Shared<'_> {
     /// List `path` (recorded with `count` archived entries); queue its recorded subdirectories.
     fn check_dir(&self, path: &CStr, count: u64, subdirs: &mut Vec<(CString, u64)>) -> Result<(), String> {
         let show = || String::from_utf8_lossy(path.to_bytes()).into_owned();
-        let dir = open_path(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME)
-            .map_err(|e| format!("{}: cannot be opened (errno {})", show(), e))?;
+        let dir = open_dir(path).map_err(|e| format!("{}: cannot be opened (errno {})", show(), e))?;
         let magic = fs_magic(&dir).map_err(|e| format!("{}: fstatfs failed (errno {})", show(), e))?;
         if !ctime_tracks_metadata(magic) {
             return Err(format!("{}: its file system does not track metadata changes in ctime", show()));
@@ -119,7 +118,7 @@ impl Shared<'_> {
             }
             let nb = name.to_bytes();
             let st = fstatat(dir.0, name, AT_SYMLINK_NOFOLLOW).map_err(|e| format!("{}/{}: cannot be stat'ed (errno {})", show(), String::from_utf8_lossy(nb), e))?;
-            let Some(value) = lookup(self.table, path_hash(prefix, nb), &st) else {
+            let Some(value) = self.table.lookup_stat(path_hash(prefix, nb), &st) else {
                 if nb == b".pxarexclude" {
                     return Err(format!("{}/.pxarexclude: not recorded", show()));
                 }
@@ -146,14 +145,6 @@ impl Shared<'_> {
     }
 }
 
-fn lookup(table: &UnchangedTable, hash: u64, st: &Stat) -> Option<u64> {
-    let ctime = ctime_ns(st);
-    if ctime == 0 {
-        return None;
-    }
-    table.lookup(hash, st.st_ino, ctime)
-}
-
 /// Check the tree at `root` against `table` (see the module doc).
 pub fn tree_unchanged(root: &CStr, table: &UnchangedTable, devs: &Devices) -> TreeCheck {
     let show = || String::from_utf8_lossy(root.to_bytes()).into_owned();
@@ -169,7 +160,7 @@ pub fn tree_unchanged(root: &CStr, table: &UnchangedTable, devs: &Devices) -> Tr
     if st.st_mode & S_IFMT != S_IFDIR {
         return no(format!("{}: not a directory", show()));
     }
-    let Some(value) = lookup(table, path_hash(PATH_HASH_INIT, root.to_bytes()), &st) else {
+    let Some(value) = table.lookup_stat(path_hash(PATH_HASH_INIT, root.to_bytes()), &st) else {
         return no(format!("{}: changed", show()));
     };
     let shared = Shared {
