@@ -219,6 +219,16 @@ const DIRS_PER_JOB = 4;
 const FILE_BATCHES_AHEAD = 2;
 /** Read buffers out at most before a read ahead waits (FileBatches.start). */
 const READ_AHEAD_BUFFERS = 2;
+/**
+ * Subdirectory pre-reads (SubdirPrereads): the first small files of the next PREREAD_SIBLINGS
+ * subdirectories are read before the encoder enters them, at most PREREAD_BYTES each and
+ * PREREAD_BUFFERS in all. Without them the encoder waited for every directory's first batch
+ * (linux tree, 5k directories: a full backup into a datastore on tmpfs took 3.6-3.8 s, with
+ * them 3.4-3.5 s).
+ */
+const PREREAD_SIBLINGS = 4;
+const PREREAD_BYTES = 256 * 1024;
+const PREREAD_BUFFERS = 12;
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -266,7 +276,7 @@ export class TreePrefetcher {
   ) {}
 
   root(path: Buffer): PrefetchNode {
-    const n: PrefetchNode = { path, key: [], promise: null, children: null, dropped: false, taken: false };
+    const n: PrefetchNode = { path, key: [], promise: null, list: null, children: null, dropped: false, taken: false };
     this.frontier.push(n);
     this.pump();
     return n;
@@ -288,6 +298,7 @@ export class TreePrefetcher {
    */
   release(node: PrefetchNode): void {
     node.promise = null;
+    node.list = null;
     node.children = null;
   }
 
@@ -307,6 +318,7 @@ export class TreePrefetcher {
   private dropTree(n: PrefetchNode): boolean {
     if (n.dropped || n.taken) return false;
     n.dropped = true;
+    n.list = null;
     if (n.promise) {
       // fetched or in flight: it counts as ready until it settles
       void n.promise.then(
@@ -345,11 +357,12 @@ export class TreePrefetcher {
           const kids = new Map<string, PrefetchNode>();
           for (let i = 0; i < list.length; i++) {
             if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
-            const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, children: null, dropped: n.dropped, taken: false };
+            const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, list: null, children: null, dropped: n.dropped, taken: false };
             kids.set(list.name(i).toString('latin1'), c);
             if (!n.dropped) this.frontier.push(c);
           }
           n.children = kids;
+          if (!n.dropped) n.list = list;
           this.pump();
           return list;
         },
@@ -389,6 +402,8 @@ export interface PrefetchNode {
   /** Child indexes from the root: lexicographic order of keys = DFS preorder. */
   key: number[];
   promise: Promise<DirEntries> | null;
+  /** The listing once fetched (until released). */
+  list: DirEntries | null;
   children: Map<string, PrefetchNode> | null;
   dropped: boolean;
   taken: boolean;
@@ -640,12 +655,15 @@ class Archiver {
   /** The previous archive's metadata cache, if it fits (it names the previous metadata archive). */
   private readonly prevCache: LoadedMetadataCache | null;
   private lastProgress = 0;
+  /** Buffers of subdirectory pre-reads (SubdirPrereads); null with a previous archive. */
+  private readonly prereads: BufferPool | null;
 
   constructor(private readonly opts: CreateArchiveOptions) {
     const base = archiveBaseName(opts.archiveName);
     this.previous = opts.mode === 'metadata' ? opts.previous ?? null : null;
     this.mode = opts.mode === 'metadata' && !this.previous ? 'data' : opts.mode;
     this.cache = this.previous ? new LookaheadCache() : null;
+    this.prereads = this.previous ? null : new BufferPool(PREREAD_BYTES, PREREAD_BUFFERS);
     this.capacity = opts.lookaheadCapacity ?? defaultLookaheadCapacity();
     this.xattrs = opts.xattrs ?? true;
     this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
@@ -988,7 +1006,7 @@ class Archiver {
   }
 
   /** Encode directory `list` (its entries; the caller wrote its ENTRY); `dirRec`: its metadata-cache record or -1. */
-  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PreviousDir, node: PrefetchNode, dirRec: number): Promise<void> {
+  private async encodeDir(absDir: Buffer, rel: Buffer, list: DirEntries, excl: ExcludeMatcher, prevDir: PreviousDir, node: PrefetchNode, dirRec: number, first?: Preread): Promise<void> {
     // A directory of entries the metadata cache vouches for (plain files with their payload
     // offsets, plain directories) needs nothing from the previous archive's directory.
     const prevP = needsPrevious(list) ? prevDir.dir().then((d) => this.prevListing(d)) : Promise.resolve(null);
@@ -1105,11 +1123,13 @@ class Archiver {
         subdirBefore = false;
       }
     }
-    const reader = new FileBatches<number>(this.smallFiles, toRead, absDir);
+    const reader = new FileBatches<number>(this.smallFiles, toRead, absDir, first);
+    const subdirReads = this.prereads && !hasPatterns ? new SubdirPrereads(this.smallFiles, this.prereads, subdirs.flatMap((i) => listings.get(i) ?? [])) : null;
     try {
-      await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader);
+      await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader, subdirReads);
     } finally {
       reader.close();
+      subdirReads?.close();
     }
     this.prefetch.drop([...listings.values()]);
   }
@@ -1129,6 +1149,7 @@ class Archiver {
     listings: Map<number, PrefetchNode>,
     excl: ExcludeMatcher,
     reader: FileBatches<number>,
+    subdirReads: SubdirPrereads | null,
   ): Promise<void> {
     // Indexed loops in these async per-entry loops: `for…of` allocates an iterator result per
     // step across the awaits.
@@ -1218,7 +1239,13 @@ class Archiver {
         }
         this.opts.catalog?.startDirectory(name);
         if (sub && item) {
-          await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!, recOf[i]);
+          const first = subdirReads?.enter(item);
+          try {
+            await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!, recOf[i], first);
+          } finally {
+            first?.release();
+          }
+          subdirReads?.topUp();
         }
         if (item) this.prefetch.release(item);
         // (no listing: mount point of another file system, archived as an empty directory)
@@ -1634,25 +1661,50 @@ export class FileBatches<K> {
   private done = 0;
   /** The batch of the last file asked for (-1: none yet). */
   private asked = -1;
+  /** A pre-read first batch (see Preread): released through it, not through the reader's pool. */
+  private first: Preread | null = null;
 
   /**
    * `files` in encoding order; with `base`, their paths are names in that directory (read
-   * relative to it), otherwise absolute paths.
+   * relative to it), otherwise absolute paths. `first`: the directory's first files, read
+   * before it was entered; used as the first batch when they are the files it would hold,
+   * else dropped.
    */
   constructor(
     private readonly reader: BatchReader,
     files: Iterable<{ key: K; path: () => Buffer; size: number; cut?: boolean }>,
     private readonly base?: Buffer,
+    first?: Preread,
   ) {
     let cur: FileJob[] = [];
     let bytes = 0;
+    // Files that are read in batches; a cut before a file read alone moves to the next one.
+    const batchable: Array<{ key: K; path: () => Buffer; size: number; cut?: boolean }> = [];
+    let cut = false;
     for (const f of files) {
+      cut ||= !!f.cut;
+      if (f.size === 0 || f.size > SMALL_FILE) continue;
+      batchable.push(cut === !!f.cut ? f : { ...f, cut });
+      cut = false;
+    }
+    let from = 0;
+    if (first) {
+      const n = first.names.length;
+      const fits = batchable.length >= n && batchable.every((f, k) => k >= n || ((k === 0 || !f.cut) && f.size === first.sizes[k] && f.path().equals(first.names[k])));
+      if (fits) {
+        this.first = first;
+        this.batches.push(batchable.slice(0, n).map((f, k) => (this.jobOf.set(f.key, { batch: 0, index: k }), { index: k, path: first.names[k], size: f.size })));
+        this.results.push(first.result);
+        from = n;
+      } else first.release();
+    }
+    for (let k = from; k < batchable.length; k++) {
+      const f = batchable[k];
       if (f.cut && cur.length) {
         this.batches.push(cur);
         cur = [];
         bytes = 0;
       }
-      if (f.size === 0 || f.size > SMALL_FILE) continue;
       this.jobOf.set(f.key, { batch: this.batches.length, index: cur.length });
       cur.push({ index: cur.length, path: f.path(), size: f.size });
       bytes += f.size;
@@ -1685,6 +1737,11 @@ export class FileBatches<K> {
   private release(k: number): void {
     const p = this.results[k];
     this.results[k] = undefined;
+    if (k === 0 && this.first) {
+      this.first.release();
+      this.first = null;
+      return;
+    }
     p?.then(
       (r) => this.reader.buffers.release(r.buf),
       () => undefined,
@@ -1713,6 +1770,115 @@ export class FileBatches<K> {
   /** Recycle every buffer (after the last file was encoded, or on failure). */
   close(): void {
     for (; this.done < this.batches.length; this.done++) this.release(this.done);
+  }
+}
+
+/** The first small files of a directory, read before the encoder entered it (SubdirPrereads). */
+export interface Preread {
+  /** Names in the directory and listed sizes, in listing order. */
+  names: Buffer[];
+  sizes: number[];
+  result: Promise<{ files: Map<number, FileData>; buf: Buffer }>;
+  /** Recycle its buffer once the read settled (again: no effect). */
+  release(): void;
+}
+
+/**
+ * Pre-reads of a directory's subdirectories, for an archive without a previous one and a
+ * directory without exclude patterns: then a subdirectory's listing alone tells which files its
+ * first batch will hold (regular files with one link, 1 B ..= SMALL_FILE, up to its first
+ * subdirectory), unless it holds a `.pxarexclude`. The first files of the next
+ * PREREAD_SIBLINGS subdirectories (in encoding order, those whose listings are fetched) are
+ * read while the encoder is before them; FileBatches takes one over as its first batch only
+ * if it holds exactly those files, so a wrong guess costs a read, never a different archive.
+ * Exported for its tests only.
+ */
+export class SubdirPrereads {
+  private next = 0;
+  private entered = 0;
+  private readonly position = new Map<PrefetchNode, number>();
+  private readonly started = new Map<PrefetchNode, Preread>();
+
+  constructor(
+    private readonly reader: BatchReader,
+    private readonly pool: BufferPool,
+    private readonly subdirs: PrefetchNode[],
+  ) {
+    subdirs.forEach((n, k) => this.position.set(n, k));
+    this.topUp();
+  }
+
+  /** The encoder enters `node`: its pre-read, if one was started, is the caller's now. */
+  enter(node: PrefetchNode): Preread | undefined {
+    const p = this.started.get(node);
+    this.started.delete(node);
+    const k = this.position.get(node);
+    if (k !== undefined) this.entered = Math.max(this.entered, k + 1);
+    this.topUp();
+    return p;
+  }
+
+  /** Start the pre-reads that are due, as far as buffers and fetched listings allow. */
+  topUp(): void {
+    while (this.next < this.subdirs.length && this.next < this.entered + PREREAD_SIBLINGS && this.pool.inUse < PREREAD_BUFFERS) {
+      const node = this.subdirs[this.next];
+      if (this.next < this.entered || node.dropped) {
+        this.next++;
+        continue;
+      }
+      const list = node.list;
+      if (!list) {
+        if (!node.children) return; // not fetched yet: later
+        this.next++; // failed
+        continue;
+      }
+      this.next++;
+      const names: Buffer[] = [];
+      const sizes: number[] = [];
+      let bytes = 0;
+      if (findName(list, PXAREXCLUDE) < 0) {
+        for (let i = 0; i < list.length; i++) {
+          if (list.status(i) !== 0) continue;
+          const type = list.mode(i) & S_IFMT;
+          if (type === S_IFDIR) break;
+          if (type !== S_IFREG || list.nlink(i) !== 1) continue;
+          const size = list.size(i);
+          if (size === 0 || size > SMALL_FILE) continue;
+          if (bytes + size > PREREAD_BYTES || names.length >= BATCH_FILES) break;
+          names.push(list.name(i));
+          sizes.push(size);
+          bytes += size;
+        }
+      }
+      if (!names.length) continue;
+      const buf = this.pool.acquire(bytes);
+      const result = this.reader.read(
+        names.map((path, index) => ({ index, path, size: sizes[index] })),
+        buf,
+        node.path,
+      );
+      result.catch(() => undefined);
+      let released = false;
+      const pool = this.pool;
+      this.started.set(node, {
+        names,
+        sizes,
+        result,
+        release() {
+          if (released) return;
+          released = true;
+          const back = (): void => pool.release(buf);
+          result.then(back, back);
+        },
+      });
+    }
+  }
+
+  /** Recycle the pre-reads nobody took (at the end of the directory, or on failure). */
+  close(): void {
+    for (const p of this.started.values()) p.release();
+    this.started.clear();
+    this.next = this.subdirs.length;
   }
 }
 
