@@ -6,6 +6,7 @@
 //! * [`zstd`]: zstd through the system `libzstd.so.1`.
 //! * [`blob`]: PBS DataBlob encode/decode.
 //! * [`mem`]: allocator settings (glibc's mmap threshold).
+//! * [`pool`]: worker threads for CPU-bound jobs, one per core.
 //! * [`fs`]: file-system mechanisms for backup and restore (tree walk, batch reads, xattrs).
 //!
 //! All Node-API glue lives in `napi/`; nothing outside it knows about JS.
@@ -15,6 +16,7 @@ pub mod crc;
 pub mod digest;
 pub mod fs;
 pub mod mem;
+pub mod pool;
 pub mod store;
 pub mod zstd;
 

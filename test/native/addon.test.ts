@@ -105,3 +105,30 @@ describe('DataBlob', () => {
     expect(decodeBlob(blob).toString()).toBe('streamed');
   });
 });
+
+describe('CPU workers', () => {
+  it('hash and encode chunks while every libuv pool thread is blocked', async () => {
+    // Opening a FIFO for reading blocks until a writer opens it: these opens hold libuv's
+    // threads (4 by default; more are queued). Chunk jobs run on pxb's own workers, so reads
+    // of source files on the libuv pool never wait behind them, nor they behind reads.
+    const { execFileSync } = await import('node:child_process');
+    const { mkdtempSync, openSync, closeSync, constants } = await import('node:fs');
+    const { open } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const fifo = `${mkdtempSync(`${tmpdir()}/pxb-fifo-`)}/f`;
+    execFileSync('mkfifo', [fifo]);
+    const blocked = Array.from({ length: 16 }, () => open(fifo, 'r'));
+    try {
+      const data = randomBytes(1 << 20);
+      const within = <T>(p: Promise<T>) =>
+        Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('a chunk job waited for the libuv pool')), 5000))]);
+      const [digest, processed] = await within(Promise.all([native.sha256Async(data), native.processChunk(data, true)]));
+      expect(digest.equals(ref(data))).toBe(true);
+      expect(processed.digest.equals(ref(data))).toBe(true);
+    } finally {
+      const w = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+      for (const fh of await Promise.all(blocked)) await fh.close();
+      closeSync(w);
+    }
+  });
+});

@@ -5,7 +5,7 @@
  *
  * Invariants
  * - Cut positions are found by the native buzhash scanner; JS never touches payload bytes one
- *   by one. Hashing and blob encoding run on the libuv pool (`native.processChunk`, or the
+ *   by one. Hashing and blob encoding run on the native CPU workers (`native.processChunk`, or the
  *   target's `store` step, e.g. a local chunk store's one-job insert), several chunks at once,
  *   and records reach the sink strictly in stream order.
  * - `write()` copies its bytes once, into a window used as a ring: the current chunk and what

@@ -13,7 +13,8 @@
  *   never as a failure of the whole directory.
  * - Errors are node-style (`code`, negative `errno`, `syscall`, `path`); bad argument types
  *   throw/reject a TypeError with code ERR_INVALID_ARG_TYPE. Nothing here crashes the process.
- * - Async calls run on the libuv pool; the restore calls are synchronous (one syscall or a
+ * - Async calls run on the libuv pool, except storeChunk and readChunkInto (hashing and zstd),
+ *   which run on the native CPU workers; the restore calls are synchronous (one syscall or a
  *   short fixed sequence each).
  */
 import { close as fsClose, fstat as fsFstat, read as fsRead, type Stats } from 'node:fs';
@@ -696,21 +697,22 @@ export interface StoredChunk {
 }
 
 /**
- * Insert raw chunk data into a local chunk store in one job on the libuv pool: SHA-256; if a
- * non-empty `chunkDir/XXXX/<hex>` exists it is touched (STORE_KNOWN); otherwise the DataBlob is
- * encoded and published with link-if-absent (STORE_NEW). Anything else (an empty or
- * non-regular file in the way, a lost race) returns the blob (STORE_INSERT). `chunk` is read in
- * place: do not change it until the promise settles.
+ * Insert raw chunk data into a local chunk store in one job on the native CPU workers (one
+ * per core, not libuv's pool): SHA-256; if a non-empty `chunkDir/XXXX/<hex>` exists it is
+ * touched (STORE_KNOWN); otherwise the DataBlob is encoded and published with link-if-absent
+ * (STORE_NEW). Anything else (an empty or non-regular file in the way, a lost race) returns
+ * the blob (STORE_INSERT). `chunk` is read in place: do not change it until the promise
+ * settles.
  */
 export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Promise<StoredChunk> {
   return writeNative.fsStoreChunk(chunk, opts);
 }
 
 /**
- * Read a local chunk file and decode it into `into` in one job on the libuv pool: magic, CRC,
- * zstd (at most `into.length` bytes) and SHA-256 == `digest`; resolves with the decoded length.
- * Nothing is allocated per chunk, so a reader can recycle `into`; do not touch it until the
- * promise settles. A file that cannot be read rejects node-style (`code`: ENOENT, ...), a
+ * Read a local chunk file and decode it into `into` in one job on the native CPU workers:
+ * magic, CRC, zstd (at most `into.length` bytes) and SHA-256 == `digest`; resolves with the
+ * decoded length. Nothing is allocated per chunk, so a reader can recycle `into`; do not touch
+ * it until the promise settles. A file that cannot be read rejects node-style (`code`: ENOENT, ...), a
  * damaged one with a plain Error naming the damage.
  */
 export async function readChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number> {

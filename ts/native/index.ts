@@ -36,7 +36,10 @@ export interface NativeAddon {
    */
   mallocMmapThreshold(bytes: number): boolean;
   sha256(data: Uint8Array): Buffer;
-  /** Hash on a pool thread; `data` must not be mutated until the promise settles. */
+  /**
+   * Hash on a CPU worker (the `*Async` calls and processChunk run on native worker threads, one
+   * per core, not on libuv's pool); `data` must not be mutated until the promise settles.
+   */
   sha256Async(data: Uint8Array): Promise<Buffer>;
   crc32(data: Uint8Array): number;
   Chunker: new (avg: number) => NativeChunker;
@@ -48,7 +51,7 @@ export interface NativeAddon {
   decodeBlob(blob: Uint8Array, limit?: number): Buffer;
   decodeBlobAsync(blob: Uint8Array, limit?: number): Promise<Buffer>;
   verifyBlob(blob: Uint8Array): BlobKind;
-  /** SHA-256 + blob encoding of one chunk on a pool thread. */
+  /** SHA-256 + blob encoding of one chunk on a CPU worker. */
   processChunk(chunk: Uint8Array, compress: boolean): Promise<ProcessedChunk>;
 }
 

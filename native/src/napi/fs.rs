@@ -235,15 +235,16 @@ impl JobError for Fail {
 
 type ToJs<T> = unsafe fn(napi_env, T, napi_value) -> NResult<napi_value>;
 
-/// Run `task` on the libuv pool (see `spawn_job`); failures reject node-style.
+/// Run `task` on `lane` (see `spawn_job`); failures reject node-style.
 unsafe fn spawn<T: Send + 'static>(
     env: napi_env,
+    lane: Lane,
     name: &str,
     keep: Option<napi_value>,
     task: impl FnOnce() -> Result<T, Fail> + Send + 'static,
     to_js: ToJs<T>,
 ) -> NResult<napi_value> {
-    spawn_job(env, name, keep, task, move |env, v, kept| to_js(env, v, kept))
+    spawn_job(env, lane, name, keep, task, move |env, v, kept| to_js(env, v, kept))
 }
 
 // --- readDir / statPath ------------------------------------------------------------------
@@ -272,7 +273,7 @@ unsafe extern "C" fn read_dirs(env: napi_env, info: napi_callback_info) -> napi_
         }
         let (opts, keep) = opts_arg(env, o)?;
         let task = move || Ok(paths.iter().map(|p| dir::read_dir(p, &opts)).collect::<Vec<_>>());
-        spawn(env, "pxb.fs.readDirs", keep, task, listings_js)
+        spawn(env, Lane::Io, "pxb.fs.readDirs", keep, task, listings_js)
     })
 }
 
@@ -294,7 +295,7 @@ unsafe extern "C" fn stat_path(env: napi_env, info: napi_callback_info) -> napi_
         let ([p, o], _, _) = args::<2>(env, info)?;
         let path = path_arg(env, p, "path")?;
         let (opts, keep) = opts_arg(env, o)?;
-        spawn(env, "pxb.fs.statPath", keep, move || dir::stat_path(&path, &opts).map_err(Fail::Fs), layout_js)
+        spawn(env, Lane::Io, "pxb.fs.statPath", keep, move || dir::stat_path(&path, &opts).map_err(Fail::Fs), layout_js)
     })
 }
 
@@ -380,7 +381,7 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
             napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
         }
         let out = OutPtr(data as *mut u8, total);
-        spawn(env, "pxb.fs.readFilesExact", Some(buf), move || {
+        spawn(env, Lane::Io, "pxb.fs.readFilesExact", Some(buf), move || {
             let out = out;
             Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, out.slice()))
         }, files_js)
@@ -524,7 +525,7 @@ unsafe extern "C" fn open_path(env: napi_env, info: napi_callback_info) -> napi_
             std::mem::forget(fd); // owned by the caller now
             Ok(n)
         };
-        spawn(env, "pxb.fs.openPath", None, task, |env, n, _| f64_val(env, n as f64))
+        spawn(env, Lane::Io, "pxb.fs.openPath", None, task, |env, n, _| f64_val(env, n as f64))
     })
 }
 
@@ -561,7 +562,7 @@ unsafe extern "C" fn tree_unchanged(env: napi_env, info: napi_callback_info) -> 
             }
         };
         let task = move || -> Result<TreeCheck, Fail> { Ok(unchanged::tree_unchanged(&root, &table, &devs)) };
-        spawn(env, "pxb.fs.treeUnchanged", Some(t), task, check_js)
+        spawn(env, Lane::Io, "pxb.fs.treeUnchanged", Some(t), task, check_js)
     })
 }
 
@@ -650,7 +651,7 @@ unsafe extern "C" fn write_files_batch(env: napi_env, info: napi_callback_info) 
         }
         // Read in place on the pool: `d` stays pinned by a reference until the job completes.
         let pinned = SendSlice(data.as_ptr(), data.len());
-        spawn(env, "pxb.fs.writeFilesBatch", Some(d), move || Ok(write::write_files_batch(&specs, pinned.get(), opts)), write_js)
+        spawn(env, Lane::Io, "pxb.fs.writeFilesBatch", Some(d), move || Ok(write::write_files_batch(&specs, pinned.get(), opts)), write_js)
     })
 }
 
@@ -677,7 +678,7 @@ unsafe extern "C" fn write_file_atomic(env: napi_env, info: napi_callback_info) 
             replace_stale: flag_arg(env, prop(b"replaceStale\0")?, "options.replaceStale")?,
         };
         let pinned = SendSlice(data.as_ptr(), data.len());
-        spawn(env, "pxb.fs.writeFileAtomic", Some(d), move || write::write_file_atomic(&target, &tmp, pinned.get(), opts).map_err(Fail::Fs), bool_js)
+        spawn(env, Lane::Io, "pxb.fs.writeFileAtomic", Some(d), move || write::write_file_atomic(&target, &tmp, pinned.get(), opts).map_err(Fail::Fs), bool_js)
     })
 }
 
@@ -706,7 +707,7 @@ unsafe extern "C" fn store_chunk(env: napi_env, info: napi_callback_info) -> nap
             tmp_marker: path_arg(env, prop(b"tmpMarker\0")?, "options.tmpMarker")?.into_bytes(),
         };
         let pinned = SendSlice(data.as_ptr(), data.len());
-        spawn(env, "pxb.fs.storeChunk", Some(b), move || crate::store::store_chunk(pinned.get(), &opts).map_err(Fail::Msg), stored_js)
+        spawn(env, Lane::Cpu, "pxb.fs.storeChunk", Some(b), move || crate::store::store_chunk(pinned.get(), &opts).map_err(Fail::Msg), stored_js)
     })
 }
 
@@ -734,7 +735,7 @@ unsafe extern "C" fn syncfs(env: napi_env, info: napi_callback_info) -> napi_val
     guard(env, || {
         let ([p], _, _) = args::<1>(env, info)?;
         let path = path_arg(env, p, "path")?;
-        spawn(env, "pxb.fs.syncfs", None, move || write::syncfs(&path).map_err(Fail::Fs), undefined_js)
+        spawn(env, Lane::Io, "pxb.fs.syncfs", None, move || write::syncfs(&path).map_err(Fail::Fs), undefined_js)
     })
 }
 
@@ -749,7 +750,7 @@ unsafe extern "C" fn touch_files(env: napi_env, info: napi_callback_info) -> nap
             paths.push(path_arg(env, p, &format!("paths[{}]", i))?);
         }
         let non_empty_only = flag_arg(env, ne, "nonEmptyOnly")?;
-        spawn(env, "pxb.fs.touchFiles", None, move || Ok(touch::touch_files(&paths, non_empty_only)), int32_array_js)
+        spawn(env, Lane::Io, "pxb.fs.touchFiles", None, move || Ok(touch::touch_files(&paths, non_empty_only)), int32_array_js)
     })
 }
 
@@ -776,6 +777,6 @@ unsafe extern "C" fn read_chunk_into(env: napi_env, info: napi_callback_info) ->
                 crate::store::ReadError::Corrupt(m) => Fail::Msg(m),
             })
         };
-        spawn(env, "pxb.fs.readChunkInto", Some(i), task, |env, n, _| f64_val(env, n as f64))
+        spawn(env, Lane::Cpu, "pxb.fs.readChunkInto", Some(i), task, |env, n, _| f64_val(env, n as f64))
     })
 }

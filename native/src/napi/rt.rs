@@ -187,7 +187,7 @@ pub fn value_prop(name: &'static [u8], v: napi_value) -> napi_property_descripto
 }
 
 // ---------------------------------------------------------------------------
-// Promise-returning work on the libuv thread pool.
+// Promise-returning work on a worker thread (libuv's pool or pxb's CPU workers, see Lane).
 // `task` runs on a worker thread and must not touch napi_env / napi_value.
 // `to_js` runs back on the JS thread and converts the result.
 
@@ -217,8 +217,18 @@ impl JobError for String {
     }
 }
 
+/// Where a job runs: libuv's pool (file-system work), or pxb's CPU workers (`crate::pool`:
+/// hashing, compression, the blob codec), so that neither waits behind the other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Io,
+    Cpu,
+}
+
 struct Job<T, E, F, G> {
+    /// Lane::Io: the async work item; Lane::Cpu: the thread-safe function that completes it.
     work: napi_async_work,
+    tsfn: napi_threadsafe_function,
     deferred: napi_deferred,
     keep: napi_ref,
     task: Option<F>,
@@ -226,14 +236,20 @@ struct Job<T, E, F, G> {
     to_js: Option<G>,
 }
 
-unsafe extern "C" fn job_execute<T, E: JobError, F: FnOnce() -> Result<T, E>, G>(_env: napi_env, data: *mut c_void) {
-    let job = &mut *(data as *mut Job<T, E, F, G>);
-    if let Some(task) = job.task.take() {
-        job.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
-            Ok(r) => r,
-            Err(p) => Err(E::from(format!("native panic: {}", panic_message(&*p)))),
-        });
+impl<T, E: JobError, F: FnOnce() -> Result<T, E>, G> Job<T, E, F, G> {
+    /// Run the task (on a pool thread); a panic becomes its failure.
+    fn run(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.out = Some(match catch_unwind(AssertUnwindSafe(task)) {
+                Ok(r) => r,
+                Err(p) => Err(E::from(format!("native panic: {}", panic_message(&*p)))),
+            });
+        }
     }
+}
+
+unsafe extern "C" fn job_execute<T, E: JobError, F: FnOnce() -> Result<T, E>, G>(_env: napi_env, data: *mut c_void) {
+    (*(data as *mut Job<T, E, F, G>)).run();
 }
 
 unsafe extern "C" fn job_complete<T, E: JobError, F, G: FnOnce(napi_env, T, napi_value) -> NResult<napi_value>>(
@@ -243,46 +259,75 @@ unsafe extern "C" fn job_complete<T, E: JobError, F, G: FnOnce(napi_env, T, napi
 ) {
     let mut job = Box::from_raw(data as *mut Job<T, E, F, G>);
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let mut kept = null_mut();
-        if !job.keep.is_null() {
-            napi_get_reference_value(env, job.keep, &mut kept);
-        }
-        let res = match (status, job.out.take(), job.to_js.take()) {
-            (NAPI_OK, Some(Ok(v)), Some(to_js)) => to_js(env, v, kept).map_err(E::from),
-            (NAPI_OK, Some(Err(e)), _) => Err(e),
-            (st, _, _) => Err(E::from(format!("async work failed (status {})", st))),
-        };
-        match res {
-            Ok(v) => {
-                napi_resolve_deferred(env, job.deferred, v);
-            }
-            Err(e) => {
-                // A JS exception raised while converting (e.g. a failed allocation) wins.
-                let mut pending = false;
-                napi_is_exception_pending(env, &mut pending);
-                let mut v = null_mut();
-                if pending {
-                    napi_get_and_clear_last_exception(env, &mut v);
-                } else {
-                    v = match e.rejection(env) {
-                        Ok(x) if !x.is_null() => x,
-                        _ => undefined(env).unwrap_or(null_mut()),
-                    };
-                }
-                napi_reject_deferred(env, job.deferred, v);
-            }
-        }
-        if !job.keep.is_null() {
-            napi_delete_reference(env, job.keep);
-        }
+        settle(env, status, job.deferred, job.keep, job.out.take(), job.to_js.take());
         napi_delete_async_work(env, job.work);
     }));
 }
 
-/// Run `task` on the libuv pool and return a promise for its result. `keep` is pinned until
-/// the job completes (memory the task reads or writes); `to_js` converts the result on the JS
-/// thread and receives `keep` (null when none). A failure or panic rejects the promise.
-pub unsafe fn spawn_job<T, E, F, G>(env: napi_env, name: &str, keep: Option<napi_value>, task: F, to_js: G) -> NResult<napi_value>
+/// Resolve or reject a job's promise with its outcome (on the JS thread) and unpin `keep`.
+unsafe fn settle<T, E: JobError, G: FnOnce(napi_env, T, napi_value) -> NResult<napi_value>>(
+    env: napi_env,
+    status: napi_status,
+    deferred: napi_deferred,
+    keep: napi_ref,
+    out: Option<Result<T, E>>,
+    to_js: Option<G>,
+) {
+    let mut kept = null_mut();
+    if !keep.is_null() {
+        napi_get_reference_value(env, keep, &mut kept);
+    }
+    let res = match (status, out, to_js) {
+        (NAPI_OK, Some(Ok(v)), Some(to_js)) => to_js(env, v, kept).map_err(E::from),
+        (NAPI_OK, Some(Err(e)), _) => Err(e),
+        (st, _, _) => Err(E::from(format!("async work failed (status {})", st))),
+    };
+    match res {
+        Ok(v) => {
+            napi_resolve_deferred(env, deferred, v);
+        }
+        Err(e) => {
+            // A JS exception raised while converting (e.g. a failed allocation) wins.
+            let mut pending = false;
+            napi_is_exception_pending(env, &mut pending);
+            let mut v = null_mut();
+            if pending {
+                napi_get_and_clear_last_exception(env, &mut v);
+            } else {
+                v = match e.rejection(env) {
+                    Ok(x) if !x.is_null() => x,
+                    _ => undefined(env).unwrap_or(null_mut()),
+                };
+            }
+            napi_reject_deferred(env, deferred, v);
+        }
+    }
+    if !keep.is_null() {
+        napi_delete_reference(env, keep);
+    }
+}
+
+unsafe extern "C" fn cpu_job_complete<T, E: JobError, F, G: FnOnce(napi_env, T, napi_value) -> NResult<napi_value>>(
+    env: napi_env,
+    _callback: napi_value,
+    _context: *mut c_void,
+    data: *mut c_void,
+) {
+    let mut job = Box::from_raw(data as *mut Job<T, E, F, G>);
+    if env.is_null() {
+        return; // the environment is going away: nothing to settle
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| settle(env, NAPI_OK, job.deferred, job.keep, job.out.take(), job.to_js.take())));
+}
+
+struct SendPtr(*mut c_void);
+unsafe impl Send for SendPtr {}
+
+/// Run `task` on `lane` and return a promise for its result. `keep` is pinned until the job
+/// completes (memory the task reads or writes); `to_js` converts the result on the JS thread
+/// and receives `keep` (null when none). A failure or panic rejects the promise. A CPU job's
+/// result comes back through a thread-safe function of its own.
+pub unsafe fn spawn_job<T, E, F, G>(env: napi_env, lane: Lane, name: &str, keep: Option<napi_value>, task: F, to_js: G) -> NResult<napi_value>
 where
     T: Send + 'static,
     E: JobError,
@@ -296,11 +341,16 @@ where
     if let Some(v) = keep {
         napi!(env, napi_create_reference(env, v, 1, &mut keep_ref))?;
     }
-    let job = Box::into_raw(Box::new(Job::<T, E, F, G> { work: null_mut(), deferred, keep: keep_ref, task: Some(task), out: None, to_js: Some(to_js) }));
+    let job = Box::into_raw(Box::new(Job::<T, E, F, G> { work: null_mut(), tsfn: null_mut(), deferred, keep: keep_ref, task: Some(task), out: None, to_js: Some(to_js) }));
     let res = (|| {
         let rname = str_val(env, name)?;
-        napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T, E, F, G>), Some(job_complete::<T, E, F, G>), job as *mut c_void, &mut (*job).work))?;
-        napi!(env, napi_queue_async_work(env, (*job).work))
+        match lane {
+            Lane::Io => {
+                napi!(env, napi_create_async_work(env, null_mut(), rname, Some(job_execute::<T, E, F, G>), Some(job_complete::<T, E, F, G>), job as *mut c_void, &mut (*job).work))?;
+                napi!(env, napi_queue_async_work(env, (*job).work))
+            }
+            Lane::Cpu => napi!(env, napi_create_threadsafe_function(env, null_mut(), null_mut(), rname, 0, 1, null_mut(), None, null_mut(), Some(cpu_job_complete::<T, E, F, G>), &mut (*job).tsfn)),
+        }
     })();
     if let Err(e) = res {
         let job = Box::from_raw(job);
@@ -308,10 +358,23 @@ where
         if !job.work.is_null() { napi_delete_async_work(env, job.work); }
         return Err(e); // the promise is dropped; caller gets a thrown error instead
     }
+    if lane == Lane::Cpu {
+        let ptr = SendPtr(job as *mut c_void);
+        crate::pool::submit(Box::new(move || {
+            let ptr = ptr; // the whole Send wrapper, not its raw-pointer field
+            let job = &mut *(ptr.0 as *mut Job<T, E, F, G>);
+            job.run();
+            // The JS thread may free the job as soon as it is queued.
+            let tsfn = job.tsfn;
+            // Fails only when the environment is being torn down; the job is then left behind.
+            napi_call_threadsafe_function(tsfn, ptr.0, NAPI_TSFN_BLOCKING);
+            napi_release_threadsafe_function(tsfn, NAPI_TSFN_RELEASE);
+        }));
+    }
     Ok(promise)
 }
 
-/// `spawn_job` for tasks that fail with a message and conversions that need no pinned value.
+/// `spawn_job` on the CPU workers for tasks that fail with a message and conversions that need no pinned value.
 pub unsafe fn promise_job<T: Send + 'static, F: FnOnce() -> NResult<T> + Send + 'static>(
     env: napi_env,
     name: &str,
@@ -319,7 +382,7 @@ pub unsafe fn promise_job<T: Send + 'static, F: FnOnce() -> NResult<T> + Send + 
     task: F,
     to_js: unsafe fn(napi_env, T) -> NResult<napi_value>,
 ) -> NResult<napi_value> {
-    spawn_job(env, name, keep_alive, task, move |env, v, _kept| to_js(env, v))
+    spawn_job(env, Lane::Cpu, name, keep_alive, task, move |env, v, _kept| to_js(env, v))
 }
 
 /// The default panic hook prints every caught panic to stderr. Install a quiet

@@ -21,6 +21,7 @@ opaque!(
     napi_deferred__ => napi_deferred,
     napi_async_work__ => napi_async_work,
     napi_handle_scope__ => napi_handle_scope,
+    napi_threadsafe_function__ => napi_threadsafe_function,
 );
 
 pub type napi_status = c_int; // C enum
@@ -32,6 +33,10 @@ pub type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut
 pub type napi_async_execute_callback = Option<unsafe extern "C" fn(napi_env, *mut c_void)>;
 pub type napi_async_complete_callback =
     Option<unsafe extern "C" fn(napi_env, napi_status, *mut c_void)>;
+pub type napi_threadsafe_function_call_js = Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
+// napi_threadsafe_function_call_mode / _release_mode
+pub const NAPI_TSFN_BLOCKING: c_int = 1;
+pub const NAPI_TSFN_RELEASE: c_int = 0;
 
 // napi_property_attributes
 pub const NAPI_DEFAULT: c_int = 0;
@@ -122,6 +127,9 @@ extern "C" {
     pub fn napi_create_async_work(env: napi_env, async_resource: napi_value, async_resource_name: napi_value, execute: napi_async_execute_callback, complete: napi_async_complete_callback, data: *mut c_void, result: *mut napi_async_work) -> napi_status;
     pub fn napi_queue_async_work(env: napi_env, work: napi_async_work) -> napi_status;
     pub fn napi_delete_async_work(env: napi_env, work: napi_async_work) -> napi_status;
+    pub fn napi_create_threadsafe_function(env: napi_env, func: napi_value, async_resource: napi_value, async_resource_name: napi_value, max_queue_size: usize, initial_thread_count: usize, thread_finalize_data: *mut c_void, thread_finalize_cb: napi_finalize, context: *mut c_void, call_js_cb: napi_threadsafe_function_call_js, result: *mut napi_threadsafe_function) -> napi_status;
+    pub fn napi_call_threadsafe_function(func: napi_threadsafe_function, data: *mut c_void, is_blocking: c_int) -> napi_status;
+    pub fn napi_release_threadsafe_function(func: napi_threadsafe_function, mode: c_int) -> napi_status;
     pub fn napi_create_promise(env: napi_env, deferred: *mut napi_deferred, promise: *mut napi_value) -> napi_status;
     pub fn napi_resolve_deferred(env: napi_env, deferred: napi_deferred, resolution: napi_value) -> napi_status;
     pub fn napi_reject_deferred(env: napi_env, deferred: napi_deferred, rejection: napi_value) -> napi_status;
