@@ -13,9 +13,9 @@
  *   never as a failure of the whole directory.
  * - Errors are node-style (`code`, negative `errno`, `syscall`, `path`); bad argument types
  *   throw/reject a TypeError with code ERR_INVALID_ARG_TYPE. Nothing here crashes the process.
- * - Async calls run on the libuv pool, except storeChunk and readChunkInto (hashing and zstd),
- *   which run on the native CPU workers; the restore calls are synchronous (one syscall or a
- *   short fixed sequence each).
+ * - Async calls run on the libuv pool, except storeChunk (hashing and zstd), which runs on the
+ *   native CPU workers; the restore calls are synchronous (one syscall or a short fixed
+ *   sequence each).
  */
 import { close as fsClose, fstat as fsFstat, read as fsRead, type Stats } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -709,11 +709,12 @@ export async function storeChunk(chunk: Uint8Array, opts: StoreChunkOptions): Pr
 }
 
 /**
- * Read a local chunk file and decode it into `into` in one job on the native CPU workers:
+ * Read a local chunk file and decode it into `into` in one job on the libuv pool (a restore
+ * from a cold disk keeps several reads in flight; on the CPU workers it was no faster warm):
  * magic, CRC, zstd (at most `into.length` bytes) and SHA-256 == `digest`; resolves with the
  * decoded length. Nothing is allocated per chunk, so a reader can recycle `into`; do not touch
- * it until the promise settles. A file that cannot be read rejects node-style (`code`: ENOENT, ...), a
- * damaged one with a plain Error naming the damage.
+ * it until the promise settles. A file that cannot be read rejects node-style (`code`: ENOENT,
+ * ...), a damaged one with a plain Error naming the damage.
  */
 export async function readChunkInto(path: RawPath, into: Uint8Array, digest: Uint8Array): Promise<number> {
   return writeNative.fsReadChunkInto(path, into, digest);

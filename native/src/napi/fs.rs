@@ -777,6 +777,6 @@ unsafe extern "C" fn read_chunk_into(env: napi_env, info: napi_callback_info) ->
                 crate::store::ReadError::Corrupt(m) => Fail::Msg(m),
             })
         };
-        spawn(env, Lane::Cpu, "pxb.fs.readChunkInto", Some(i), task, |env, n, _| f64_val(env, n as f64))
+        spawn(env, Lane::Io, "pxb.fs.readChunkInto", Some(i), task, |env, n, _| f64_val(env, n as f64))
     })
 }
