@@ -1,6 +1,7 @@
 /**
  * Unchanged trees (archive/metadata-cache.ts, native/src/fs/unchanged.rs): a metadata-mode
- * backup whose previous backup wrote its previous archive again (a fixed point) and that finds
+ * backup whose previous backup wrote an archive it would write again (a fixed point: its
+ * previous archive again, or every file reused from its previous data chunks) and that finds
  * the tree exactly as that backup recorded it reuses the previous indexes without encoding.
  * Its archive must be the one the full metadata-mode path writes, and any change of an
  * archived entry, of the set of entries, or of the settings must send it down that path.
@@ -75,25 +76,77 @@ describe('unchanged trees', () => {
     await settle();
     const first = await step(); // (no previous snapshot: data mode)
     expect(first.archives[0].mode).toBe('data');
-    const second = await step(); // metadata mode: the previous archive was data mode's
+    // Metadata mode: every file reused, the payload stream the data-mode archive's chunks
+    // between its own markers, so the next backup writes it again: a fixed point already.
+    const second = await step();
     expect(second.archives[0].unchangedTree).toBe(false);
-    const third = await step(); // metadata mode again: the second archive was written again
-    expect(third.archives[0].unchangedTree).toBe(false);
-    expect(third.files.map((f) => f.csum)).toEqual(second.files.map((f) => f.csum));
-    const fourth = await step(); // the third backup was a fixed point
-    const s = fourth.archives[0];
+    expect([second.archives[0].reencodedFiles, second.archives[0].bytesRead]).toEqual([0, 0]);
+    expect(second.files.map((f) => f.csum)).not.toEqual(first.files.map((f) => f.csum));
+    const third = await step(); // (group n writes it again through the full path)
+    const s = third.archives[0];
     expect(s.unchangedTree).toBe(true);
-    expect(fourth.files.map((f) => f.csum)).toEqual(third.files.map((f) => f.csum));
+    expect(third.files.map((f) => f.csum)).toEqual(second.files.map((f) => f.csum));
     expect(s.bytesRead).toBe(0);
     expect(s.chunksNew).toBe(0);
-    expect([s.entries, s.files, s.directories]).toEqual([third.archives[0].entries, third.archives[0].files, third.archives[0].directories]);
+    expect([s.entries, s.files, s.directories]).toEqual([second.archives[0].entries, second.archives[0].files, second.archives[0].directories]);
     expect(s.entries).toBeGreaterThan(15);
     // still a fixed point
     expect((await step()).archives[0].unchangedTree).toBe(true);
     // the reused snapshot restores to the tree
     const out = path.join(base, 'out');
-    await restore({ datastore: ds, snapshot: fourth.snapshot, archiveName: 'root.pxar', target: out });
+    await restore({ datastore: ds, snapshot: third.snapshot, archiveName: 'root.pxar', target: out });
     expect(diffTrees(snapshotTree(out), withoutPaths(snapshotTree(src), ['skip.log']))).toEqual([]);
+  }, 60_000);
+
+  it.skipIf(!tracked)('after a change, the first backup that reuses every file is a fixed point', async () => {
+    const { src, step } = await setup();
+    await settle();
+    await step(); // data mode
+    expect((await step()).archives[0].unchangedTree).toBe(false);
+    expect((await step()).archives[0].unchangedTree).toBe(true);
+    // A changed file: read and written anew, so its backup is no fixed point ...
+    fs.appendFileSync(path.join(src, 'b', 'f5'), 'changed');
+    await settle();
+    const changed = await step();
+    expect(changed.archives[0].unchangedTree).toBe(false);
+    expect(changed.archives[0].bytesRead).toBeGreaterThan(0);
+    // ... the next one reuses every file (the changed one's range was re-encoded with the
+    // files around it, here all of them: fresh chunks), and its payload stream is the
+    // previous one's data chunks: a fixed point, which the backup after it reuses.
+    expect(changed.archives[0].reencodedFiles).toBeGreaterThan(0);
+    const next = await step();
+    expect(next.archives[0].unchangedTree).toBe(false);
+    expect([next.archives[0].reencodedFiles, next.archives[0].bytesRead]).toEqual([0, 0]);
+    const again = await step();
+    expect(again.archives[0].unchangedTree).toBe(true);
+    expect(again.files.map((f) => f.csum)).toEqual(next.files.map((f) => f.csum));
+  }, 60_000);
+
+  it.skipIf(!tracked)('a backup that left out chunks of the previous payload stream is not taken for a fixed point', async () => {
+    const { src, step } = await setup();
+    const big = path.join(src, 'a', 'deep');
+    const rnd = (n: number, seed: string) => {
+      const out = Buffer.alloc(n);
+      for (let k = 0; k < n; k += 32) createHash('sha256').update(`${seed}${k}`).digest().copy(out, k);
+      return out;
+    };
+    fs.writeFileSync(path.join(big, 'p1'), rnd(3_000_000, 'p1'));
+    fs.writeFileSync(path.join(big, 'p2'), rnd(1_000_000, 'p2'));
+    fs.writeFileSync(path.join(big, 'p3'), rnd(3_000_000, 'p3'));
+    await settle();
+    await step(); // data mode
+    expect((await step()).archives[0].unchangedTree).toBe(false);
+    expect((await step()).archives[0].unchangedTree).toBe(true);
+    // Every file left is reused and nothing is read, but p2's chunks are left out: the rule
+    // proves that a backup is written again only for a payload stream that holds every data
+    // chunk of the previous one, so this one is not taken for a fixed point; the backup after
+    // it is (it writes its previous archive again).
+    fs.rmSync(path.join(big, 'p2'));
+    await settle();
+    const removed = await step();
+    expect([removed.archives[0].reencodedFiles, removed.archives[0].bytesRead]).toEqual([0, 0]);
+    expect((await step()).archives[0].unchangedTree).toBe(false);
+    expect((await step()).archives[0].unchangedTree).toBe(true);
   }, 60_000);
 
   it.skipIf(!tracked)('any change of an archived entry, of the entries, or of the settings takes the full path', async () => {

@@ -45,7 +45,7 @@ import { MAX_PATH_LEN } from '../format/pxar/constants.js';
 import { emptyAcl, metadataEqualForReuse, NO_ACL, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
-import { DynamicIndexWriter, type DynamicIndex } from '../format/dynamic-index.js';
+import { DynamicIndex, DynamicIndexWriter } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
 import { loadMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type LoadedMetadataCache, type MetadataCache } from './metadata-cache.js';
@@ -934,9 +934,47 @@ class Archiver {
     const csum = (suffix: string) => files.find((f) => f.filename.endsWith(suffix))?.csum;
     const same = (a: Buffer | undefined, b: Buffer | undefined) => !!a && !!b && a.equals(b);
     const fixedPoint =
-      this.mode === 'metadata' && this.stats.warnings === 0 && same(csum('.mpxar.didx'), prev?.metadataIndexCsum) && same(csum('.ppxar.didx'), prev?.payloadIndexCsum);
+      this.mode === 'metadata' &&
+      this.stats.warnings === 0 &&
+      ((same(csum('.mpxar.didx'), prev?.metadataIndexCsum) && same(csum('.ppxar.didx'), prev?.payloadIndexCsum)) || this.writesItselfAgain(files));
     const { entries, files: nfiles, directories } = this.stats;
     return { table: table ?? this.record.finish(), settings, fixedPoint, counts: { entries, files: nfiles, directories } };
+  }
+
+  /**
+   * Whether the next backup of the same tree with the same settings would write this archive
+   * again although it differs from the previous one: every file reused (nothing read, nothing
+   * re-encoded), and the payload stream is the previous one's data chunks, each once and in
+   * order, between this archive's own 16-byte start and tail marker chunks. Backing up from it
+   * then finds every file at the same place relative to the same chunks, 16 bytes further on
+   * (behind the start marker's chunk instead of inside the first data chunk, both as a start
+   * padding of 16 bytes), so every decision (ranges, padding, kept-back and injected chunks)
+   * and every PAYLOAD_REF comes out the same, and so does the archive. This is the first
+   * metadata-mode backup of an unchanged tree after a data-mode one, and the first backup
+   * after a tree stopped changing: one backup earlier than an archive equal to its previous.
+   * A previous chunk stream that differs in any way (a re-encoded range, a file written
+   * anew, a tail marker chunked alone) fails the comparison, and the rule above still holds.
+   */
+  private writesItselfAgain(files: ArchiveFile[]): boolean {
+    const prev = this.previous;
+    const file = files.find((f) => f.filename.endsWith('.ppxar.didx'));
+    if (!prev || !file || this.stats.reencodedFiles !== 0 || this.stats.bytesRead !== 0) return false;
+    const idx = DynamicIndex.parse(file.data, file.filename);
+    const size = (ix: DynamicIndex, k: number) => ix.end(k) - (k > 0 ? ix.end(k - 1) : 0);
+    const n = idx.count;
+    if (n < 3 || size(idx, 0) !== 16 || size(idx, n - 1) !== 16) return false;
+    // The previous data chunks: without its own marker chunks when it has them (a
+    // metadata-mode archive), all of them after a data-mode one.
+    const p = prev.payloadIndex;
+    let from = 0;
+    let to = p.count;
+    if (to > 0 && size(p, 0) === 16 && p.digest(0).equals(idx.digest(0))) from = 1;
+    if (to > from && size(p, to - 1) === 16 && p.digest(to - 1).equals(idx.digest(n - 1))) to--;
+    if (to - from !== n - 2) return false;
+    for (let k = 0; k < n - 2; k++) {
+      if (size(idx, k + 1) !== size(p, from + k) || !idx.digest(k + 1).equals(p.digest(from + k))) return false;
+    }
+    return true;
   }
 
   /** Previous directory's children sorted by raw name (archive order, for a merge join). */

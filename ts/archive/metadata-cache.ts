@@ -29,8 +29,10 @@
  * how many entries of it were archived. `treeUnchanged` (native) walks the tree against them:
  * it tells whether the tree still holds exactly the archived entries, each with its inode and
  * ctime (native/src/fs/unchanged.rs says why that suffices). A backup that made an archive
- * equal to its previous one (same index csums, no warnings) marks its cache `fixedPoint`,
- * with a digest of the settings it ran with. Backing up is deterministic in the tree, the
+ * equal to its previous one (same index csums, no warnings), or one that reused every file
+ * and whose payload stream is its previous one's data chunks between its own markers (the
+ * next backup then decides everything the same way: create.ts, writesItselfAgain), marks its
+ * cache `fixedPoint`, with a digest of the settings it ran with. Backing up is deterministic in the tree, the
  * previous archive and the settings, so a later backup with the same settings of a tree that
  * is unchanged against such a cache would make that archive again: it reuses the previous
  * indexes as they are (create.ts) instead of encoding anything.
