@@ -20,7 +20,7 @@ struct Pool {
     ready: Condvar,
 }
 
-/// Nice value of a worker (the process's threads run at 0).
+/// How much nicer a worker is than the thread that started the pool (at most 19).
 const WORKER_NICE: c_int = 5;
 
 static POOL: OnceLock<&'static Pool> = OnceLock::new();
@@ -30,6 +30,7 @@ extern "C" {
     fn syscall(num: c_long, ...) -> c_long;
 }
 const SYS_GETTID: c_long = 186;
+const SYS_GETPRIORITY: c_long = 140;
 const PRIO_PROCESS: c_int = 0;
 
 /// Number of workers: the cores this process may run on.
@@ -57,11 +58,21 @@ pub fn submit(task: Task) {
     p.ready.notify_one();
 }
 
+/// The nice value a worker takes: WORKER_NICE above its own (inherited from the thread that
+/// started the pool, so a `nice -n 10 pxb …` gets workers at 15, never at a higher priority).
+pub fn worker_nice(inherited: c_int) -> c_int {
+    (inherited + WORKER_NICE).min(19)
+}
+
 fn worker(p: &'static Pool) {
     // SAFETY: plain syscalls on this thread; a failure only leaves the priority as it was.
     unsafe {
         let tid = syscall(SYS_GETTID) as c_uint;
-        setpriority(PRIO_PROCESS, tid, WORKER_NICE);
+        // The raw call returns 20 - nice (1..=40), so no errno check is needed.
+        let r = syscall(SYS_GETPRIORITY, PRIO_PROCESS, tid);
+        if r > 0 {
+            setpriority(PRIO_PROCESS, tid, worker_nice(20 - r as c_int));
+        }
     }
     loop {
         let task = {
@@ -94,6 +105,14 @@ mod tests {
         seen.sort();
         assert_eq!(seen.iter().map(|x| x.0).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
         assert!(seen.iter().all(|x| x.1.as_deref().unwrap_or("").starts_with("pxb-cpu-")));
+    }
+
+    #[test]
+    fn workers_are_nicer_than_their_creator_never_less_nice() {
+        assert_eq!(worker_nice(0), 5);
+        assert_eq!(worker_nice(10), 15);
+        assert_eq!(worker_nice(17), 19);
+        assert_eq!(worker_nice(-5), 0);
     }
 
     #[test]

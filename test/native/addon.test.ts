@@ -107,6 +107,28 @@ describe('DataBlob', () => {
 });
 
 describe('CPU workers', () => {
+  it('run nicer than the process that started them, also under nice(1)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const loader = fileURLToPath(new URL('../../dist/native/index.js', import.meta.url));
+    // A child under `nice -n 10`: run a CPU job, then report each thread's name and nice value.
+    const script = `
+      const { native } = await import(${JSON.stringify(loader)});
+      await native.sha256Async(Buffer.alloc(1000));
+      const fs = await import('node:fs');
+      const out = fs.readdirSync('/proc/self/task').map((t) => ({
+        comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(),
+        nice: Number(fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
+      }));
+      process.stdout.write(JSON.stringify(out));`;
+    const threads = JSON.parse(execFileSync('nice', ['-n', '10', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' })) as Array<{ comm: string; nice: number }>;
+    const workers = threads.filter((t) => t.comm.startsWith('pxb-cpu-'));
+    expect(workers.length).toBeGreaterThan(0);
+    expect(threads.find((t) => !t.comm.startsWith('pxb-cpu-'))!.nice).toBe(10);
+    for (const w of workers) expect(w.nice).toBe(15);
+  });
+
+
   it('hash and encode chunks while every libuv pool thread is blocked', async () => {
     // Opening a FIFO for reading blocks until a writer opens it: these opens hold libuv's
     // threads (4 by default; more are queued). Chunk jobs run on pxb's own workers, so reads
