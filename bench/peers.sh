@@ -11,7 +11,8 @@
 # second one wrote again), backup after the 1% mutation of ../shared/peers/mutate.py (undone
 # afterwards), full restore of the last snapshot. Each pass also times the lstat walk the
 # issue compares with (`find -printf '%s %T@\n'`, tool "find", step "walk").
-# Output: bench/results/peers-<date>.csv and a table on stdout (wall s, max RSS MiB, repo MiB).
+# Output: bench/results/peers-<date>.csv, a table on stdout (wall s, max RSS MiB, repo MiB), and
+# the ratios against the issues' targets (bench/ratios.mjs, also runnable on an older CSV).
 # Needs: apt-get install -y restic borgbackup time; data from ../shared/peers/prepare_data.sh.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -99,3 +100,4 @@ for PASS in $PASSES; do
 done
 rm -rf "$TRASH" "$WORK"/[0-9]*
 echo "results: $CSV"
+node "$HERE/ratios.mjs" "$CSV"   # per-pass ratios against the issues' targets, medians
