@@ -4,6 +4,7 @@ import zlib from 'node:zlib';
 import { native } from '../../ts/native/index.js';
 import { BLOB_MAGIC, decodeBlob, encodeBlob, verifyBlob } from '../../ts/format/blob.js';
 import { FormatError } from '../../ts/format/errors.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const ref = (b: Uint8Array) => createHash('sha256').update(b).digest();
 
@@ -134,10 +135,9 @@ describe('CPU workers', () => {
     // threads (4 by default; more are queued). Chunk jobs run on pxb's own workers, so reads
     // of source files on the libuv pool never wait behind them, nor they behind reads.
     const { execFileSync } = await import('node:child_process');
-    const { mkdtempSync, openSync, closeSync, constants } = await import('node:fs');
+    const { openSync, closeSync, constants } = await import('node:fs');
     const { open } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const fifo = `${mkdtempSync(`${tmpdir()}/pxb-fifo-`)}/f`;
+    const fifo = `${tempDir()}/f`;
     execFileSync('mkfifo', [fifo]);
     const blocked = Array.from({ length: 16 }, () => open(fifo, 'r'));
     try {
