@@ -10,7 +10,7 @@
 //! two cores.
 
 use std::collections::VecDeque;
-use std::os::raw::{c_int, c_long, c_uint};
+use std::os::raw::c_int;
 use std::sync::{Condvar, Mutex, OnceLock};
 
 pub type Task = Box<dyn FnOnce() + Send + 'static>;
@@ -24,14 +24,6 @@ struct Pool {
 const WORKER_NICE: c_int = 5;
 
 static POOL: OnceLock<&'static Pool> = OnceLock::new();
-
-extern "C" {
-    fn setpriority(which: c_int, who: c_uint, prio: c_int) -> c_int;
-    fn syscall(num: c_long, ...) -> c_long;
-}
-const SYS_GETTID: c_long = 186;
-const SYS_GETPRIORITY: c_long = 140;
-const PRIO_PROCESS: c_int = 0;
 
 /// Number of workers: the cores this process may run on.
 pub fn threads() -> usize {
@@ -65,14 +57,9 @@ pub fn worker_nice(inherited: c_int) -> c_int {
 }
 
 fn worker(p: &'static Pool) {
-    // SAFETY: plain syscalls on this thread; a failure only leaves the priority as it was.
-    unsafe {
-        let tid = syscall(SYS_GETTID) as c_uint;
-        // The raw call returns 20 - nice (1..=40), so no errno check is needed.
-        let r = syscall(SYS_GETPRIORITY, PRIO_PROCESS, tid);
-        if r > 0 {
-            setpriority(PRIO_PROCESS, tid, worker_nice(20 - r as c_int));
-        }
+    // A failure only leaves the priority as it was.
+    if let Ok(n) = crate::fs::sys::thread_nice() {
+        let _ = crate::fs::sys::set_thread_nice(worker_nice(n));
     }
     loop {
         let task = {

@@ -45,7 +45,7 @@ import { MAX_PATH_LEN } from '../format/pxar/constants.js';
 import { emptyAcl, metadataEqualForReuse, NO_ACL, type Metadata } from '../format/pxar/metadata.js';
 import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/accessor.js';
 import { CatalogWriter } from '../format/catalog.js';
-import { DynamicIndex, DynamicIndexWriter } from '../format/dynamic-index.js';
+import { DynamicIndex, DynamicIndexWriter, type ChunkEntry } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
 import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
 import { loadMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type LoadedMetadataCache, type MetadataCache } from './metadata-cache.js';
@@ -202,6 +202,8 @@ export function archiveBaseName(archiveName: string): string {
 }
 
 const SMALL_FILE = 1024 * 1024;
+/** Files read in batches (FileBatches, SubdirPrereads, readOne); larger ones are streamed. */
+const batched = (size: number): boolean => size > 0 && size <= SMALL_FILE;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const BATCH_FILES = 256;
 /** Size of a recycled read buffer: a batch stops at the first file that reaches BATCH_BYTES. */
@@ -960,20 +962,21 @@ class Archiver {
     const file = files.find((f) => f.filename.endsWith('.ppxar.didx'));
     if (!prev || !file || this.stats.reencodedFiles !== 0 || this.stats.bytesRead !== 0) return false;
     const idx = DynamicIndex.parse(file.data, file.filename);
-    const size = (ix: DynamicIndex, k: number) => ix.end(k) - (k > 0 ? ix.end(k - 1) : 0);
     const n = idx.count;
-    if (n < 3 || size(idx, 0) !== 16 || size(idx, n - 1) !== 16) return false;
+    if (n < 3) return false;
+    const marker = idx.chunk(0);
+    const tail = idx.chunk(n - 1);
+    if (marker.size !== 16 || tail.size !== 16) return false;
+    const same = (a: ChunkEntry, b: ChunkEntry) => a.size === b.size && a.digest.equals(b.digest);
     // The previous data chunks: without its own marker chunks when it has them (a
     // metadata-mode archive), all of them after a data-mode one.
     const p = prev.payloadIndex;
     let from = 0;
     let to = p.count;
-    if (to > 0 && size(p, 0) === 16 && p.digest(0).equals(idx.digest(0))) from = 1;
-    if (to > from && size(p, to - 1) === 16 && p.digest(to - 1).equals(idx.digest(n - 1))) to--;
+    if (to > 0 && same(p.chunk(0), marker)) from = 1;
+    if (to > from && same(p.chunk(to - 1), tail)) to--;
     if (to - from !== n - 2) return false;
-    for (let k = 0; k < n - 2; k++) {
-      if (size(idx, k + 1) !== size(p, from + k) || !idx.digest(k + 1).equals(p.digest(from + k))) return false;
-    }
+    for (let k = 0; k < n - 2; k++) if (!same(idx.chunk(k + 1), p.chunk(from + k))) return false;
     return true;
   }
 
@@ -1623,7 +1626,7 @@ class Archiver {
 
   /** A small file not read ahead (hardlinked): read now; null for a large one (streamed). */
   async readOne(abs: Buffer, size: number): Promise<FileData | null> {
-    if (size === 0 || size > SMALL_FILE) return null;
+    if (!batched(size)) return null;
     return (await this.smallFiles.read([{ index: 0, path: abs, size }])).files.get(0) ?? null;
   }
 
@@ -1721,7 +1724,7 @@ export class FileBatches<K> {
     let cut = false;
     for (const f of files) {
       cut ||= !!f.cut;
-      if (f.size === 0 || f.size > SMALL_FILE) continue;
+      if (!batched(f.size)) continue;
       batchable.push(cut === !!f.cut ? f : { ...f, cut });
       cut = false;
     }
@@ -1881,7 +1884,7 @@ export class SubdirPrereads {
           if (type === S_IFDIR) break;
           if (type !== S_IFREG || list.nlink(i) !== 1) continue;
           const size = list.size(i);
-          if (size === 0 || size > SMALL_FILE) continue;
+          if (!batched(size)) continue;
           if (bytes + size > PREREAD_BYTES || names.length >= BATCH_FILES) break;
           names.push(list.name(i));
           sizes.push(size);

@@ -70,6 +70,10 @@ const SYS_FSTAT: c_long = 5;
 const SYS_GETDENTS64: c_long = 217;
 const SYS_MKNODAT: c_long = 259;
 const SYS_NEWFSTATAT: c_long = 262;
+const SYS_GETTID: c_long = 186;
+const SYS_GETPRIORITY: c_long = 140;
+const SYS_SETPRIORITY: c_long = 141;
+const PRIO_PROCESS: c_long = 0;
 
 /// Kernel `struct stat` on x86_64 (144 bytes).
 #[repr(C)]
@@ -297,6 +301,20 @@ pub fn each_dirent<E>(dir: &Fd, fail: impl Fn(DirentError) -> E, mut f: impl FnM
             }
         }
     }
+}
+
+/// The calling thread's nice value (PRIO_PROCESS of its thread id is that thread alone).
+pub fn thread_nice() -> Result<c_int, c_int> {
+    let tid = unsafe { syscall(SYS_GETTID) };
+    // The raw call returns 20 - nice (1..=40), never a negative success value.
+    let r = retry!(unsafe { syscall(SYS_GETPRIORITY, PRIO_PROCESS, tid) })?;
+    Ok(20 - r as c_int)
+}
+
+/// Set the calling thread's nice value.
+pub fn set_thread_nice(nice: c_int) -> Result<(), c_int> {
+    let tid = unsafe { syscall(SYS_GETTID) };
+    retry!(unsafe { syscall(SYS_SETPRIORITY, PRIO_PROCESS, tid, nice as c_long) }).map(|_| ())
 }
 
 pub fn fs_magic(fd: &Fd) -> Result<i64, c_int> {
