@@ -64,7 +64,7 @@ describe('FileBatches', () => {
 async function node(dir: string): Promise<PrefetchNode> {
   const [list] = await readDirs([dir]);
   if (list instanceof Error) throw list;
-  return { path: Buffer.from(dir), key: [], promise: Promise.resolve(list), list, children: new Map(), dropped: false, taken: true };
+  return { id: -1, path: Buffer.from(dir), list, error: null, children: new Map(), dropped: false, taken: true };
 }
 
 /** What encodeDir hands FileBatches for a directory without excludes: its regular files in order, names relative to it. */
@@ -92,7 +92,7 @@ describe('SubdirPrereads', () => {
     fs.mkdirSync(path.join(base, 's4', '0first')); // a subdirectory before its files: nothing to read ahead
     const nodes = await Promise.all(['s1', 's2', 's3', 's4', 's5', 's6'].map((d) => node(path.join(base, d))));
 
-    const ahead = new SubdirPrereads(reader, pool, nodes);
+    const ahead = new SubdirPrereads(reader, pool, nodes, () => true);
     expect(pool.inUse).toBe(2); // s1, s2 (the next four subdirectories: s3 and s4 have nothing to read ahead)
     const first = ahead.enter(nodes[0])!;
     expect(first.names.map(String)).toEqual(['f0', 'f1', 'f2']);

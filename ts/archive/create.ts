@@ -26,7 +26,7 @@ import { realpath } from 'node:fs/promises';
 import { constants as fsc, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  readDirs,
+  DirWalker,
   readFilesExact,
   statEntries,
   treeUnchanged,
@@ -215,9 +215,10 @@ const SPARE_READ_BUFFERS = 6;
  * backup's peak RSS at the same speed.
  */
 const READ_SIZE = 1024 * 1024;
-const DIR_LOOKAHEAD = 64;
-/** Directories listed per native job of the prefetch walk (see readDirs). */
-const DIRS_PER_JOB = 4;
+/** Listings the directory walk makes ahead of the encoder (TreePrefetcher). */
+const DIR_LOOKAHEAD = 256;
+/** Threads of the directory walk. */
+const WALK_THREADS = 2;
 const FILE_BATCHES_AHEAD = 2;
 /** Read buffers out at most before a read ahead waits (FileBatches.start). */
 const READ_AHEAD_BUFFERS = 2;
@@ -254,44 +255,68 @@ class StreamSink implements ByteSink {
 }
 
 /**
- * Directory listings ahead of the encoder: a speculative walk of its own (bounded by
- * `DIR_LOOKAHEAD` listings fetched but not yet taken), so the encoder rarely waits for readDir.
- * Listings complete out of order, so the directories still to be listed are kept ordered by
- * their DFS preorder position (the order the encoder takes them in) and the earliest ones are
- * fetched first; a plain stack would let a later sibling's subtree use up the lookahead while
- * the encoder waits for an earlier one. It descends only into directories on allowed devices;
- * the encoder takes the node of every subdirectory it descends into and drops the nodes it
- * skips (excluded: their speculative subtrees are abandoned). Exported for its tests only.
+ * Directory listings ahead of the encoder: a `DirWalker` lists the tree in DFS preorder (the
+ * order the encoder takes directories in) on native threads, at most `DIR_LOOKAHEAD` listings
+ * ahead; taking a listing it has made is a synchronous call. The encoder takes the node of every
+ * subdirectory it descends into and drops the nodes it skips (excluded: their speculative
+ * subtrees are abandoned). Exported for its tests only.
  */
 export class TreePrefetcher {
-  /** Nodes not listed yet, earliest in DFS preorder first. */
-  private frontier = new PreorderHeap();
-  /** Listings in flight, and the native jobs listing them. */
-  private running = 0;
-  private jobs = 0;
-  private ready = 0;
+  private walker: DirWalker | null = null;
+  /** Nodes the encoder waits for, by id. */
+  private readonly waiting = new Map<number, () => void>();
 
   constructor(
     private readonly opts: ReadDirOptions,
-    private readonly descend: (list: DirEntries, i: number) => boolean,
-    private readonly concurrency = 3,
+    /** Devices to descend into; null: all. */
+    private readonly devs: bigint[] | null,
+    private readonly lookahead = DIR_LOOKAHEAD,
+    private readonly threads = WALK_THREADS,
   ) {}
 
   root(path: Buffer): PrefetchNode {
-    const n: PrefetchNode = { path, key: [], promise: null, list: null, children: null, dropped: false, taken: false };
-    this.frontier.push(n);
-    this.pump();
-    return n;
+    this.walker?.close();
+    this.waiting.clear();
+    this.walker = new DirWalker(path, this.opts, this.devs, this.lookahead, this.threads, (id) => this.ready(id));
+    return newNode(0, path);
   }
 
-  /** The listing of `node`; started now if the walk has not reached it yet. */
-  take(node: PrefetchNode): Promise<DirEntries> {
+  /** The listing of `node`; listed next if the walk has not reached it yet. */
+  async take(node: PrefetchNode): Promise<DirEntries> {
     node.taken = true;
-    if (!node.promise) this.start([node]);
-    return node.promise!.finally(() => {
-      this.ready--;
-      this.pump();
-    });
+    while (!this.peek(node)) {
+      const w = this.open();
+      if (!w.want(node.id)) continue;
+      await new Promise<void>((resolve) => {
+        if (this.waiting.size === 0) w.ref(true);
+        this.waiting.set(node.id, resolve);
+      });
+    }
+    if (node.error) throw node.error;
+    return node.list!;
+  }
+
+  /**
+   * Whether `node`'s listing is here (then in `node.list`, or `node.error`, with its child
+   * nodes), fetching it from the walk if it is made; does not take the node.
+   */
+  peek(node: PrefetchNode): boolean {
+    if (node.children) return true;
+    if (node.dropped) return false;
+    const r = this.open().poll(node.id);
+    if (!r) return false;
+    const kids = new Map<string, PrefetchNode>();
+    if (r.list instanceof Error) node.error = r.list;
+    else {
+      const list = r.list;
+      node.list = list;
+      for (let i = 0; i < r.children.length; i++) {
+        const id = r.children[i];
+        if (id >= 0) kids.set(list.name(i).toString('latin1'), newNode(id, joinAbs(node.path, list.name(i))));
+      }
+    }
+    node.children = kids;
+    return true;
   }
 
   /**
@@ -299,7 +324,6 @@ export class TreePrefetcher {
    * bounded by the lookahead and the current path, not by the size of the tree.
    */
   release(node: PrefetchNode): void {
-    node.promise = null;
     node.list = null;
     node.children = null;
   }
@@ -311,150 +335,59 @@ export class TreePrefetcher {
 
   /** The encoder will not descend into these: abandon them and their speculative subtrees. */
   drop(nodes: Iterable<PrefetchNode>): void {
-    let any = false;
-    for (const n of nodes) any = this.dropTree(n) || any;
-    // Dropped nodes still in the frontier are skipped when popped.
-    if (any) this.pump();
+    const ids: number[] = [];
+    const visit = (n: PrefetchNode): void => {
+      if (n.dropped || n.taken) return;
+      n.dropped = true;
+      if (n.children) {
+        // fetched already (peeked): the walk has forgotten it, not its subdirectories
+        for (const c of n.children.values()) visit(c);
+        n.list = null;
+        n.children = null;
+      } else ids.push(n.id);
+    };
+    for (const n of nodes) visit(n);
+    if (this.walker && ids.length) this.walker.drop(ids);
   }
 
-  private dropTree(n: PrefetchNode): boolean {
-    if (n.dropped || n.taken) return false;
-    n.dropped = true;
-    n.list = null;
-    if (n.promise) {
-      // fetched or in flight: it counts as ready until it settles
-      void n.promise.then(
-        () => this.ready--,
-        () => this.ready--,
-      );
-    }
-    if (n.children) for (const c of n.children.values()) this.dropTree(c);
-    return true;
+  /** Stop the walk (its threads finish the listings they are making). */
+  close(): void {
+    this.walker?.close();
+    this.walker = null;
+    for (const resolve of this.waiting.values()) resolve();
+    this.waiting.clear();
   }
 
-  /** List `nodes` (in preorder) in one native job. */
-  private start(nodes: PrefetchNode[]): void {
-    this.jobs++;
-    this.running += nodes.length;
-    const job = readDirs(
-      nodes.map((n) => n.path),
-      this.opts,
-    );
-    job.then(
-      () => this.jobs--,
-      () => this.jobs--,
-    );
-    for (let k = 0; k < nodes.length; k++) {
-      const n = nodes[k];
-      n.promise = job.then(
-        (lists) => {
-          this.running--;
-          this.ready++;
-          const list = lists[k];
-          if (list instanceof Error) {
-            n.children = new Map();
-            this.pump();
-            throw list;
-          }
-          const kids = new Map<string, PrefetchNode>();
-          for (let i = 0; i < list.length; i++) {
-            if ((list.mode(i) & S_IFMT) !== S_IFDIR || list.status(i) !== 0 || !this.descend(list, i)) continue;
-            const c: PrefetchNode = { path: joinAbs(n.path, list.name(i)), key: [...n.key, i], promise: null, list: null, children: null, dropped: n.dropped, taken: false };
-            kids.set(list.name(i).toString('latin1'), c);
-            if (!n.dropped) this.frontier.push(c);
-          }
-          n.children = kids;
-          if (!n.dropped) n.list = list;
-          this.pump();
-          return list;
-        },
-        (e: unknown) => {
-          this.running--;
-          this.ready++;
-          n.children = new Map();
-          this.pump();
-          throw e;
-        },
-      );
-      n.promise.catch(() => undefined);
-    }
+  private open(): DirWalker {
+    if (!this.walker) throw new Error('the directory walk is closed');
+    return this.walker;
   }
 
-  private pump(): void {
-    while (this.jobs < this.concurrency && this.ready + this.running < DIR_LOOKAHEAD && this.frontier.size) {
-      const batch: PrefetchNode[] = [];
-      const room = Math.min(DIRS_PER_JOB, DIR_LOOKAHEAD - this.ready - this.running);
-      // With a job running, wait until a whole batch fits: once the lookahead is full, each
-      // listing the encoder takes would otherwise start a job for one directory.
-      if (this.jobs > 0 && room < DIRS_PER_JOB && this.frontier.size >= DIRS_PER_JOB) return;
-      while (batch.length < room && this.frontier.size) {
-        const n = this.frontier.pop();
-        // A taken node may still be in the heap (started by take() before the walk reached
-        // it): once released its promise is null again, and it must not be listed twice.
-        if (n.dropped || n.taken || n.promise) continue;
-        batch.push(n);
-      }
-      if (batch.length) this.start(batch);
-    }
+  private ready(id: number): void {
+    const resolve = this.waiting.get(id);
+    if (!resolve) return;
+    this.waiting.delete(id);
+    if (this.waiting.size === 0) this.walker?.ref(false);
+    resolve();
   }
 }
 
 export interface PrefetchNode {
+  /** The walk's node id. */
+  id: number;
   path: Buffer;
-  /** Child indexes from the root: lexicographic order of keys = DFS preorder. */
-  key: number[];
-  promise: Promise<DirEntries> | null;
   /** The listing once fetched (until released). */
   list: DirEntries | null;
+  /** Why the directory could not be listed. */
+  error: Error | null;
+  /** Child nodes by raw name (latin1), once fetched. */
   children: Map<string, PrefetchNode> | null;
   dropped: boolean;
   taken: boolean;
 }
 
-function preorderBefore(a: number[], b: number[]): boolean {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] < b[i];
-  return a.length < b.length;
-}
-
-/** Binary min-heap of prefetch nodes by DFS preorder position. */
-class PreorderHeap {
-  private items: PrefetchNode[] = [];
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  push(n: PrefetchNode): void {
-    const h = this.items;
-    let i = h.push(n) - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!preorderBefore(n.key, h[p].key)) break;
-      h[i] = h[p];
-      i = p;
-    }
-    h[i] = n;
-  }
-
-  pop(): PrefetchNode {
-    const h = this.items;
-    const top = h[0];
-    const last = h.pop()!;
-    if (h.length) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const c = l + 1 < h.length && preorderBefore(h[l + 1].key, h[l].key) ? l + 1 : l;
-        if (!preorderBefore(h[c].key, last.key)) break;
-        h[i] = h[c];
-        i = c;
-      }
-      h[i] = last;
-    }
-    return top;
-  }
+function newNode(id: number, path: Buffer): PrefetchNode {
+  return { id, path, list: null, error: null, children: null, dropped: false, taken: false };
 }
 
 interface FileJob {
@@ -807,7 +740,7 @@ class Archiver {
     try {
       if (await this.treeUnchanged(rootPath, settings)) return await this.reusePrevious(settings);
       this.encoder.begin(rootMeta);
-      this.prefetch = new TreePrefetcher(this.dirOpts, (list, i) => !!this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)));
+      this.prefetch = new TreePrefetcher(this.dirOpts, this.opts.allFileSystems ? null : [...this.allowedDevs]);
       const rootNode = this.prefetch.root(Buffer.from(rootPath));
       const rootListing = await this.prefetch.take(rootNode);
       const previous = this.previous;
@@ -821,6 +754,7 @@ class Archiver {
         : NO_PREVIOUS_DIR;
       this.opts.catalog?.startDirectory(Buffer.from(this.outputs[0].filename));
       await this.encodeDir(Buffer.from(rootPath), Buffer.alloc(0), rootListing, new ExcludeMatcher(cliPatterns), prevRoot, rootNode, rootRec);
+      this.prefetch.close();
       if (this.cache) await this.flush(false);
       if (this.mode === 'legacy' && cliLines.length) {
         // Unified archives carry the CLI patterns as a synthetic last root entry (pxar.md §8.2).
@@ -848,6 +782,9 @@ class Archiver {
       // Let in-flight chunk work settle so nothing writes after we return.
       await Promise.allSettled(this.outputs.map((o) => o.stream.end().catch(() => undefined).then(o.settle)));
       throw e;
+    } finally {
+      // (no walk when the previous archive was reused as it is)
+      if (this.prefetch) this.prefetch.close();
     }
   }
 
@@ -1165,7 +1102,7 @@ class Archiver {
       }
     }
     const reader = new FileBatches<number>(this.smallFiles, toRead, absDir, first);
-    const subdirReads = this.prereads && !hasPatterns ? new SubdirPrereads(this.smallFiles, this.prereads, subdirs.flatMap((i) => listings.get(i) ?? [])) : null;
+    const subdirReads = this.prereads && !hasPatterns ? new SubdirPrereads(this.smallFiles, this.prereads, subdirs.flatMap((i) => listings.get(i) ?? []), (n) => this.prefetch.peek(n)) : null;
     try {
       await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader, subdirReads);
     } finally {
@@ -1844,6 +1781,8 @@ export class SubdirPrereads {
     private readonly reader: BatchReader,
     private readonly pool: BufferPool,
     private readonly subdirs: PrefetchNode[],
+    /** Fetch a node's listing into it if the walk has made it (TreePrefetcher.peek). */
+    private readonly peek: (node: PrefetchNode) => boolean,
   ) {
     subdirs.forEach((n, k) => this.position.set(n, k));
     this.topUp();
@@ -1867,9 +1806,9 @@ export class SubdirPrereads {
         this.next++;
         continue;
       }
+      if (!this.peek(node)) return; // not listed yet: later
       const list = node.list;
       if (!list) {
-        if (!node.children) return; // not fetched yet: later
         this.next++; // failed
         continue;
       }

@@ -14,8 +14,8 @@
  * - Errors are node-style (`code`, negative `errno`, `syscall`, `path`); bad argument types
  *   throw/reject a TypeError with code ERR_INVALID_ARG_TYPE. Nothing here crashes the process.
  * - Async calls run on the libuv pool, except storeChunk (hashing and zstd), which runs on the
- *   native CPU workers; the restore calls are synchronous (one syscall or a short fixed
- *   sequence each).
+ *   native CPU workers; `DirWalker` lists a tree on threads of its own; the restore calls are
+ *   synchronous (one syscall or a short fixed sequence each).
  */
 import { close as fsClose, fstat as fsFstat, read as fsRead, type Stats } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -411,6 +411,16 @@ interface NativeFs {
   fsSortUnchangedTable(table: Uint8Array): void;
   fsTreeUnchanged(root: RawPath, table: Uint8Array, devices: Uint8Array | null): Promise<TreeCheck>;
   fsSetProjid(path: RawPath, projid: number): boolean;
+  FsWalker: new (root: RawPath, opts: ReadDirOptions, devs: BigUint64Array | null, lookahead: number, threads: number, onReady: (id: number) => void) => NativeWalker;
+}
+
+interface NativeWalker {
+  poll(id: number): [ArrayBuffer | Error, Int32Array] | undefined;
+  want(id: number): boolean;
+  drop(ids: number[]): void;
+  ref(): void;
+  unref(): void;
+  close(): void;
 }
 
 const fsNative = native as unknown as NativeFs;
@@ -433,6 +443,57 @@ export async function readDir(path: RawPath, opts: ReadDirOptions = {}): Promise
 export async function readDirs(paths: RawPath[], opts: ReadDirOptions = {}): Promise<Array<DirEntries | Error>> {
   const out = await fsNative.fsReadDirs(paths, opts);
   return out.map((r) => (r instanceof Error ? r : new DirEntries(r)));
+}
+
+/** A directory's listing as `DirWalker.poll` delivers it. */
+export interface WalkListing {
+  /** The listing, or why the directory could not be listed (node-style error). */
+  list: DirEntries | Error;
+  /** Per entry, the walk's node id of the subdirectory it descends into; -1: none. */
+  children: Int32Array;
+}
+
+/**
+ * A tree's listings, made in DFS preorder ahead of the caller on native threads of their own
+ * (native/src/fs/walk.rs): at most `lookahead` listings are made but not yet taken. Taking a
+ * ready listing (`poll`) is a plain synchronous call, with no job and no thread wake-up;
+ * only a listing the caller has to wait for is announced, through `onReady(id)` (`want`).
+ * It descends into the directories on `devs` (all: null) that were stat'ed without error; the
+ * caller drops the subtrees it does not enter. The root is node 0. `close()` when done.
+ */
+export class DirWalker {
+  readonly #w: NativeWalker;
+
+  constructor(root: RawPath, opts: ReadDirOptions, devs: bigint[] | null, lookahead: number, threads: number, onReady: (id: number) => void) {
+    this.#w = new fsNative.FsWalker(root, opts, devs ? BigUint64Array.from(devs) : null, lookahead, threads, onReady);
+  }
+
+  /** Node `id`'s listing if it is made (delivered once), else undefined. */
+  poll(id: number): WalkListing | undefined {
+    const r = this.#w.poll(id);
+    if (!r) return undefined;
+    return { list: r[0] instanceof Error ? r[0] : new DirEntries(r[0]), children: r[1] };
+  }
+
+  /** Announce node `id` through `onReady` once made, listed next if still queued; false: poll it now. */
+  want(id: number): boolean {
+    return this.#w.want(id);
+  }
+
+  /** Abandon nodes and their subtrees. */
+  drop(ids: number[]): void {
+    if (ids.length) this.#w.drop(ids);
+  }
+
+  /** Whether a pending announcement keeps the event loop alive (off at first). */
+  ref(on: boolean): void {
+    if (on) this.#w.ref();
+    else this.#w.unref();
+  }
+
+  close(): void {
+    this.#w.close();
+  }
 }
 
 /**

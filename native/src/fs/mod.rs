@@ -1,6 +1,7 @@
 //! File-system mechanisms for backup and restore (x86_64 Linux, glibc; no crates).
 //!
 //! * [`dir`]: per-directory batch listing (`readDir`) and root stat (`statPath`) for the walk.
+//! * [`walk`]: the backup walk's listings in DFS preorder, ahead of the encoder, on threads of its own.
 //! * [`read`]: batch exact-size reads of small files (`readFilesExact`) + bytes-read counter.
 //! * [`restore`]: mknod, lchown, utimensat (ns), xattrs by path, chattr flags, project id.
 //! * [`write`]: batch restore of small regular files (`writeFilesBatch`) and `syncfs`.
@@ -16,6 +17,7 @@ pub mod restore;
 pub mod sys;
 pub mod touch;
 pub mod unchanged;
+pub mod walk;
 pub mod write;
 
 use std::ffi::CString;

@@ -51,14 +51,14 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
 // --- errors --------------------------------------------------------------------------
 
 /// Throw a TypeError; returns the empty message that tells `guard` an exception is pending.
-unsafe fn type_error(env: napi_env, msg: &str) -> String {
+pub(super) unsafe fn type_error(env: napi_env, msg: &str) -> String {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     napi_throw_type_error(env, b"ERR_INVALID_ARG_TYPE\0".as_ptr() as *const c_char, c.as_ptr());
     String::new()
 }
 
 /// A node-style Error object for `e`.
-unsafe fn fs_error(env: napi_env, e: &FsError) -> NResult<napi_value> {
+pub(super) unsafe fn fs_error(env: napi_env, e: &FsError) -> NResult<napi_value> {
     let mut err = null_mut();
     napi!(env, napi_create_error(env, str_val(env, &e.code())?, str_val(env, &e.message())?, &mut err))?;
     let mut errno = null_mut();
@@ -81,14 +81,14 @@ unsafe fn throw_fs(env: napi_env, e: &FsError) -> String {
 
 // --- arguments -----------------------------------------------------------------------
 
-unsafe fn type_of(env: napi_env, v: napi_value) -> NResult<i32> {
+pub(super) unsafe fn type_of(env: napi_env, v: napi_value) -> NResult<i32> {
     let mut t = 0;
     napi!(env, napi_typeof(env, v, &mut t))?;
     Ok(t)
 }
 
 /// A Buffer/Uint8Array (raw bytes) or a string (UTF-8), without NUL bytes.
-unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResult<CString> {
+pub(super) unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResult<CString> {
     let raw: Vec<u8> = match type_of(env, v)? {
         NAPI_STRING_T => string_arg(env, v, what)?.into_bytes(),
         NAPI_OBJECT_T => match bytes(env, v) {
@@ -100,7 +100,7 @@ unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResult<CString>
     c_path(&raw, what).map_err(|m| type_error(env, &m))
 }
 
-unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
+pub(super) unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
     if type_of(env, v)? != NAPI_NUMBER_T {
         return Err(type_error(env, &format!("{} must be a number", what)));
     }
@@ -112,7 +112,7 @@ unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
     Ok(x)
 }
 
-unsafe fn u32_arg(env: napi_env, v: napi_value, what: &str) -> NResult<u32> {
+pub(super) unsafe fn u32_arg(env: napi_env, v: napi_value, what: &str) -> NResult<u32> {
     let x = number_arg(env, v, what)?;
     if !(0.0..=u32::MAX as f64).contains(&x) {
         return Err(type_error(env, &format!("{} must be in 0..=4294967295, got {}", what, x)));
@@ -138,7 +138,7 @@ unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
 }
 
 /// The options and, when they carry an `unchanged` table, that buffer (to pin for the job).
-unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<napi_value>)> {
+pub(super) unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts, Option<napi_value>)> {
     if type_of(env, v)? == NAPI_UNDEFINED_T {
         return Ok((MetaOpts::default(), None));
     }
@@ -173,7 +173,7 @@ unsafe fn table_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a
     Ok(std::slice::from_raw_parts(b.as_ptr() as *const u64, b.len() / 8))
 }
 
-unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<napi_value>> {
+pub(super) unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<napi_value>> {
     let mut is = false;
     napi!(env, napi_is_array(env, v, &mut is))?;
     if !is {
@@ -191,7 +191,7 @@ unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NResult<Vec<n
 }
 
 /// A Buffer/Uint8Array argument (read in place; pin it if a job reads it later).
-unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u8]> {
+pub(super) unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u8]> {
     if type_of(env, v)? != NAPI_OBJECT_T {
         return Err(type_error(env, &format!("{} must be a Buffer", what)));
     }
@@ -250,7 +250,7 @@ unsafe fn spawn<T: Send + 'static>(
 // --- readDir / statPath ------------------------------------------------------------------
 
 /// The listing as one ArrayBuffer (layout: crate::fs::dir module doc).
-unsafe fn layout_js(env: napi_env, v: Vec<u8>, _kept: napi_value) -> NResult<napi_value> {
+pub(super) unsafe fn layout_js(env: napi_env, v: Vec<u8>, _kept: napi_value) -> NResult<napi_value> {
     let mut data: *mut c_void = null_mut();
     let mut ab = null_mut();
     napi!(env, napi_create_arraybuffer(env, v.len(), &mut data, &mut ab))?;

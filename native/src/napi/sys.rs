@@ -37,6 +37,8 @@ pub type napi_threadsafe_function_call_js = Option<unsafe extern "C" fn(napi_env
 // napi_threadsafe_function_call_mode / _release_mode
 pub const NAPI_TSFN_BLOCKING: c_int = 1;
 pub const NAPI_TSFN_RELEASE: c_int = 0;
+pub const NAPI_TSFN_NONBLOCKING: c_int = 0;
+pub const NAPI_TSFN_ABORT: c_int = 1;
 
 // napi_property_attributes
 pub const NAPI_DEFAULT: c_int = 0;
@@ -130,6 +132,11 @@ extern "C" {
     pub fn napi_create_threadsafe_function(env: napi_env, func: napi_value, async_resource: napi_value, async_resource_name: napi_value, max_queue_size: usize, initial_thread_count: usize, thread_finalize_data: *mut c_void, thread_finalize_cb: napi_finalize, context: *mut c_void, call_js_cb: napi_threadsafe_function_call_js, result: *mut napi_threadsafe_function) -> napi_status;
     pub fn napi_call_threadsafe_function(func: napi_threadsafe_function, data: *mut c_void, is_blocking: c_int) -> napi_status;
     pub fn napi_release_threadsafe_function(func: napi_threadsafe_function, mode: c_int) -> napi_status;
+    pub fn napi_ref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
+    pub fn napi_unref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
+    pub fn napi_call_function(env: napi_env, recv: napi_value, func: napi_value, argc: usize, argv: *const napi_value, result: *mut napi_value) -> napi_status;
+    pub fn napi_add_env_cleanup_hook(env: napi_env, fun: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> napi_status;
+    pub fn napi_remove_env_cleanup_hook(env: napi_env, fun: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> napi_status;
     pub fn napi_create_promise(env: napi_env, deferred: *mut napi_deferred, promise: *mut napi_value) -> napi_status;
     pub fn napi_resolve_deferred(env: napi_env, deferred: napi_deferred, resolution: napi_value) -> napi_status;
     pub fn napi_reject_deferred(env: napi_env, deferred: napi_deferred, rejection: napi_value) -> napi_status;

@@ -1,0 +1,403 @@
+//! The backup walk's directory listings, ahead of the encoder and off the JS thread.
+//!
+//! A `Walker` lists a tree in DFS preorder (the order the encoder takes directories in) on
+//! threads of its own, keeping at most `lookahead` listings done-but-undelivered or in progress.
+//! The caller takes listings by node id (`poll`), synchronously: a listing that is ready costs
+//! no thread wake-up and no job; only a caller that has to wait (`want`) is notified. Each
+//! listing is `dir::read_dir`'s layout plus, per entry, the node id of the subdirectory the walk
+//! descends into (-1 for none). It descends into directories that were stat'ed without error
+//! and are on an allowed device (all of them with `devs: None`); the caller abandons subtrees
+//! it will not enter (`drop`), so memory is bounded by the lookahead and the current path.
+//!
+//! Which directories exist and in what order is the walk's business only; excludes and the
+//! rest of the policy stay with the caller, which drops what it does not descend into.
+use super::dir::{self, MetaOpts, UnchangedTable};
+use super::error::FsError;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::ffi::CString;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// A finished listing: the layout bytes (or why the directory could not be listed) and the
+/// child node id per entry (-1: not descended into).
+pub type Listing = (Result<Vec<u8>, FsError>, Vec<i32>);
+
+enum State {
+    Queued,
+    Running,
+    Ready(Listing),
+}
+
+struct Node {
+    path: CString,
+    /// Child indexes from the root: their lexicographic order is DFS preorder.
+    key: Vec<u32>,
+    state: State,
+    dropped: bool,
+    /// The caller waits for this node: notify it when ready.
+    wanted: bool,
+}
+
+struct Inner {
+    nodes: HashMap<u32, Node>,
+    frontier: BinaryHeap<Reverse<(Vec<u32>, u32)>>,
+    /// Wanted nodes still queued (served before the frontier, past the lookahead).
+    urgent: Vec<u32>,
+    next_id: u32,
+    /// Listings in progress or ready but not delivered.
+    outstanding: usize,
+    /// Workers waiting for work.
+    sleeping: usize,
+    closed: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+    opts: MetaOpts,
+    /// Keeps the metadata-cache table `opts.unchanged` points into alive.
+    _table: Vec<u64>,
+    devs: Option<Vec<u64>>,
+    lookahead: usize,
+    notify: Box<dyn Fn(u32) + Send + Sync>,
+}
+
+pub struct Walker {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Walker {
+    /// Start listing at `root` (node id 0). `table` is a metadata-cache table (see
+    /// `MetaOpts::unchanged`; empty: none), `notify(id)` is called from a walker thread when a
+    /// node the caller `want`s is ready.
+    pub fn new(
+        root: CString,
+        opts: MetaOpts,
+        table: Vec<u64>,
+        devs: Option<Vec<u64>>,
+        lookahead: usize,
+        threads: usize,
+        notify: Box<dyn Fn(u32) + Send + Sync>,
+    ) -> Walker {
+        let unchanged = if table.is_empty() { None } else { Some(UnchangedTable { ptr: table.as_ptr(), records: table.len() / dir::RECORD_WORDS }) };
+        let mut inner = Inner { nodes: HashMap::new(), frontier: BinaryHeap::new(), urgent: Vec::new(), next_id: 1, outstanding: 0, sleeping: 0, closed: false };
+        inner.nodes.insert(0, Node { path: root, key: Vec::new(), state: State::Queued, dropped: false, wanted: false });
+        inner.frontier.push(Reverse((Vec::new(), 0)));
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            cv: Condvar::new(),
+            opts: MetaOpts { unchanged, ..opts },
+            _table: table,
+            devs,
+            lookahead: lookahead.max(1),
+            notify,
+        });
+        let threads = (0..threads.max(1))
+            .map(|k| {
+                let s = shared.clone();
+                std::thread::Builder::new().name(format!("pxb-walk-{}", k)).spawn(move || worker(&s)).expect("cannot start a walker thread")
+            })
+            .collect();
+        Walker { shared, threads }
+    }
+
+    /// The listing of node `id` if it is ready (delivered once: the node is forgotten), else
+    /// None. Unknown ids (delivered, dropped) are an error.
+    pub fn poll(&self, id: u32) -> Result<Option<Listing>, String> {
+        let mut g = self.shared.inner.lock().unwrap();
+        match g.nodes.get(&id) {
+            None => Err(format!("walk node {} is not pending", id)),
+            Some(n) if n.dropped => Err(format!("walk node {} was dropped", id)),
+            Some(Node { state: State::Ready(_), .. }) => {
+                let n = g.nodes.remove(&id).unwrap();
+                g.outstanding -= 1;
+                // Waking a thread costs the caller far more than the poll itself: sleeping
+                // workers are woken once the lookahead has drained to three quarters.
+                let wake = g.sleeping > 0 && g.outstanding == self.shared.lookahead - (self.shared.lookahead / 4).max(1);
+                drop(g);
+                if wake {
+                    self.shared.cv.notify_all();
+                }
+                match n.state {
+                    State::Ready(l) => Ok(Some(l)),
+                    _ => unreachable!(),
+                }
+            }
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// The caller waits for node `id`: `notify(id)` once it is ready (true), or it is ready
+    /// already (false: poll it). A queued node is listed next, past the lookahead.
+    pub fn want(&self, id: u32) -> Result<bool, String> {
+        let mut g = self.shared.inner.lock().unwrap();
+        let n = match g.nodes.get_mut(&id) {
+            None => return Err(format!("walk node {} is not pending", id)),
+            Some(n) if n.dropped => return Err(format!("walk node {} was dropped", id)),
+            Some(n) => n,
+        };
+        match n.state {
+            State::Ready(_) => Ok(false),
+            State::Running => {
+                n.wanted = true;
+                Ok(true)
+            }
+            State::Queued => {
+                n.wanted = true;
+                g.urgent.push(id);
+                drop(g);
+                self.shared.cv.notify_one();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Abandon nodes and their subtrees (the caller will not take them).
+    pub fn drop_nodes(&self, ids: &[u32]) {
+        let mut g = self.shared.inner.lock().unwrap();
+        let mut stack: Vec<u32> = ids.to_vec();
+        while let Some(id) = stack.pop() {
+            let Some(n) = g.nodes.get_mut(&id) else { continue };
+            if n.dropped {
+                continue;
+            }
+            n.dropped = true;
+            match n.state {
+                // popped from the frontier later and skipped, or forgotten when its listing is done
+                State::Queued | State::Running => {}
+                State::Ready(_) => {
+                    let n = g.nodes.remove(&id).unwrap();
+                    g.outstanding -= 1;
+                    if let State::Ready((_, kids)) = n.state {
+                        stack.extend(kids.into_iter().filter(|&k| k >= 0).map(|k| k as u32));
+                    }
+                }
+            }
+        }
+        drop(g);
+        self.shared.cv.notify_all();
+    }
+
+    /// Nodes known to the walk (pending, running, ready, dropped-but-running): for tests.
+    pub fn pending(&self) -> usize {
+        self.shared.inner.lock().unwrap().nodes.len()
+    }
+
+    /// Stop the threads (after the listings they are making) and forget everything.
+    pub fn close(&mut self) {
+        self.shared.inner.lock().unwrap().closed = true;
+        self.shared.cv.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let mut g = self.shared.inner.lock().unwrap();
+        g.nodes.clear();
+        g.frontier.clear();
+        g.urgent.clear();
+    }
+}
+
+impl Drop for Walker {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn worker(s: &Shared) {
+    loop {
+        let (id, path) = {
+            let mut g = s.inner.lock().unwrap();
+            loop {
+                if g.closed {
+                    return;
+                }
+                if let Some(id) = next_node(&mut g, s.lookahead) {
+                    let n = g.nodes.get_mut(&id).unwrap();
+                    n.state = State::Running;
+                    let path = n.path.clone();
+                    g.outstanding += 1;
+                    break (id, path);
+                }
+                g.sleeping += 1;
+                g = s.cv.wait(g).unwrap();
+                g.sleeping -= 1;
+            }
+        };
+        let listing = dir::read_dir(&path, &s.opts);
+        // Subdirectories to descend into, by entry index (paths built outside the lock).
+        let subdirs = listing.as_ref().map(|b| subdirectories(b, s.devs.as_deref())).unwrap_or_default();
+        let mut g = s.inner.lock().unwrap();
+        let n = g.nodes.get_mut(&id).unwrap();
+        if n.dropped {
+            g.nodes.remove(&id);
+            g.outstanding -= 1;
+            continue;
+        }
+        let key = n.key.clone();
+        let wanted = n.wanted;
+        let count = listing.as_ref().map_or(0, |b| entry_count(b));
+        let mut kids = vec![-1i32; count];
+        for (i, name) in subdirs {
+            let cid = g.next_id;
+            g.next_id = g.next_id.wrapping_add(1);
+            let mut p = path.as_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            let mut ck = key.clone();
+            ck.push(i as u32);
+            // names come from getdents: never NUL
+            let cpath = CString::new(p).unwrap_or_default();
+            g.nodes.insert(cid, Node { path: cpath, key: ck.clone(), state: State::Queued, dropped: false, wanted: false });
+            g.frontier.push(Reverse((ck, cid)));
+            kids[i] = cid as i32;
+        }
+        g.nodes.get_mut(&id).unwrap().state = State::Ready((listing, kids));
+        // another worker may be waiting for the subdirectories just found
+        let wake = g.sleeping > 0 && !g.frontier.is_empty() && g.outstanding < s.lookahead;
+        drop(g);
+        if wake {
+            s.cv.notify_one();
+        }
+        if wanted {
+            (s.notify)(id);
+        }
+    }
+}
+
+/// The next node to list: a wanted one first, else the earliest in preorder while the
+/// lookahead has room. Dropped and no longer queued nodes are skipped (and forgotten).
+fn next_node(g: &mut Inner, lookahead: usize) -> Option<u32> {
+    while let Some(id) = g.urgent.pop() {
+        if matches!(g.nodes.get(&id), Some(Node { state: State::Queued, dropped: false, .. })) {
+            return Some(id);
+        }
+    }
+    while g.outstanding < lookahead {
+        let Reverse((_, id)) = g.frontier.pop()?;
+        match g.nodes.get(&id) {
+            Some(Node { state: State::Queued, dropped: false, .. }) => return Some(id),
+            Some(Node { state: State::Queued, dropped: true, .. }) => {
+                g.nodes.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn entry_count(b: &[u8]) -> usize {
+    f64::from_le_bytes(b[0..8].try_into().unwrap()) as usize
+}
+
+/// (entry index, name) of the entries to descend into: directories stat'ed without error on
+/// an allowed device.
+fn subdirectories<'a>(b: &'a [u8], devs: Option<&[u64]>) -> Vec<(usize, &'a [u8])> {
+    let n = entry_count(b);
+    let f = dir::FIELDS;
+    let num = |i: usize, k: usize| f64::from_le_bytes(b[32 + (i * f + k) * 8..32 + (i * f + k) * 8 + 8].try_into().unwrap());
+    let ids = 32 + n * f * 8;
+    let offs = ids + n * 32;
+    let bytes = (offs + n * 16 + 7) & !7;
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    for i in 0..n {
+        if num(i, dir::F_STATUS) != 0.0 || (num(i, dir::F_MODE) as u32) & 0o170000 != 0o040000 {
+            continue;
+        }
+        if let Some(devs) = devs {
+            let dev = u64::from_le_bytes(b[ids + i * 32..ids + i * 32 + 8].try_into().unwrap());
+            if !devs.contains(&dev) {
+                continue;
+            }
+        }
+        let (off, len) = (u32_at(offs + i * 16), u32_at(offs + i * 16 + 4));
+        out.push((i, &b[bytes + off..bytes + off + len]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn names(l: &Listing) -> Vec<Vec<u8>> {
+        let b = l.0.as_ref().unwrap();
+        let n = entry_count(b);
+        let offs = 32 + n * dir::FIELDS * 8 + n * 32;
+        let bytes = (offs + n * 16 + 7) & !7;
+        let u = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        (0..n).map(|i| b[bytes + u(offs + i * 16)..bytes + u(offs + i * 16) + u(offs + i * 16 + 4)].to_vec()).collect()
+    }
+
+    /// Take `id`, waiting for its notification when it is not ready yet.
+    fn take(w: &Walker, rx: &mpsc::Receiver<u32>, id: u32) -> Listing {
+        loop {
+            if let Some(l) = w.poll(id).unwrap() {
+                return l;
+            }
+            if w.want(id).unwrap() {
+                while rx.recv().unwrap() != id {}
+            }
+        }
+    }
+
+    #[test]
+    fn walks_in_preorder_past_the_lookahead_and_forgets_dropped_subtrees() {
+        let dir = crate::fs::testing::fresh_dir("walk");
+        for d in ["a/x/deep", "a/y", "b", "c/z"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("a/file"), b"f").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let root = CString::new(dir.to_str().unwrap()).unwrap();
+        let w = Walker::new(root, MetaOpts::default(), Vec::new(), None, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let top = take(&w, &rx, 0);
+        assert_eq!(names(&top), [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        let [a, b, c] = [top.1[0] as u32, top.1[1] as u32, top.1[2] as u32];
+        let la = take(&w, &rx, a);
+        assert_eq!(names(&la), [b"file".to_vec(), b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(la.1[0], -1, "a file is not descended into");
+        // c is taken before b (out of preorder) and a's subtree is abandoned.
+        w.drop_nodes(&[la.1[1] as u32, la.1[2] as u32]);
+        let lc = take(&w, &rx, c);
+        assert_eq!(names(&lc), [b"z".to_vec()]);
+        assert_eq!(names(&take(&w, &rx, b)).len(), 0);
+        w.drop_nodes(&[lc.1[0] as u32]);
+        for _ in 0..200 {
+            if w.pending() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(w.pending(), 0, "dropped and delivered nodes are forgotten");
+        assert!(w.poll(a).is_err());
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unlistable_directory_gets_its_error_and_other_devices_are_not_entered() {
+        let dir = crate::fs::testing::fresh_dir("walk-dev");
+        std::fs::create_dir_all(dir.join("d/e")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let root = CString::new(dir.join("missing").to_str().unwrap()).unwrap();
+        let w = Walker::new(root, MetaOpts::default(), Vec::new(), None, 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let l = take(&w, &rx, 0);
+        assert_eq!(l.0.unwrap_err().errno, 2);
+        drop(w);
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let root = CString::new(dir.to_str().unwrap()).unwrap();
+        let w = Walker::new(root, MetaOpts::default(), Vec::new(), Some(vec![u64::MAX]), 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let l = take(&w, &rx, 0);
+        assert_eq!(names(&l), [b"d".to_vec()]);
+        assert_eq!(l.1, [-1], "a directory on another device is listed, not entered");
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
