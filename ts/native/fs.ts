@@ -459,7 +459,8 @@ export interface WalkListing {
  * ready listing (`poll`) is a plain synchronous call, with no job and no thread wake-up;
  * only a listing the caller has to wait for is announced, through `onReady(id)` (`want`).
  * It descends into the directories on `devs` (all: null) that were stat'ed without error; the
- * caller drops the subtrees it does not enter. The root is node 0. `close()` when done.
+ * caller drops the subtrees it does not enter. The root is node 0. `close()` when done; a
+ * metadata-cache table in `opts.unchanged` is read in place until then: do not change it.
  */
 export class DirWalker {
   readonly #w: NativeWalker;

@@ -11,7 +11,7 @@
 //!
 //! Which directories exist and in what order is the walk's business only; excludes and the
 //! rest of the policy stay with the caller, which drops what it does not descend into.
-use super::dir::{self, MetaOpts, UnchangedTable};
+use super::dir::{self, MetaOpts};
 use super::error::FsError;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -56,8 +56,6 @@ struct Shared {
     inner: Mutex<Inner>,
     cv: Condvar,
     opts: MetaOpts,
-    /// Keeps the metadata-cache table `opts.unchanged` points into alive.
-    _table: Vec<u64>,
     devs: Option<Vec<u64>>,
     lookahead: usize,
     notify: Box<dyn Fn(u32) + Send + Sync>,
@@ -69,27 +67,24 @@ pub struct Walker {
 }
 
 impl Walker {
-    /// Start listing at `root` (node id 0). `table` is a metadata-cache table (see
-    /// `MetaOpts::unchanged`; empty: none), `notify(id)` is called from a walker thread when a
-    /// node the caller `want`s is ready.
+    /// Start listing at `root` (node id 0). A metadata-cache table in `opts.unchanged` must stay
+    /// valid and unchanged until `close()` returns. `notify(id)` is called from a walker thread
+    /// when a node the caller `want`s is ready.
     pub fn new(
         root: CString,
         opts: MetaOpts,
-        table: Vec<u64>,
         devs: Option<Vec<u64>>,
         lookahead: usize,
         threads: usize,
         notify: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Walker {
-        let unchanged = if table.is_empty() { None } else { Some(UnchangedTable { ptr: table.as_ptr(), records: table.len() / dir::RECORD_WORDS }) };
         let mut inner = Inner { nodes: HashMap::new(), frontier: BinaryHeap::new(), urgent: Vec::new(), next_id: 1, outstanding: 0, sleeping: 0, closed: false };
         inner.nodes.insert(0, Node { path: root, key: Vec::new(), state: State::Queued, dropped: false, wanted: false });
         inner.frontier.push(Reverse((Vec::new(), 0)));
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             cv: Condvar::new(),
-            opts: MetaOpts { unchanged, ..opts },
-            _table: table,
+            opts,
             devs,
             lookahead: lookahead.max(1),
             notify,
@@ -354,7 +349,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), Vec::new(), None, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), None, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let top = take(&w, &rx, 0);
         assert_eq!(names(&top), [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         let [a, b, c] = [top.1[0] as u32, top.1[1] as u32, top.1[2] as u32];
@@ -386,14 +381,14 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.join("missing").to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), Vec::new(), None, 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), None, 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let l = take(&w, &rx, 0);
         assert_eq!(l.0.unwrap_err().errno, 2);
         drop(w);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), Vec::new(), Some(vec![u64::MAX]), 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), Some(vec![u64::MAX]), 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let l = take(&w, &rx, 0);
         assert_eq!(names(&l), [b"d".to_vec()]);
         assert_eq!(l.1, [-1], "a directory on another device is listed, not entered");

@@ -15,6 +15,8 @@ struct WalkerJs {
     walker: Option<Walker>,
     tsfn: napi_threadsafe_function,
     env: napi_env,
+    /// Pins the metadata-cache table the walk reads (not copied: it grows with the tree).
+    table: napi_ref,
 }
 
 struct Tsfn(napi_threadsafe_function);
@@ -61,6 +63,10 @@ impl WalkerJs {
             w.close();
             napi_release_threadsafe_function(self.tsfn, NAPI_TSFN_ABORT);
             napi_remove_env_cleanup_hook(self.env, Some(cleanup_hook), self as *mut WalkerJs as *mut c_void);
+            if !self.table.is_null() {
+                napi_delete_reference(self.env, self.table);
+                self.table = null_mut();
+            }
         }
     }
 }
@@ -88,9 +94,8 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         }
         let ([root, o, devs, lookahead, threads, cb], _, this) = args::<6>(env, info)?;
         let root = path_arg(env, root, "root")?;
-        let (opts, _) = opts_arg(env, o)?;
-        // The table is copied: the walk outlives this call.
-        let table: Vec<u64> = opts.unchanged.map_or_else(Vec::new, |t| std::slice::from_raw_parts(t.ptr, t.records * crate::fs::dir::RECORD_WORDS).to_vec());
+        // The table (if any) is pinned below until close(); the caller must not change it.
+        let (opts, keep) = opts_arg(env, o)?;
         let devs = if is_null(env, devs)? {
             None
         } else {
@@ -107,8 +112,12 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
             let t = &t;
             napi_call_threadsafe_function(t.0, id as usize as *mut c_void, NAPI_TSFN_NONBLOCKING);
         });
-        let walker = Walker::new(root, MetaOpts { unchanged: None, ..opts }, table, devs, lookahead, threads, notify);
-        let p = Box::into_raw(Box::new(WalkerJs { walker: Some(walker), tsfn, env }));
+        let mut table = null_mut();
+        if let Some(t) = keep {
+            napi!(env, napi_create_reference(env, t, 1, &mut table))?;
+        }
+        let walker = Walker::new(root, opts, devs, lookahead, threads, notify);
+        let p = Box::into_raw(Box::new(WalkerJs { walker: Some(walker), tsfn, env, table }));
         if let Err(e) = napi!(env, napi_wrap(env, this, p as *mut c_void, Some(finalize_walker), null_mut(), null_mut())) {
             finalize_walker(env, p as *mut c_void, null_mut());
             return Err(e);
@@ -117,8 +126,6 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         Ok(this)
     })
 }
-
-use crate::fs::dir::MetaOpts;
 
 unsafe fn is_null(env: napi_env, v: napi_value) -> NResult<bool> {
     let mut t = 0;
