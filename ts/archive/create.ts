@@ -689,14 +689,14 @@ class Archiver {
     if (this.opts.signal?.aborted) throw new AbortedError('backup aborted');
   }
 
-  /** Progress event for entry `name` of directory `rel` (at most one per interval). */
-  private progress(rel: Buffer, name: Buffer): void {
+  /** Progress event for entry `i` of `list`, directory `rel` (at most one per interval). */
+  private progress(rel: Buffer, list: DirEntries, i: number): void {
     const interval = this.opts.progressIntervalMs ?? 200;
     if (!this.opts.onProgress || (interval > 0 && (this.stats.entries & 63) !== 0)) return;
     const t = performance.now();
     if (t - this.lastProgress < interval) return;
     this.lastProgress = t;
-    this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: joinRel(rel, name).toString() });
+    this.opts.onProgress({ archive: this.opts.archiveName, entries: this.stats.entries, bytesRead: this.stats.bytesRead, path: joinRel(rel, list.name(i)).toString() });
   }
 
   /**
@@ -1017,15 +1017,19 @@ class Archiver {
     const metaOpts = { xattrs: this.xattrs, describe: (i: number) => joinRel(rel, list.name(i)).toString() };
     let j = 0; // merge join: both listings are sorted by raw name
     for (let i = 0; i < list.length; i++) {
-      const name = list.name(i);
+      // (the name as a Buffer view only where it is needed: most entries of a no-change backup need none)
       if (list.status(i) !== 0) {
         const code = errnoCode(list.status(i));
-        this.warn(`${joinRel(rel, name).toString()}: ${code === 'ENOENT' ? 'vanished during backup' : 'cannot stat'} (${code}), skipped`);
+        this.warn(`${joinRel(rel, list.name(i)).toString()}: ${code === 'ENOENT' ? 'vanished during backup' : 'cannot stat'} (${code}), skipped`);
         continue;
       }
       const type = list.mode(i) & S_IFMT;
-      if (hasPatterns && excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
+      if (hasPatterns) {
+        const name = list.name(i);
+        if (excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
+      }
       if (prev) {
+        const name = list.name(i);
         while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
         if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
       }
@@ -1057,7 +1061,7 @@ class Archiver {
           meta = statMetadata(list, i);
         } else meta = this.cachedMetadata(list, i, prevOf[i]) ?? (await this.readMetadata(absDir, rel, list, i));
       } catch (e) {
-        this.warn(`${joinRel(rel, name).toString()}: ${(e as Error).message}, skipped`);
+        this.warn(`${joinRel(rel, list.name(i)).toString()}: ${(e as Error).message}, skipped`);
         continue;
       }
       if (!meta) continue;
@@ -1134,11 +1138,11 @@ class Archiver {
     for (let k = 0; k < keep.length; k++) {
       const i = keep[k];
       this.checkAbort();
-      const name = list.name(i);
+      // (names are views made on demand: a run of plain files needs none of its own)
       const meta = metas[i];
       const type = list.mode(i) & S_IFMT;
       this.stats.entries++;
-      this.progress(rel, name);
+      this.progress(rel, list, i);
       const cache = this.cache;
       if (cache && cache.fdEntries >= this.capacity) await this.flush(true);
 
@@ -1146,11 +1150,11 @@ class Archiver {
         const size = list.size(i);
         // A HARDLINK names its target by path, at most MAX_PATH_LEN bytes: a name with a longer
         // path is archived as a file of its own (and is never a hardlink target).
-        const key = list.nlink(i) > 1 && (rel.length ? rel.length + 1 : 0) + name.length <= MAX_PATH_LEN ? `${list.dev(i)}:${list.ino(i)}` : null;
+        const key = list.nlink(i) > 1 && (rel.length ? rel.length + 1 : 0) + list.name(i).length <= MAX_PATH_LEN ? `${list.dev(i)}:${list.ino(i)}` : null;
         this.stats.files++;
         if (cache) {
           if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true, rec: -1 });
+            cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true, rec: -1 });
             continue;
           }
           if (key) cache.hardlinks.add(key);
@@ -1176,16 +1180,17 @@ class Archiver {
                 idx.push(n);
                 this.stats.entries++;
                 this.stats.files++;
-                if ((this.stats.entries & 63) === 0) this.progress(rel, list.name(n));
+                if ((this.stats.entries & 63) === 0) this.progress(rel, list, n);
               }
               cache.pushCounted(runOf(list, idx, ranges, recOf, rs, absDir, rel));
               continue;
             }
-            cache.push({ kind: 'file', name: Buffer.from(name), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec: recOf[i] });
+            cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec: recOf[i] });
             continue;
           }
           await this.flush(false);
         }
+        const name = list.name(i);
         const abs = joinAbs(absDir, name);
         const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)), recOf[i]);
         if (done === 'skipped' && key) this.forgetInode(key);
@@ -1193,6 +1198,7 @@ class Archiver {
         continue;
       }
 
+      const name = list.name(i);
       const relName = joinRel(rel, name);
       if (type === S_IFDIR) {
         this.stats.directories++;

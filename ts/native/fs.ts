@@ -282,7 +282,10 @@ export class DirEntries implements Iterable<DirEntry> {
   /** Copy entry i's metadata-cache record (path hash, inode, ctime ns: 6 u32 words) to `to[at..]`. */
   copyRecord(i: number, to: Uint32Array, at: number): void {
     this.#check(i);
-    to.set(this.#idWords.subarray(i * 8 + 2, i * 8 + 8), at);
+    // (six words copied one by one: a subarray per record was most of what it allocated)
+    const w = this.#idWords;
+    const from = i * 8 + 2;
+    for (let k = 0; k < 6; k++) to[at + k] = w[from + k];
   }
   metaSkipped(i: number): boolean {
     return this.#num(i, F_META_SKIPPED) === 1;

@@ -358,7 +358,7 @@ export class PxarEncoder {
       const f = q * PLAIN_RUN_FIELDS;
       const a = q === 0 ? 0 : ends[q - 1];
       if (!(a <= ends[q] && ends[q] <= names.length)) throw new Error(`pxar encoder: plain run name ${q} out of range`);
-      checkName(names.subarray(a, ends[q]));
+      checkName(names, a, ends[q]);
       checkStat(nums[f], nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
       checkModeType(nums[f], IFREG, 'regular file');
       checkCount(nums[f + 5], 'file size');
@@ -369,12 +369,12 @@ export class PxarEncoder {
     const items = this.current().items;
     for (let q = from; q < to; q++) {
       const f = q * PLAIN_RUN_FIELDS;
-      const name = names.subarray(q === 0 ? 0 : ends[q - 1], ends[q]);
+      const a = q === 0 ? 0 : ends[q - 1];
       const filenamePos = this.pos;
-      this.putFilename(name);
+      this.putFilenameAt(names, a, ends[q]);
       this.putStat(nums[f], 0n, nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
       this.putPayloadRef(nums[f + 6] + delta, nums[f + 5]);
-      items.push(sipHash24(name), filenamePos, this.pos - filenamePos);
+      items.push(sipHash24(names, a, ends[q]), filenamePos, this.pos - filenamePos);
     }
   }
 
@@ -575,6 +575,18 @@ export class PxarEncoder {
     this.pos += full;
   }
 
+  /** FILENAME of `names[start, end)` (a name of a plain run: copied bytewise, names are short). */
+  private putFilenameAt(names: Buffer, start: number, end: number): void {
+    const full = HEADER_SIZE + (end - start) + 1;
+    const p = this.reserve(full);
+    headerAt(this.view, p, T_FILENAME, full);
+    const stage = this.stage;
+    let o = p + HEADER_SIZE;
+    for (let k = start; k < end; k++) stage[o++] = names[k];
+    stage[o] = 0;
+    this.pos += full;
+  }
+
   /** ENTRY then attributes in the fixed order of spec §4. */
   private putMetadata(meta: Metadata): void {
     this.putStat(meta.mode, meta.flags, meta.uid, meta.gid, meta.mtime.secs, meta.mtime.nanos);
@@ -698,9 +710,10 @@ function putPermission(buf: Buffer, v: number | null, p: number): void {
   else writeU64(buf, v, p);
 }
 
-function checkName(name: Buffer): void {
-  const problem = fileNameProblem(name);
-  if (problem) throw new Error(`pxar encoder: illegal file name ${JSON.stringify(name.toString('latin1'))}: ${problem}`);
+/** `name[start, end)` is a legal file name (the range: names of a plain run, without a view per name). */
+function checkName(name: Buffer, start = 0, end = name.length): void {
+  const problem = fileNameProblem(name, start, end);
+  if (problem) throw new Error(`pxar encoder: illegal file name ${JSON.stringify(name.toString('latin1', start, end))}: ${problem}`);
 }
 
 function checkType(meta: Metadata, type: number, what: string): void {
