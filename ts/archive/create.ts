@@ -215,8 +215,13 @@ const SPARE_READ_BUFFERS = 6;
  * backup's peak RSS at the same speed.
  */
 const READ_SIZE = 1024 * 1024;
-/** Listings the directory walk makes ahead of the encoder (TreePrefetcher). */
+/**
+ * Listings the directory walk makes ahead of the encoder (TreePrefetcher), and the bytes they
+ * may hold: 256 listings of a tree of 500-entry directories held ~25 MB (a full backup of 500k
+ * small files peaked at 193 MiB against 153 with 32 listings).
+ */
 const DIR_LOOKAHEAD = 256;
+const DIR_LOOKAHEAD_BYTES = 4 * 1024 * 1024;
 /** Threads of the directory walk. */
 const WALK_THREADS = 2;
 const FILE_BATCHES_AHEAD = 2;
@@ -272,12 +277,13 @@ export class TreePrefetcher {
     private readonly devs: bigint[] | null,
     private readonly lookahead = DIR_LOOKAHEAD,
     private readonly threads = WALK_THREADS,
+    private readonly lookaheadBytes = DIR_LOOKAHEAD_BYTES,
   ) {}
 
   root(path: Buffer): PrefetchNode {
     this.walker?.close();
     this.waiting.clear();
-    this.walker = new DirWalker(path, this.opts, this.devs, this.lookahead, this.threads, (id) => this.ready(id));
+    this.walker = new DirWalker(path, this.opts, this.devs, this.lookahead, this.lookaheadBytes, this.threads, (id) => this.ready(id));
     return newNode(0, path);
   }
 

@@ -414,7 +414,7 @@ interface NativeFs {
   fsSortUnchangedTable(table: Uint8Array): void;
   fsTreeUnchanged(root: RawPath, table: Uint8Array, devices: Uint8Array | null): Promise<TreeCheck>;
   fsSetProjid(path: RawPath, projid: number): boolean;
-  FsWalker: new (root: RawPath, opts: ReadDirOptions, devs: BigUint64Array | null, lookahead: number, threads: number, onReady: (id: number) => void) => NativeWalker;
+  FsWalker: new (root: RawPath, opts: ReadDirOptions, devs: BigUint64Array | null, lookahead: number, lookaheadBytes: number, threads: number, onReady: (id: number) => void) => NativeWalker;
 }
 
 interface NativeWalker {
@@ -458,7 +458,8 @@ export interface WalkListing {
 
 /**
  * A tree's listings, made in DFS preorder ahead of the caller on native threads of their own
- * (native/src/fs/walk.rs): at most `lookahead` listings are made but not yet taken. Taking a
+ * (native/src/fs/walk.rs): at most `lookahead` listings are made but not yet taken, and none is
+ * started while those hold `lookaheadBytes` (~200 bytes per entry). Taking a
  * ready listing (`poll`) is a plain synchronous call, with no job and no thread wake-up;
  * only a listing the caller has to wait for is announced, through `onReady(id)` (`want`).
  * It descends into the directories on `devs` (all: null) that were stat'ed without error; the
@@ -468,8 +469,8 @@ export interface WalkListing {
 export class DirWalker {
   readonly #w: NativeWalker;
 
-  constructor(root: RawPath, opts: ReadDirOptions, devs: bigint[] | null, lookahead: number, threads: number, onReady: (id: number) => void) {
-    this.#w = new fsNative.FsWalker(root, opts, devs ? BigUint64Array.from(devs) : null, lookahead, threads, onReady);
+  constructor(root: RawPath, opts: ReadDirOptions, devs: bigint[] | null, lookahead: number, lookaheadBytes: number, threads: number, onReady: (id: number) => void) {
+    this.#w = new fsNative.FsWalker(root, opts, devs ? BigUint64Array.from(devs) : null, lookahead, lookaheadBytes, threads, onReady);
   }
 
   /** Node `id`'s listing if it is made (delivered once), else undefined. */

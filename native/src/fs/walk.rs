@@ -1,7 +1,9 @@
 //! The backup walk's directory listings, ahead of the encoder and off the JS thread.
 //!
 //! A `Walker` lists a tree in DFS preorder (the order the encoder takes directories in) on
-//! threads of its own, keeping at most `lookahead` listings done-but-undelivered or in progress.
+//! threads of its own, keeping at most `lookahead` listings done-but-undelivered or in progress,
+//! and starting none while the undelivered ones hold `lookahead_bytes` (wide directories: a
+//! listing costs ~200 bytes per entry).
 //! The caller takes listings by node id (`poll`), synchronously: a listing that is ready costs
 //! no thread wake-up and no job; only a caller that has to wait (`want`) is notified. Each
 //! listing is `dir::read_dir`'s layout plus, per entry, the node id of the subdirectory the walk
@@ -47,6 +49,8 @@ struct Inner {
     next_id: u32,
     /// Listings in progress or ready but not delivered.
     outstanding: usize,
+    /// Bytes of the ready, undelivered listings.
+    ready_bytes: usize,
     /// Workers waiting for work.
     sleeping: usize,
     closed: bool,
@@ -58,6 +62,7 @@ struct Shared {
     opts: MetaOpts,
     devs: Option<Vec<u64>>,
     lookahead: usize,
+    lookahead_bytes: usize,
     notify: Box<dyn Fn(u32) + Send + Sync>,
 }
 
@@ -75,10 +80,11 @@ impl Walker {
         opts: MetaOpts,
         devs: Option<Vec<u64>>,
         lookahead: usize,
+        lookahead_bytes: usize,
         threads: usize,
         notify: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Walker {
-        let mut inner = Inner { nodes: HashMap::new(), frontier: BinaryHeap::new(), urgent: Vec::new(), next_id: 1, outstanding: 0, sleeping: 0, closed: false };
+        let mut inner = Inner { nodes: HashMap::new(), frontier: BinaryHeap::new(), urgent: Vec::new(), next_id: 1, outstanding: 0, ready_bytes: 0, sleeping: 0, closed: false };
         inner.nodes.insert(0, Node { path: root, key: Vec::new(), state: State::Queued, dropped: false, wanted: false });
         inner.frontier.push(Reverse((Vec::new(), 0)));
         let shared = Arc::new(Shared {
@@ -87,6 +93,7 @@ impl Walker {
             opts,
             devs,
             lookahead: lookahead.max(1),
+            lookahead_bytes: lookahead_bytes.max(1),
             notify,
         });
         let threads = (0..threads.max(1))
@@ -107,10 +114,16 @@ impl Walker {
             Some(n) if n.dropped => Err(format!("walk node {} was dropped", id)),
             Some(Node { state: State::Ready(_), .. }) => {
                 let n = g.nodes.remove(&id).unwrap();
+                let bytes = listing_bytes(&n.state);
                 g.outstanding -= 1;
+                g.ready_bytes -= bytes;
                 // Waking a thread costs the caller far more than the poll itself: sleeping
-                // workers are woken once the lookahead has drained to three quarters.
-                let wake = g.sleeping > 0 && g.outstanding == self.shared.lookahead - (self.shared.lookahead / 4).max(1);
+                // workers are woken once the lookahead has drained to three quarters (of its
+                // listings or of its bytes).
+                let sh = &self.shared;
+                let low_bytes = sh.lookahead_bytes - sh.lookahead_bytes / 4;
+                let wake = g.sleeping > 0
+                    && (g.outstanding == sh.lookahead - (sh.lookahead / 4).max(1) || (g.ready_bytes < low_bytes && g.ready_bytes + bytes >= low_bytes));
                 drop(g);
                 if wake {
                     self.shared.cv.notify_all();
@@ -165,6 +178,7 @@ impl Walker {
                 State::Ready(_) => {
                     let n = g.nodes.remove(&id).unwrap();
                     g.outstanding -= 1;
+                    g.ready_bytes -= listing_bytes(&n.state);
                     if let State::Ready((_, kids)) = n.state {
                         stack.extend(kids.into_iter().filter(|&k| k >= 0).map(|k| k as u32));
                     }
@@ -178,6 +192,13 @@ impl Walker {
     /// Nodes known to the walk (pending, running, ready, dropped-but-running): for tests.
     pub fn pending(&self) -> usize {
         self.shared.inner.lock().unwrap().nodes.len()
+    }
+
+    /// Listings in progress or ready but undelivered, and the bytes of the ready ones: for tests.
+    #[cfg(test)]
+    fn outstanding(&self) -> (usize, usize) {
+        let g = self.shared.inner.lock().unwrap();
+        (g.outstanding, g.ready_bytes)
     }
 
     /// Stop the threads (after the listings they are making) and forget everything.
@@ -208,7 +229,7 @@ fn worker(s: &Shared) {
                 if g.closed {
                     return;
                 }
-                if let Some(id) = next_node(&mut g, s.lookahead) {
+                if let Some(id) = next_node(&mut g, s.lookahead, s.lookahead_bytes) {
                     let n = g.nodes.get_mut(&id).unwrap();
                     n.state = State::Running;
                     let path = n.path.clone();
@@ -248,9 +269,10 @@ fn worker(s: &Shared) {
             g.frontier.push(Reverse((ck, cid)));
             kids[i] = cid as i32;
         }
+        g.ready_bytes += listing.as_ref().map_or(0, |b| b.len());
         g.nodes.get_mut(&id).unwrap().state = State::Ready((listing, kids));
         // another worker may be waiting for the subdirectories just found
-        let wake = g.sleeping > 0 && !g.frontier.is_empty() && g.outstanding < s.lookahead;
+        let wake = g.sleeping > 0 && !g.frontier.is_empty() && g.outstanding < s.lookahead && g.ready_bytes < s.lookahead_bytes;
         drop(g);
         if wake {
             s.cv.notify_one();
@@ -261,15 +283,23 @@ fn worker(s: &Shared) {
     }
 }
 
+/// Bytes a ready listing holds (what `ready_bytes` counts).
+fn listing_bytes(s: &State) -> usize {
+    match s {
+        State::Ready((Ok(b), _)) => b.len(),
+        _ => 0,
+    }
+}
+
 /// The next node to list: a wanted one first, else the earliest in preorder while the
 /// lookahead has room. Dropped and no longer queued nodes are skipped (and forgotten).
-fn next_node(g: &mut Inner, lookahead: usize) -> Option<u32> {
+fn next_node(g: &mut Inner, lookahead: usize, lookahead_bytes: usize) -> Option<u32> {
     while let Some(id) = g.urgent.pop() {
         if matches!(g.nodes.get(&id), Some(Node { state: State::Queued, dropped: false, .. })) {
             return Some(id);
         }
     }
-    while g.outstanding < lookahead {
+    while g.outstanding < lookahead && g.ready_bytes < lookahead_bytes {
         let Reverse((_, id)) = g.frontier.pop()?;
         match g.nodes.get(&id) {
             Some(Node { state: State::Queued, dropped: false, .. }) => return Some(id),
@@ -349,7 +379,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), None, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), None, 1, 1 << 20, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let top = take(&w, &rx, 0);
         assert_eq!(names(&top), [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         let [a, b, c] = [top.1[0] as u32, top.1[1] as u32, top.1[2] as u32];
@@ -375,20 +405,58 @@ mod tests {
     }
 
     #[test]
+    fn the_bytes_of_undelivered_listings_bound_the_walk() {
+        let dir = crate::fs::testing::fresh_dir("walk-bytes");
+        for d in ["a", "b", "c", "d"] {
+            std::fs::create_dir(dir.join(d)).unwrap();
+            for f in 0..50 {
+                std::fs::write(dir.join(d).join(format!("file-{}", f)), b"x").unwrap();
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let root = CString::new(dir.to_str().unwrap()).unwrap();
+        // Room for 100 listings, but only one listing's bytes: one is made ahead at a time.
+        let w = Walker::new(root, MetaOpts::default(), None, 100, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let top = take(&w, &rx, 0);
+        let settle = |w: &Walker| {
+            let mut last = w.outstanding();
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                let now = w.outstanding();
+                if now == last && now.0 > 0 {
+                    break;
+                }
+                last = now;
+            }
+            last
+        };
+        let (n, bytes) = settle(&w);
+        assert_eq!(n, 1, "one listing ahead, not four");
+        assert!(bytes > 50 * 100, "it holds its 50 entries ({} bytes)", bytes);
+        for k in 0..4 {
+            assert_eq!(names(&take(&w, &rx, top.1[k] as u32)).len(), 50);
+        }
+        assert_eq!(w.outstanding(), (0, 0));
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_unlistable_directory_gets_its_error_and_other_devices_are_not_entered() {
         let dir = crate::fs::testing::fresh_dir("walk-dev");
         std::fs::create_dir_all(dir.join("d/e")).unwrap();
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.join("missing").to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), None, 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), None, 4, 1 << 20, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let l = take(&w, &rx, 0);
         assert_eq!(l.0.unwrap_err().errno, 2);
         drop(w);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.to_str().unwrap()).unwrap();
-        let w = Walker::new(root, MetaOpts::default(), Some(vec![u64::MAX]), 4, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        let w = Walker::new(root, MetaOpts::default(), Some(vec![u64::MAX]), 4, 1 << 20, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let l = take(&w, &rx, 0);
         assert_eq!(names(&l), [b"d".to_vec()]);
         assert_eq!(l.1, [-1], "a directory on another device is listed, not entered");

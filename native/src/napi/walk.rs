@@ -1,6 +1,6 @@
 //! `FsWalker`: the backup walk's listings (crate::fs::walk) for the JS thread.
 //!
-//! `new FsWalker(root, opts, devs, lookahead, threads, onReady)`; `poll(id)` →
+//! `new FsWalker(root, opts, devs, lookahead, lookaheadBytes, threads, onReady)`; `poll(id)` →
 //! `[ArrayBuffer | Error, Int32Array]` or undefined; `want(id)` → true when `onReady(id)` will
 //! be called; `drop(ids)`; `ref()` / `unref()` (whether a pending `onReady` keeps the event loop
 //! alive); `close()`. `devs`: a BigUint64Array of the devices to descend into, or null for all.
@@ -92,7 +92,7 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         if target.is_null() {
             return Err("FsWalker must be called with new".into());
         }
-        let ([root, o, devs, lookahead, threads, cb], _, this) = args::<6>(env, info)?;
+        let ([root, o, devs, lookahead, lookahead_bytes, threads, cb], _, this) = args::<7>(env, info)?;
         let root = path_arg(env, root, "root")?;
         // The table (if any) is pinned below until close(); the caller must not change it.
         let (opts, keep) = opts_arg(env, o)?;
@@ -103,6 +103,7 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
             Some(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>())
         };
         let lookahead = u32_arg(env, lookahead, "lookahead")? as usize;
+        let lookahead_bytes = u32_arg(env, lookahead_bytes, "lookaheadBytes")? as usize;
         let threads = u32_arg(env, threads, "threads")? as usize;
         let mut tsfn = null_mut();
         napi!(env, napi_create_threadsafe_function(env, cb, null_mut(), str_val(env, "pxb.fs.walk")?, 0, 1, null_mut(), None, null_mut(), Some(on_ready), &mut tsfn))?;
@@ -116,7 +117,7 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         if let Some(t) = keep {
             napi!(env, napi_create_reference(env, t, 1, &mut table))?;
         }
-        let walker = Walker::new(root, opts, devs, lookahead, threads, notify);
+        let walker = Walker::new(root, opts, devs, lookahead, lookahead_bytes, threads, notify);
         let p = Box::into_raw(Box::new(WalkerJs { walker: Some(walker), tsfn, env, table }));
         if let Err(e) = napi!(env, napi_wrap(env, this, p as *mut c_void, Some(finalize_walker), null_mut(), null_mut())) {
             finalize_walker(env, p as *mut c_void, null_mut());
