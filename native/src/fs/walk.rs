@@ -3,7 +3,8 @@
 //! A `Walker` lists a tree in DFS preorder (the order the encoder takes directories in) on
 //! threads of its own, keeping at most `lookahead` listings done-but-undelivered or in progress,
 //! and starting none while the undelivered ones hold `lookahead_bytes` (wide directories: a
-//! listing costs ~200 bytes per entry).
+//! listing costs ~200 bytes per entry; listings in progress count once done, so each thread
+//! may overshoot the bound by one listing).
 //! The caller takes listings by node id (`poll`), synchronously: a listing that is ready costs
 //! no thread wake-up and no job; only a caller that has to wait (`want`) is notified. Each
 //! listing is `dir::read_dir`'s layout plus, per entry, the node id of the subdirectory the walk
@@ -416,8 +417,9 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let root = CString::new(dir.to_str().unwrap()).unwrap();
-        // Room for 100 listings, but only one listing's bytes: one is made ahead at a time.
-        let w = Walker::new(root, MetaOpts::default(), None, 100, 1, 2, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
+        // Room for 100 listings, but only one listing's bytes: one is made ahead at a time (one
+        // thread: two could each start one before either is done and counted).
+        let w = Walker::new(root, MetaOpts::default(), None, 100, 1, 1, Box::new(move |id| tx.lock().unwrap().send(id).unwrap()));
         let top = take(&w, &rx, 0);
         let settle = |w: &Walker| {
             let mut last = w.outstanding();
