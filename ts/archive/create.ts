@@ -502,12 +502,23 @@ type Cached =
 type CachedFile = Extract<Cached, { kind: 'file' }>;
 type CachedRun = Extract<Cached, { kind: 'run' }>;
 
+/**
+ * An empty array for cached entries that already holds objects as far as V8 is concerned: a
+ * fresh `[]` holds small integers until its first push, which deoptimized the code that pushes
+ * (encodeEntries, with the cache's push inlined) once per backup.
+ */
+function newEntries(): Cached[] {
+  const a: Cached[] = [{ kind: 'dirEnd' }];
+  a.pop();
+  return a;
+}
+
 /** ArchiveStats fields that count bytes (past 2^30: double from the start, see DOUBLE_FIELD). */
 const BYTE_COUNTERS = ['bytesRead', 'streamBytes', 'bytesStored', 'reusedBytes', 'paddingBytes', 'injectedBytes'] as const;
 
 /** The lookahead cache of change-detection.md §4. */
 class LookaheadCache {
-  entries: Cached[] = [];
+  entries: Cached[] = newEntries();
   enabled = false;
   fdEntries = 0;
   // payload-stream offsets: double from the start (see DOUBLE_FIELD), 0 after construction
@@ -1466,7 +1477,7 @@ class Archiver {
       this.inject([c]);
     }
     const entries = base === null ? expandRuns(cache.entries) : cache.entries;
-    cache.entries = [];
+    cache.entries = newEntries();
     cache.fdEntries = 0;
     cache.enabled = false;
     cache.rangeStart = cache.rangeEnd;
