@@ -71,7 +71,7 @@ fn worker(p: &'static Pool) {
                 q = p.ready.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        // Tasks catch their own panics (napi::rt::spawn_cpu_job); never let one end the worker.
+        // Tasks catch their own panics (napi::rt::spawn_job); never let one end the worker.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
     }
 }

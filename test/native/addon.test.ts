@@ -129,7 +129,6 @@ describe('CPU workers', () => {
     for (const w of workers) expect(w.nice).toBe(15);
   });
 
-
   it('hash and encode chunks while every libuv pool thread is blocked', async () => {
     // Opening a FIFO for reading blocks until a writer opens it: these opens hold libuv's
     // threads (4 by default; more are queued). Chunk jobs run on pxb's own workers, so reads

@@ -311,14 +311,14 @@ export class TreePrefetcher {
     if (node.dropped) return false;
     const r = this.open().poll(node.id);
     if (!r) return false;
-    const kids = new Map<string, PrefetchNode>();
+    const kids = new Map<number, PrefetchNode>();
     if (r.list instanceof Error) node.error = r.list;
     else {
       const list = r.list;
       node.list = list;
       for (let i = 0; i < r.children.length; i++) {
         const id = r.children[i];
-        if (id >= 0) kids.set(list.name(i).toString('latin1'), newNode(id, joinAbs(node.path, list.name(i))));
+        if (id >= 0) kids.set(i, newNode(id, joinAbs(node.path, list.name(i))));
       }
     }
     node.children = kids;
@@ -334,8 +334,8 @@ export class TreePrefetcher {
     node.children = null;
   }
 
-  /** Child nodes of a taken node, by raw name (after its listing resolved). */
-  children(node: PrefetchNode): Map<string, PrefetchNode> {
+  /** Child nodes of a taken node, by entry index in its listing (after the listing resolved). */
+  children(node: PrefetchNode): Map<number, PrefetchNode> {
     return node.children ?? new Map();
   }
 
@@ -386,8 +386,8 @@ export interface PrefetchNode {
   list: DirEntries | null;
   /** Why the directory could not be listed. */
   error: Error | null;
-  /** Child nodes by raw name (latin1), once fetched. */
-  children: Map<string, PrefetchNode> | null;
+  /** Child nodes by entry index in `list`, once fetched. */
+  children: Map<number, PrefetchNode> | null;
   dropped: boolean;
   taken: boolean;
 }
@@ -1097,17 +1097,14 @@ class Archiver {
     }
     this.record?.setEntryCount(dirRec, keep.length);
     // Subdirectory nodes of the prefetch walk; the ones not descended into are dropped.
+    // (`list` is the node's listing: its children are keyed by the same entry indexes)
     const kids = this.prefetch.children(node);
     const listings = new Map<number, PrefetchNode>();
-    const wanted = new Set<PrefetchNode>();
     for (const i of subdirs) {
-      const n = kids.get(list.name(i).toString('latin1'));
-      if (n) {
-        listings.set(i, n);
-        wanted.add(n);
-      }
+      const n = kids.get(i);
+      if (n) listings.set(i, n);
     }
-    this.prefetch.drop([...kids.values()].filter((n) => !wanted.has(n)));
+    this.prefetch.drop([...kids].filter(([i]) => !listings.has(i)).map(([, n]) => n));
 
     // Read ahead only files that will certainly be encoded with data: not reusable, and not
     // hardlinked (another name may be encoded first; those are read when they are reached).

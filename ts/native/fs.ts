@@ -421,8 +421,7 @@ interface NativeWalker {
   poll(id: number): [ArrayBuffer | Error, Int32Array] | undefined;
   want(id: number): boolean;
   drop(ids: number[]): void;
-  ref(): void;
-  unref(): void;
+  ref(on: boolean): void;
   close(): void;
 }
 
@@ -492,8 +491,7 @@ export class DirWalker {
 
   /** Whether a pending announcement keeps the event loop alive (off at first). */
   ref(on: boolean): void {
-    if (on) this.#w.ref();
-    else this.#w.unref();
+    this.#w.ref(on);
   }
 
   close(): void {

@@ -418,6 +418,40 @@ fn err(e: c_int, syscall: &'static str, path: &CStr) -> FsError {
 }
 
 /// List one directory (see the module doc). Errors only for the directory itself.
+/// Reads a listing in the layout above (what `read_dir` returns); panics on a malformed one.
+pub struct Layout<'a> {
+    b: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Layout<'a> {
+    pub fn new(b: &'a [u8]) -> Layout<'a> {
+        Layout { b, n: f64::from_le_bytes(b[0..8].try_into().unwrap()) as usize }
+    }
+    /// Number of entries.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+    /// Field `f` (an F_* index) of entry `i`.
+    pub fn num(&self, i: usize, f: usize) -> f64 {
+        let at = 32 + (i * FIELDS + f) * 8;
+        f64::from_le_bytes(self.b[at..at + 8].try_into().unwrap())
+    }
+    /// st_dev of entry `i`.
+    pub fn dev(&self, i: usize) -> u64 {
+        let at = 32 + self.n * FIELDS * 8 + i * 32;
+        u64::from_le_bytes(self.b[at..at + 8].try_into().unwrap())
+    }
+    /// Name of entry `i`.
+    pub fn name(&self, i: usize) -> &'a [u8] {
+        let offs = 32 + self.n * (FIELDS * 8 + 32) + i * 16;
+        let u = |at: usize| u32::from_le_bytes(self.b[at..at + 4].try_into().unwrap()) as usize;
+        let bytes = (32 + self.n * (FIELDS * 8 + 32 + 16) + 7) & !7;
+        let (off, len) = (u(offs), u(offs + 4));
+        &self.b[bytes + off..bytes + off + len]
+    }
+}
+
 pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     let dir = open_dir(path).map_err(|e| err(e, "opendir", path))?;
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;

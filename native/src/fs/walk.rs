@@ -191,7 +191,8 @@ impl Walker {
     }
 
     /// Nodes known to the walk (pending, running, ready, dropped-but-running): for tests.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.shared.inner.lock().unwrap().nodes.len()
     }
 
@@ -243,8 +244,8 @@ fn worker(s: &Shared) {
             }
         };
         let listing = dir::read_dir(&path, &s.opts);
-        // Subdirectories to descend into, by entry index (paths built outside the lock).
-        let subdirs = listing.as_ref().map(|b| subdirectories(b, s.devs.as_deref())).unwrap_or_default();
+        let layout = listing.as_ref().ok().map(|b| dir::Layout::new(b));
+        let subdirs = layout.as_ref().map(|l| subdirectories(l, s.devs.as_deref())).unwrap_or_default();
         let mut g = s.inner.lock().unwrap();
         let n = g.nodes.get_mut(&id).unwrap();
         if n.dropped {
@@ -254,8 +255,7 @@ fn worker(s: &Shared) {
         }
         let key = n.key.clone();
         let wanted = n.wanted;
-        let count = listing.as_ref().map_or(0, |b| entry_count(b));
-        let mut kids = vec![-1i32; count];
+        let mut kids = vec![-1i32; layout.as_ref().map_or(0, |l| l.count())];
         for (i, name) in subdirs {
             let cid = g.next_id;
             g.next_id = g.next_id.wrapping_add(1);
@@ -313,35 +313,14 @@ fn next_node(g: &mut Inner, lookahead: usize, lookahead_bytes: usize) -> Option<
     None
 }
 
-fn entry_count(b: &[u8]) -> usize {
-    f64::from_le_bytes(b[0..8].try_into().unwrap()) as usize
-}
-
 /// (entry index, name) of the entries to descend into: directories stat'ed without error on
 /// an allowed device.
-fn subdirectories<'a>(b: &'a [u8], devs: Option<&[u64]>) -> Vec<(usize, &'a [u8])> {
-    let n = entry_count(b);
-    let f = dir::FIELDS;
-    let num = |i: usize, k: usize| f64::from_le_bytes(b[32 + (i * f + k) * 8..32 + (i * f + k) * 8 + 8].try_into().unwrap());
-    let ids = 32 + n * f * 8;
-    let offs = ids + n * 32;
-    let bytes = (offs + n * 16 + 7) & !7;
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-    let mut out = Vec::new();
-    for i in 0..n {
-        if num(i, dir::F_STATUS) != 0.0 || (num(i, dir::F_MODE) as u32) & 0o170000 != 0o040000 {
-            continue;
-        }
-        if let Some(devs) = devs {
-            let dev = u64::from_le_bytes(b[ids + i * 32..ids + i * 32 + 8].try_into().unwrap());
-            if !devs.contains(&dev) {
-                continue;
-            }
-        }
-        let (off, len) = (u32_at(offs + i * 16), u32_at(offs + i * 16 + 4));
-        out.push((i, &b[bytes + off..bytes + off + len]));
-    }
-    out
+fn subdirectories<'a>(l: &dir::Layout<'a>, devs: Option<&[u64]>) -> Vec<(usize, &'a [u8])> {
+    (0..l.count())
+        .filter(|&i| l.num(i, dir::F_STATUS) == 0.0 && (l.num(i, dir::F_MODE) as u32) & 0o170000 == 0o040000)
+        .filter(|&i| devs.map_or(true, |d| d.contains(&l.dev(i))))
+        .map(|i| (i, l.name(i)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -350,12 +329,8 @@ mod tests {
     use std::sync::mpsc;
 
     fn names(l: &Listing) -> Vec<Vec<u8>> {
-        let b = l.0.as_ref().unwrap();
-        let n = entry_count(b);
-        let offs = 32 + n * dir::FIELDS * 8 + n * 32;
-        let bytes = (offs + n * 16 + 7) & !7;
-        let u = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        (0..n).map(|i| b[bytes + u(offs + i * 16)..bytes + u(offs + i * 16) + u(offs + i * 16 + 4)].to_vec()).collect()
+        let v = dir::Layout::new(l.0.as_ref().unwrap());
+        (0..v.count()).map(|i| v.name(i).to_vec()).collect()
     }
 
     /// Take `id`, waiting for its notification when it is not ready yet.

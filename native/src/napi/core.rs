@@ -2,7 +2,6 @@
 use super::rt::*;
 use super::sys::*;
 use crate::{blob, chunker::Chunker, crc, digest, mem, zstd};
-use std::ptr::null_mut;
 
 pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
     let chunker_cls = define_class(
@@ -77,11 +76,7 @@ unsafe extern "C" fn crc32(env: napi_env, info: napi_callback_info) -> napi_valu
 
 unsafe extern "C" fn chunker_new(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let mut target = null_mut();
-        napi!(env, napi_get_new_target(env, info, &mut target))?;
-        if target.is_null() {
-            return Err("Chunker must be called with new".into());
-        }
+        require_new(env, info, "Chunker")?;
         let ([avg], _, this) = args::<1>(env, info)?;
         let avg = usize_arg(env, avg, "avg chunk size")?;
         wrap_new(env, this, Chunker::new(avg)?)?;

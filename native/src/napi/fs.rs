@@ -100,7 +100,7 @@ pub(super) unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResu
     c_path(&raw, what).map_err(|m| type_error(env, &m))
 }
 
-pub(super) unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
+unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
     if type_of(env, v)? != NAPI_NUMBER_T {
         return Err(type_error(env, &format!("{} must be a number", what)));
     }
@@ -191,7 +191,7 @@ pub(super) unsafe fn array_items(env: napi_env, v: napi_value, what: &str) -> NR
 }
 
 /// A Buffer/Uint8Array argument (read in place; pin it if a job reads it later).
-pub(super) unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u8]> {
+unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a [u8]> {
     if type_of(env, v)? != NAPI_OBJECT_T {
         return Err(type_error(env, &format!("{} must be a Buffer", what)));
     }

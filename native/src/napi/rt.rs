@@ -518,6 +518,16 @@ pub unsafe fn wrap_new<T>(env: napi_env, this: napi_value, state: T) -> NResult<
     Ok(())
 }
 
+/// Refuse a class constructor called without `new`.
+pub unsafe fn require_new(env: napi_env, info: napi_callback_info, class: &str) -> NResult<()> {
+    let mut target = null_mut();
+    napi!(env, napi_get_new_target(env, info, &mut target))?;
+    if target.is_null() {
+        return Err(format!("{} must be called with new", class));
+    }
+    Ok(())
+}
+
 pub unsafe fn define_class(env: napi_env, name: &'static [u8], ctor: Cb, methods: &[napi_property_descriptor]) -> NResult<napi_value> {
     let mut cls = null_mut();
     napi!(env, napi_define_class(env, name.as_ptr() as *const c_char, name.len() - 1, Some(ctor), null_mut(), methods.len(), methods.as_ptr(), &mut cls))?;

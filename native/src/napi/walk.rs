@@ -2,9 +2,9 @@
 //!
 //! `new FsWalker(root, opts, devs, lookahead, lookaheadBytes, threads, onReady)`; `poll(id)` →
 //! `[ArrayBuffer | Error, Int32Array]` or undefined; `want(id)` → true when `onReady(id)` will
-//! be called; `drop(ids)`; `ref()` / `unref()` (whether a pending `onReady` keeps the event loop
-//! alive); `close()`. `devs`: a BigUint64Array of the devices to descend into, or null for all.
-use super::fs::{array_items, fs_error, layout_js, opts_arg, path_arg, type_error, u32_arg};
+//! be called; `drop(ids)`; `ref(on)` (whether a pending `onReady` keeps the event loop alive);
+//! `close()`. `devs`: a BigUint64Array of the devices to descend into, or null for all.
+use super::fs::{array_items, fs_error, layout_js, opts_arg, path_arg, type_error, type_of, u32_arg};
 use super::rt::*;
 use super::sys::*;
 use crate::fs::walk::Walker;
@@ -33,7 +33,6 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
             method(b"want\0", walker_want),
             method(b"drop\0", walker_drop),
             method(b"ref\0", walker_ref),
-            method(b"unref\0", walker_unref),
             method(b"close\0", walker_close),
         ],
     )?;
@@ -57,11 +56,18 @@ unsafe extern "C" fn on_ready(env: napi_env, cb: napi_value, _ctx: *mut c_void, 
 }
 
 impl WalkerJs {
-    /// Join the walker's threads, then release the thread-safe function (nothing calls it after).
+    /// Join the walker's threads, then release the thread-safe function (nothing calls it
+    /// after). False when it was stopped already.
+    unsafe fn stop(&mut self) -> bool {
+        let Some(mut w) = self.walker.take() else { return false };
+        w.close();
+        napi_release_threadsafe_function(self.tsfn, NAPI_TSFN_ABORT);
+        true
+    }
+
+    /// `stop`, and forget the cleanup hook and the pinned table.
     unsafe fn close(&mut self) {
-        if let Some(mut w) = self.walker.take() {
-            w.close();
-            napi_release_threadsafe_function(self.tsfn, NAPI_TSFN_ABORT);
+        if self.stop() {
             napi_remove_env_cleanup_hook(self.env, Some(cleanup_hook), self as *mut WalkerJs as *mut c_void);
             if !self.table.is_null() {
                 napi_delete_reference(self.env, self.table);
@@ -73,11 +79,7 @@ impl WalkerJs {
 
 /// The environment is going away with a walker still open: stop its threads first.
 unsafe extern "C" fn cleanup_hook(arg: *mut c_void) {
-    let w = &mut *(arg as *mut WalkerJs);
-    if let Some(mut walker) = w.walker.take() {
-        walker.close();
-        napi_release_threadsafe_function(w.tsfn, NAPI_TSFN_ABORT);
-    }
+    (*(arg as *mut WalkerJs)).stop();
 }
 
 unsafe extern "C" fn finalize_walker(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
@@ -87,16 +89,12 @@ unsafe extern "C" fn finalize_walker(_env: napi_env, data: *mut c_void, _hint: *
 
 unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let mut target = null_mut();
-        napi!(env, napi_get_new_target(env, info, &mut target))?;
-        if target.is_null() {
-            return Err("FsWalker must be called with new".into());
-        }
+        require_new(env, info, "FsWalker")?;
         let ([root, o, devs, lookahead, lookahead_bytes, threads, cb], _, this) = args::<7>(env, info)?;
         let root = path_arg(env, root, "root")?;
         // The table (if any) is pinned below until close(); the caller must not change it.
         let (opts, keep) = opts_arg(env, o)?;
-        let devs = if is_null(env, devs)? {
+        let devs = if matches!(type_of(env, devs)?, NAPI_NULL_T | NAPI_UNDEFINED_T) {
             None
         } else {
             let b = bytes(env, devs).map_err(|_| type_error(env, "devs must be a BigUint64Array or null"))?;
@@ -126,12 +124,6 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         napi!(env, napi_add_env_cleanup_hook(env, Some(cleanup_hook), p as *mut c_void))?;
         Ok(this)
     })
-}
-
-unsafe fn is_null(env: napi_env, v: napi_value) -> NResult<bool> {
-    let mut t = 0;
-    napi!(env, napi_typeof(env, v, &mut t))?;
-    Ok(t == NAPI_NULL_T || t == NAPI_UNDEFINED_T)
 }
 
 unsafe fn open<'a>(env: napi_env, this: napi_value) -> NResult<(&'a mut WalkerJs, &'a Walker)> {
@@ -183,18 +175,13 @@ unsafe extern "C" fn walker_drop(env: napi_env, info: napi_callback_info) -> nap
 
 unsafe extern "C" fn walker_ref(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let (_, _, this) = args::<0>(env, info)?;
+        let ([on], _, this) = args::<1>(env, info)?;
         let (w, _) = open(env, this)?;
-        napi!(env, napi_ref_threadsafe_function(env, w.tsfn))?;
-        undefined(env)
-    })
-}
-
-unsafe extern "C" fn walker_unref(env: napi_env, info: napi_callback_info) -> napi_value {
-    guard(env, || {
-        let (_, _, this) = args::<0>(env, info)?;
-        let (w, _) = open(env, this)?;
-        napi!(env, napi_unref_threadsafe_function(env, w.tsfn))?;
+        if bool_arg(env, on, "on")? {
+            napi!(env, napi_ref_threadsafe_function(env, w.tsfn))?;
+        } else {
+            napi!(env, napi_unref_threadsafe_function(env, w.tsfn))?;
+        }
         undefined(env)
     })
 }
