@@ -28,7 +28,7 @@ CSV=$OUT/peers-$(date -u +%Y%m%dT%H%M%SZ).csv
 echo "pass,tool,step,wall_s,maxrss_kib,repo_bytes" > "$CSV"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export LC_ALL=C
-PXB="$ROOT/bin/pxb.js"  # as installed: its shebang sets the V8 heap options
+PXB="$ROOT/bin/pxb.js"  # as installed: its launcher lines set the V8 options
 
 warm() { find "$@" -type f -print0 | xargs -0 -r cat > /dev/null; }
 run() { # run TOOL STEP cmd...

@@ -1,13 +1,22 @@
-#!/usr/bin/env -S node --max-semi-space-size=8 --v8-pool-size=1
+#!/bin/sh
+':' //; [ -z "${NODE_EXTRA_CA_CERTS:-}" ] || { PXB_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export PXB_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; }
+':' //; exec node --max-semi-space-size=8 --v8-pool-size=1 "$0" "$@"
 // pxb command line. The compiled TypeScript lives in dist/ (built by `npm install` / `npm run build`).
-// The young generation is capped at 8 MiB semi-spaces (V8's default grows to 16 MiB): a backup
-// allocates little that survives, so it runs as fast (4 MiB was ~4 % slower) with a resident
-// set ~20 MiB smaller.
-// One V8 platform thread (node's default: four) for background compilation and GC: pxb's heavy
-// work runs on its own native threads, and four V8 threads compiling at once took the cores
-// from them and from the JavaScript thread (linux tree, 2 vCPUs, alternating: first no-change
-// backup 0.65-0.69 s against 0.71-0.77, full backup 2.70-2.92 s against 2.86-3.08, restore
-// equal).
+//
+// The two lines above are both shell and JavaScript (a string, then a comment): run as a
+// program, /bin/sh starts node on this file with the flags below; `node bin/pxb.js` skips them.
+// - Node parses the CA bundle named by $NODE_EXTRA_CA_CERTS when it starts (~140 certificates:
+//   40 ms of every pxb run here, a local backup included). The launcher hands it over as
+//   $PXB_EXTRA_CA_CERTS instead, which pxb reads only when it opens a TLS connection
+//   (cli/repository.ts: the same certificates are trusted).
+// - The young generation is capped at 8 MiB semi-spaces (V8's default grows to 16 MiB): a
+//   backup allocates little that survives, so it runs as fast (4 MiB was ~4 % slower) with a
+//   resident set ~20 MiB smaller.
+// - One V8 platform thread (node's default: four) for background compilation and GC: pxb's
+//   heavy work runs on its own native threads, and four V8 threads compiling at once took the
+//   cores from them and from the JavaScript thread (linux tree, 2 vCPUs, alternating: first
+//   no-change backup 0.65-0.69 s against 0.71-0.77, full backup 2.70-2.92 s against 2.86-3.08,
+//   restore equal).
 import { existsSync } from 'node:fs';
 
 const entry = new URL('../dist/cli/main.js', import.meta.url);

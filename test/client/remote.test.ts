@@ -18,9 +18,11 @@ interface Run {
   stderr: string;
 }
 
-function pxb(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+/** Run the CLI with node, or as a program (`asProgram`: its launcher lines run first, bin/pxb.js). */
+function pxb(args: string[], env: NodeJS.ProcessEnv, asProgram = false): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const opts = { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'] };
+    const child = asProgram ? spawn(bin, args, opts) : spawn(process.execPath, [bin, ...args], opts);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -62,9 +64,11 @@ describe('remote repository through a real pxb serve process', () => {
   let env: NodeJS.ProcessEnv;
   let adminEnv: NodeJS.ProcessEnv;
   let port = 0;
+  let certFile = '';
 
   beforeAll(async () => {
     const cfg = path.join(base, 'cfg');
+    certFile = path.join(cfg, 'proxy.pem');
     server = spawn(process.execPath, [bin, 'serve', '--listen', '127.0.0.1:0', '--datastore', `store1=${path.join(base, 'ds')}`, '--config', cfg, '--no-fsync'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -202,6 +206,25 @@ describe('remote repository through a real pxb serve process', () => {
     const fp = await pxb(['list'], { ...env, PBS_FINGERPRINT: 'aa:'.repeat(31) + 'aa' });
     expect(fp.code).toBe(1);
     expect(fp.stderr).toMatch(/fingerprint/i);
+  }, 60_000);
+
+  it('trusts the CA bundle in $NODE_EXTRA_CA_CERTS, also when the launcher hands it to pxb instead of node', async () => {
+    // The server's self-signed certificate (for 127.0.0.1) as the only extra CA, no pin.
+    const unpinned = { ...env, PBS_FINGERPRINT: undefined, NODE_EXTRA_CA_CERTS: undefined, PXB_EXTRA_CA_CERTS: undefined };
+    const untrusted = await pxb(['list'], unpinned, true);
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/not trusted/);
+    // as a program: the launcher moves the variable to $PXB_EXTRA_CA_CERTS, read at connect time
+    const launched = await pxb(['list', '--output-format', 'json'], { ...unpinned, NODE_EXTRA_CA_CERTS: certFile }, true);
+    expect(launched.code, launched.stderr).toBe(0);
+    expect(Array.isArray(JSON.parse(launched.stdout))).toBe(true);
+    // node reading the bundle itself (`node bin/pxb.js`), and pxb's variable on its own
+    expect((await pxb(['list'], { ...unpinned, NODE_EXTRA_CA_CERTS: certFile })).code).toBe(0);
+    expect((await pxb(['list'], { ...unpinned, PXB_EXTRA_CA_CERTS: certFile })).code).toBe(0);
+    // an unreadable bundle: node's warning, and the certificate is not trusted
+    const missing = await pxb(['list'], { ...unpinned, NODE_EXTRA_CA_CERTS: path.join(base, 'no-such.pem') }, true);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/Ignoring extra certs/);
   }, 60_000);
 
   it('runs maintenance through the server: notes, protection, prune, forget, verify, GC, namespaces', async () => {

@@ -51,5 +51,24 @@ export async function openAnyRepository(
   const secret = env.PBS_PASSWORD;
   if (!secret) throw new UsageError('remote repository: set PBS_PASSWORD to the API token secret');
   const fingerprint = o.fingerprint ?? env.PBS_FINGERPRINT;
-  return { kind: 'remote', client: new PbsClient({ repository: repo, secret, fingerprint }), spec: r };
+  return { kind: 'remote', client: new PbsClient({ repository: repo, secret, fingerprint, ca: await extraCaCertificates(env) }), spec: r };
+}
+
+/**
+ * The CA certificates a TLS connection trusts when the launcher (bin/pxb.js) took
+ * `$NODE_EXTRA_CA_CERTS` over as `$PXB_EXTRA_CA_CERTS`, so that node does not parse the bundle
+ * at every start: node's roots plus that file, as node itself would have it. Undefined: node's
+ * default (it read `$NODE_EXTRA_CA_CERTS` itself, or there is none). A file that cannot be read
+ * is skipped with node's warning.
+ */
+export async function extraCaCertificates(env: NodeJS.ProcessEnv): Promise<string[] | undefined> {
+  const file = env.PXB_EXTRA_CA_CERTS;
+  if (!file) return undefined;
+  const [{ readFile }, tls] = await Promise.all([import('node:fs/promises'), import('node:tls')]);
+  try {
+    return [...tls.rootCertificates, await readFile(file, 'latin1')];
+  } catch (e) {
+    process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${(e as Error).message}`);
+    return undefined;
+  }
 }
