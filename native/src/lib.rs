@@ -17,6 +17,7 @@ pub mod digest;
 pub mod fs;
 pub mod mem;
 pub mod pool;
+pub mod pxar;
 pub mod store;
 pub mod zstd;
 

@@ -53,6 +53,32 @@ export interface NativeAddon {
   verifyBlob(blob: Uint8Array): BlobKind;
   /** SHA-256 + blob encoding of one chunk on a CPU worker. */
   processChunk(chunk: Uint8Array, compress: boolean): Promise<ProcessedChunk>;
+  /**
+   * pxar records (FILENAME, ENTRY, PAYLOAD_REF) of plain files `from..to` of a run (names
+   * concatenated, `ends` their ends; 7 numbers per file in `nums`: mode, uid, gid, mtime s, ns,
+   * size, payload offset + `delta`) into `out[at..]` while they fit (`pos`: the stream position
+   * of `out[at]`), and their goodbye items (hash halves, FILENAME position, size) from index
+   * `itemAt` while the item arrays have room. Every file is checked first (names, stat fields,
+   * offsets not below `payloadPos`): a refused one throws and nothing is written. Returns the
+   * number of files written; each took 121 + its name's length bytes.
+   */
+  pxarPlainRun(
+    out: Uint8Array,
+    at: number,
+    pos: number,
+    names: Uint8Array,
+    ends: Uint32Array,
+    nums: Float64Array,
+    from: number,
+    to: number,
+    delta: number,
+    payloadPos: number,
+    hashLo: Uint32Array,
+    hashHi: Uint32Array,
+    itemOffset: Float64Array,
+    itemSize: Float64Array,
+    itemAt: number,
+  ): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -5,6 +5,7 @@ pub mod sys;
 
 mod core;
 mod fs;
+mod pxar;
 mod walk;
 
 use rt::*;
@@ -16,6 +17,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     guard(env, || {
         core::register(env, exports)?;
         fs::register(env, exports)?;
+        pxar::register(env, exports)?;
         walk::register(env, exports)?;
         Ok(exports)
     })

@@ -484,6 +484,20 @@ unsafe fn typed_array<T: Copy>(env: napi_env, xs: &[T], kind: c_int) -> NResult<
     Ok(ta)
 }
 
+/// Borrow the elements of a typed array of `kind` (element type `T`), mutably: only valid
+/// during the current call, and the caller must not hold two borrows of one array.
+pub unsafe fn typed_slice<'a, T>(env: napi_env, v: napi_value, kind: c_int, what: &str) -> NResult<&'a mut [T]> {
+    let (mut ty, mut len, mut data, mut ab, mut off) = (0 as c_int, 0usize, null_mut::<c_void>(), null_mut(), 0usize);
+    napi!(env, napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off)).map_err(|_| format!("{} must be a typed array", what))?;
+    if ty != kind {
+        return Err(format!("{} has the wrong typed array type", what));
+    }
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    Ok(std::slice::from_raw_parts_mut(data as *mut T, len))
+}
+
 /// Float64Array with a copy of `xs` (offsets up to 2^53 are exact).
 pub unsafe fn f64_array(env: napi_env, xs: &[f64]) -> NResult<napi_value> {
     typed_array(env, xs, NAPI_FLOAT64_ARRAY)

@@ -118,6 +118,7 @@ extern "C" {
     pub fn napi_create_external_buffer(env: napi_env, length: usize, data: *mut c_void, finalize_cb: napi_finalize, hint: *mut c_void, result: *mut napi_value) -> napi_status;
     pub fn napi_create_arraybuffer(env: napi_env, byte_length: usize, data: *mut *mut c_void, result: *mut napi_value) -> napi_status;
     pub fn napi_create_typedarray(env: napi_env, ty: c_int, length: usize, arraybuffer: napi_value, byte_offset: usize, result: *mut napi_value) -> napi_status;
+    pub fn napi_get_typedarray_info(env: napi_env, typedarray: napi_value, ty: *mut c_int, length: *mut usize, data: *mut *mut c_void, arraybuffer: *mut napi_value, byte_offset: *mut usize) -> napi_status;
     pub fn napi_adjust_external_memory(env: napi_env, change: i64, adjusted: *mut i64) -> napi_status;
 
     // references (keep a JS value alive across calls / threads)

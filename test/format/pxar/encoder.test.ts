@@ -339,7 +339,7 @@ describe('PxarEncoder refuses misuse', () => {
       nums.set([x.meta.mode, x.meta.uid, x.meta.gid, x.meta.mtime.secs, x.meta.mtime.nanos, x.size, x.offset - delta], q * PLAIN_RUN_FIELDS);
       ends.push((end += x.name.length));
     });
-    return { names: Buffer.concat(files.map((x) => x.name)), ends, nums };
+    return { names: Buffer.concat(files.map((x) => x.name)), ends: Uint32Array.from(ends), nums };
   }
 
   it('writes a run of plain files byte for byte as addPayloadRef writes each', () => {

@@ -13,6 +13,10 @@
  * sorted by name hash and laid out as a binary tree array, HARDLINK offsets are FILENAME-to-FILENAME
  * distances in the metadata stream.
  *
+ * Runs of plain reused files (`addPlainPayloadRefs`, nearly every entry of a no-change backup)
+ * are written into the stage by the native addon (native/src/pxar.rs), as `addPayloadRef`
+ * would write each of them.
+ *
  * Output: metadata bytes are staged in a 64 KiB buffer and handed to the sink in pieces the
  * encoder never touches again (call `flush()` to push the stage early; `finish()` flushes).
  * Payload headers are handed over directly; file data buffers given to `writeFileData` are passed
@@ -65,6 +69,7 @@ import type { AclGroup, AclUser, Metadata } from './metadata.js';
 import { sipHash24 } from './siphash.js';
 import { fileNameProblem, typeWords, writeU64, type TypeWords } from './wire.js';
 import { DOUBLE_FIELD } from '../double.js';
+import { native } from '../../native/index.js';
 
 /** Receives encoder output synchronously, in order. */
 export interface ByteSink {
@@ -113,20 +118,28 @@ class GoodbyeItems {
   size = new Float64Array(16);
 
   push(hash: Uint32Array, offset: number, size: number): void {
-    if (this.count === this.hashLo.length) {
-      const n = this.count * 2;
-      this.hashLo = grow(this.hashLo, new Uint32Array(n));
-      this.hashHi = grow(this.hashHi, new Uint32Array(n));
-      this.offset = grow(this.offset, new Float64Array(n));
-      this.size = grow(this.size, new Float64Array(n));
-    }
+    if (this.count === this.hashLo.length) this.reserve(1);
     const i = this.count++;
     this.hashLo[i] = hash[0];
     this.hashHi[i] = hash[1];
     this.offset[i] = offset;
     this.size[i] = size;
   }
+
+  /** Room for `n` more items. */
+  reserve(n: number): void {
+    if (this.count + n <= this.hashLo.length) return;
+    let len = this.hashLo.length * 2;
+    while (len < this.count + n) len *= 2;
+    this.hashLo = grow(this.hashLo, new Uint32Array(len));
+    this.hashHi = grow(this.hashHi, new Uint32Array(len));
+    this.offset = grow(this.offset, new Float64Array(len));
+    this.size = grow(this.size, new Float64Array(len));
+  }
 }
+
+/** Bytes of a plain run's file record besides its name: FILENAME header and NUL, ENTRY, PAYLOAD_REF. */
+const PLAIN_RECORD_FIXED = HEADER_SIZE + 1 + HEADER_SIZE + STAT_SIZE + HEADER_SIZE + 16;
 
 function grow<T extends Uint32Array | Float64Array>(old: T, next: T): T {
   next.set(old);
@@ -347,34 +360,26 @@ export class PxarEncoder {
    * mtime seconds, mtime nanoseconds, size, and a payload offset to which `delta` is added.
    * Writes what `addPayloadRef` writes for each, without a Metadata object per file.
    */
-  addPlainPayloadRefs(names: Buffer, ends: ArrayLike<number>, nums: Float64Array, from: number, to: number, delta: number): void {
+  addPlainPayloadRefs(names: Buffer, ends: Uint32Array, nums: Float64Array, from: number, to: number, delta: number): void {
     this.checkIdle();
     if (!this.payloadOut) throw new Error('pxar encoder: payload references need a split archive');
-    if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from <= to && to <= ends.length && to * PLAIN_RUN_FIELDS <= nums.length)) {
+    if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from <= to)) {
       throw new Error(`pxar encoder: plain run ${from}..${to} out of range`);
     }
-    // All checked before anything is written (a refused run leaves the encoder as it was).
-    for (let q = from; q < to; q++) {
-      const f = q * PLAIN_RUN_FIELDS;
-      const a = q === 0 ? 0 : ends[q - 1];
-      if (!(a <= ends[q] && ends[q] <= names.length)) throw new Error(`pxar encoder: plain run name ${q} out of range`);
-      checkName(names, a, ends[q]);
-      checkStat(nums[f], nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
-      checkModeType(nums[f], IFREG, 'regular file');
-      checkCount(nums[f + 5], 'file size');
-      const offset = nums[f + 6] + delta;
-      checkCount(offset, 'payload offset');
-      if (offset < this.payloadPos) throw new Error(`pxar encoder: payload offset ${offset} is below the current payload position ${this.payloadPos}`);
-    }
+    // Native (native/src/pxar.rs): every file is checked before anything is written (a refused
+    // run leaves the encoder as it was), then records go into the stage while they fit.
     const items = this.current().items;
-    for (let q = from; q < to; q++) {
-      const f = q * PLAIN_RUN_FIELDS;
-      const a = q === 0 ? 0 : ends[q - 1];
-      const filenamePos = this.pos;
-      this.putFilenameAt(names, a, ends[q]);
-      this.putStat(nums[f], 0n, nums[f + 1], nums[f + 2], nums[f + 3], nums[f + 4]);
-      this.putPayloadRef(nums[f + 6] + delta, nums[f + 5]);
-      items.push(sipHash24(names, a, ends[q]), filenamePos, this.pos - filenamePos);
+    items.reserve(to - from);
+    for (let q = from; q < to; ) {
+      const n = native.pxarPlainRun(this.stage, this.staged, this.pos, names, ends, nums, q, to, delta, this.payloadPos, items.hashLo, items.hashHi, items.offset, items.size, items.count);
+      if (n === 0 && this.staged === 0) throw new Error('pxar encoder: a plain run record larger than the stage');
+      let bytes = 0;
+      for (let k = q; k < q + n; k++) bytes += PLAIN_RECORD_FIXED + ends[k] - (k === 0 ? 0 : ends[k - 1]);
+      this.staged += bytes;
+      this.pos += bytes;
+      items.count += n;
+      q += n;
+      if (q < to) this.flush();
     }
   }
 
@@ -572,18 +577,6 @@ export class PxarEncoder {
     headerAt(this.view, p, T_FILENAME, full);
     this.stage.set(name, p + HEADER_SIZE);
     this.stage[p + full - 1] = 0;
-    this.pos += full;
-  }
-
-  /** FILENAME of `names[start, end)` (a name of a plain run: copied bytewise, names are short). */
-  private putFilenameAt(names: Buffer, start: number, end: number): void {
-    const full = HEADER_SIZE + (end - start) + 1;
-    const p = this.reserve(full);
-    headerAt(this.view, p, T_FILENAME, full);
-    const stage = this.stage;
-    let o = p + HEADER_SIZE;
-    for (let k = start; k < end; k++) stage[o++] = names[k];
-    stage[o] = 0;
     this.pos += full;
   }
 
