@@ -218,6 +218,61 @@ impl<'a> PlainRun<'a> {
     }
 }
 
+/// Item type of a goodbye table and the hash of its tail item (spec pxar.md §5).
+pub const PXAR_GOODBYE: u64 = 0x2fec4fa642d5731d;
+pub const PXAR_GOODBYE_TAIL_MARKER: u64 = 0xef5eed5b753e1555;
+const GOODBYE_ITEM: usize = 24;
+
+/// Bytes of the GOODBYE item of a directory with `n` children.
+pub fn goodbye_size(n: usize) -> usize {
+    HEADER + GOODBYE_ITEM * (n + 1)
+}
+
+/// The binary tree array permutation for `n` sorted items (spec pxar.md §5.1):
+/// `order[dest] = source index`.
+pub fn binary_tree_array_order(n: usize) -> Vec<u32> {
+    fn place(order: &mut [u32], n: usize, o: usize, e: u32, i: usize) {
+        let p = 1usize << e;
+        let t = p + p / 2 - 1;
+        let m = if n > t { p - 1 } else { p - 1 - (t - n) };
+        order[i] = (o + m) as u32;
+        if m > 0 {
+            place(order, m, o, e - 1, 2 * i + 1);
+        }
+        if m + 1 < n {
+            place(order, n - m - 1, o + m + 1, e - 1, 2 * i + 2);
+        }
+    }
+    let mut order = vec![0u32; n];
+    if n > 0 {
+        place(&mut order, n, 0, usize::BITS - 1 - n.leading_zeros(), 0);
+    }
+    order
+}
+
+/// Write the GOODBYE item of a directory into `out` (exactly `goodbye_size(n)` bytes): its
+/// first `n` items sorted by hash (ties in the order given), laid out as a binary tree array,
+/// offsets made relative to `goodbye_pos`, then the tail item pointing back at `entry_pos`.
+pub fn write_goodbye(out: &mut [u8], items: &Items, n: usize, goodbye_pos: f64, entry_pos: f64) {
+    let full = goodbye_size(n);
+    let mut sorted: Vec<u32> = (0..n as u32).collect();
+    let hash = |i: u32| ((items.hash_hi[i as usize] as u64) << 32) | items.hash_lo[i as usize] as u64;
+    sorted.sort_by_key(|&i| hash(i)); // stable: equal hashes keep their order
+    let order = binary_tree_array_order(n);
+    header(out, PXAR_GOODBYE, full);
+    let mut q = HEADER;
+    for &d in &order {
+        let i = sorted[d as usize];
+        put_u64(&mut out[q..], hash(i));
+        put_u64(&mut out[q + 8..], (goodbye_pos - items.offset[i as usize]) as u64);
+        put_u64(&mut out[q + 16..], items.size[i as usize] as u64);
+        q += GOODBYE_ITEM;
+    }
+    put_u64(&mut out[q..], PXAR_GOODBYE_TAIL_MARKER);
+    put_u64(&mut out[q + 8..], (goodbye_pos - entry_pos) as u64);
+    put_u64(&mut out[q + 16..], full as u64);
+}
+
 /// Goodbye items in columns (the encoder's GoodbyeItems arrays).
 pub struct Items<'a> {
     pub hash_lo: &'a mut [u32],
@@ -227,7 +282,7 @@ pub struct Items<'a> {
 }
 
 impl Items<'_> {
-    fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.hash_lo.len().min(self.hash_hi.len()).min(self.offset.len()).min(self.size.len())
     }
 }
@@ -251,6 +306,8 @@ mod tests {
         assert_eq!(siphash24(b"__PROXMOX_FORMAT_FILENAME__"), PXAR_FILENAME);
         assert_eq!(siphash24(b"__PROXMOX_FORMAT_ENTRY_V2__"), PXAR_ENTRY);
         assert_eq!(siphash24(b"__PROXMOX_FORMAT_PXAR_PAYLOAD_REF__"), PXAR_PAYLOAD_REF);
+        assert_eq!(siphash24(b"__PROXMOX_FORMAT_GOODBYE__"), PXAR_GOODBYE);
+        assert_eq!(siphash24(b"__PROXMOX_FORMAT_PXAR_GOODBYE_TAIL_MARKER__"), PXAR_GOODBYE_TAIL_MARKER);
     }
 
     #[test]
@@ -283,6 +340,32 @@ mod tests {
         assert_eq!(off, [100.0, 206.0]);
         assert_eq!(size, [106.0, 106.0]);
         assert_eq!(((hi[0] as u64) << 32) | lo[0] as u64, siphash24(b"a"));
+    }
+
+    #[test]
+    fn binary_tree_array_order_matches_the_spec() {
+        assert_eq!(binary_tree_array_order(4), [2, 1, 3, 0]);
+        assert_eq!(binary_tree_array_order(10), [6, 3, 8, 1, 5, 7, 9, 0, 2, 4]);
+        assert!(binary_tree_array_order(0).is_empty());
+        assert_eq!(binary_tree_array_order(1), [0]);
+    }
+
+    #[test]
+    fn goodbye_sorts_by_hash_stably_and_points_back() {
+        let (mut lo, mut hi) = ([5u32, 1, 1, 0], [0u32, 1, 1, 0]);
+        let (mut off, mut size) = ([100.0, 200.0, 300.0, 400.0], [1.0, 2.0, 3.0, 4.0]);
+        let items = Items { hash_lo: &mut lo, hash_hi: &mut hi, offset: &mut off, size: &mut size };
+        let mut out = vec![0u8; goodbye_size(4)];
+        write_goodbye(&mut out, &items, 4, 1000.0, 50.0);
+        let word = |k: usize| u64::from_le_bytes(out[k..k + 8].try_into().unwrap());
+        assert_eq!((word(0), word(8)), (PXAR_GOODBYE, 16 + 24 * 5));
+        // sorted: item 3 (0), item 0 (5), item 1 (2^32+1), item 2 (2^32+1, after item 1); order [2,1,3,0]
+        let at = |d: usize| (word(16 + 24 * d), word(24 + 24 * d), word(32 + 24 * d));
+        assert_eq!(at(0), ((1 << 32) | 1, 800, 2));
+        assert_eq!(at(1), (5, 900, 1));
+        assert_eq!(at(2), ((1 << 32) | 1, 700, 3));
+        assert_eq!(at(3), (0, 600, 4));
+        assert_eq!(at(4), (PXAR_GOODBYE_TAIL_MARKER, 950, 136));
     }
 
     #[test]

@@ -79,6 +79,13 @@ export interface NativeAddon {
     itemSize: Float64Array,
     itemAt: number,
   ): number;
+  /**
+   * The GOODBYE item of a directory from its first `n` goodbye items (hash halves, absolute
+   * FILENAME positions, sizes): sorted by hash (ties keep their order), in binary tree array
+   * order, offsets relative to `goodbyePos`, tail item pointing at `entryPos`. Writes
+   * 16 + 24 (n + 1) bytes at `out[at]` (they must fit) and returns that count.
+   */
+  pxarGoodbye(out: Uint8Array, at: number, hashLo: Uint32Array, hashHi: Uint32Array, itemOffset: Float64Array, itemSize: Float64Array, n: number, goodbyePos: number, entryPos: number): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -51,8 +51,6 @@ import {
   PXAR_FCAPS,
   PXAR_FILENAME,
   PXAR_FORMAT_VERSION,
-  PXAR_GOODBYE,
-  PXAR_GOODBYE_TAIL_MARKER,
   PXAR_HARDLINK,
   PXAR_PAYLOAD,
   PXAR_PAYLOAD_REF,
@@ -64,7 +62,6 @@ import {
   PXAR_XATTR,
   STAT_SIZE,
 } from './constants.js';
-import { binaryTreeArrayOrder } from './binary-tree-array.js';
 import type { AclGroup, AclUser, Metadata } from './metadata.js';
 import { sipHash24 } from './siphash.js';
 import { fileNameProblem, typeWords, writeU64, type TypeWords } from './wire.js';
@@ -103,8 +100,6 @@ const T_QUOTA = typeWords(PXAR_QUOTA_PROJID);
 const T_HARDLINK = typeWords(PXAR_HARDLINK);
 const T_PAYLOAD = typeWords(PXAR_PAYLOAD);
 const T_PAYLOAD_REF = typeWords(PXAR_PAYLOAD_REF);
-const T_GOODBYE = typeWords(PXAR_GOODBYE);
-const T_TAIL = typeWords(PXAR_GOODBYE_TAIL_MARKER);
 const T_START_MARKER = typeWords(PXAR_PAYLOAD_START_MARKER);
 const T_TAIL_MARKER = typeWords(PXAR_PAYLOAD_TAIL_MARKER);
 
@@ -137,6 +132,9 @@ class GoodbyeItems {
     this.size = grow(this.size, new Float64Array(len));
   }
 }
+
+/** Goodbye item columns kept for reuse (open directories hold theirs). */
+const SPARE_GOODBYE_ITEMS = 64;
 
 /** Bytes of a plain run's file record besides its name: FILENAME header and NUL, ENTRY, PAYLOAD_REF. */
 const PLAIN_RECORD_FIXED = HEADER_SIZE + 1 + HEADER_SIZE + STAT_SIZE + HEADER_SIZE + 16;
@@ -181,6 +179,8 @@ export class PxarEncoder {
   private pos = DOUBLE_FIELD;
   private payloadPos = DOUBLE_FIELD;
   private readonly dirs: DirState[] = [];
+  /** Goodbye item columns of closed directories, for the next ones (one set per open level). */
+  private readonly spareItems: GoodbyeItems[] = [];
   private file: OpenFile | undefined;
   private state: 'new' | 'open' | 'finished' = 'new';
   private failure: Error | undefined;
@@ -227,7 +227,7 @@ export class PxarEncoder {
       if (this.prelude !== undefined) this.putItem(T_PRELUDE, this.prelude);
     }
     this.putMetadata(rootMeta);
-    this.dirs.push({ items: new GoodbyeItems(), entryPos: 0, filenamePos: -1, hashLo: 0, hashHi: 0 });
+    this.dirs.push({ items: this.spareItems.pop() ?? new GoodbyeItems(), entryPos: 0, filenamePos: -1, hashLo: 0, hashHi: 0 });
   }
 
   /** FILENAME + ENTRY of a subdirectory; its children follow until `leaveDirectory()`. */
@@ -243,7 +243,7 @@ export class PxarEncoder {
     this.putFilename(name);
     const entryPos = this.pos;
     this.putMetadata(meta);
-    this.dirs.push({ items: new GoodbyeItems(), entryPos, filenamePos, hashLo, hashHi });
+    this.dirs.push({ items: this.spareItems.pop() ?? new GoodbyeItems(), entryPos, filenamePos, hashLo, hashHi });
   }
 
   /** Close the current subdirectory with its GOODBYE table. */
@@ -642,34 +642,17 @@ export class PxarEncoder {
     this.pos += 32;
   }
 
-  /** GOODBYE: items sorted by hash in binary-tree-array order, then the tail item. */
+  /** GOODBYE: items sorted by hash in binary-tree-array order, then the tail item (native/src/pxar.rs). */
   private putGoodbye(dir: DirState): void {
     const items = dir.items;
     const n = items.count;
-    const goodbyePos = this.pos;
     const full = HEADER_SIZE + GOODBYE_ITEM_SIZE * (n + 1);
-    const sorted = new Uint32Array(n);
-    for (let i = 0; i < n; i++) sorted[i] = i;
-    const { hashLo, hashHi } = items;
-    sorted.sort((a, b) => hashHi[a] - hashHi[b] || hashLo[a] - hashLo[b]);
-    const order = binaryTreeArrayOrder(n);
     const p = this.reserve(full);
-    const v = this.view;
-    headerAt(v, p, T_GOODBYE, full);
-    let q = p + HEADER_SIZE;
-    for (let d = 0; d < n; d++) {
-      const i = sorted[order[d]];
-      v.setUint32(q, hashLo[i], true);
-      v.setUint32(q + 4, hashHi[i], true);
-      u64At(v, goodbyePos - items.offset[i], q + 8);
-      u64At(v, items.size[i], q + 16);
-      q += GOODBYE_ITEM_SIZE;
-    }
-    v.setUint32(q, T_TAIL.lo, true);
-    v.setUint32(q + 4, T_TAIL.hi, true);
-    u64At(v, goodbyePos - dir.entryPos, q + 8);
-    u64At(v, full, q + 16);
+    native.pxarGoodbye(this.stage, p, items.hashLo, items.hashHi, items.offset, items.size, n, this.pos, dir.entryPos);
     this.pos += full;
+    // the items are used again for another directory
+    items.count = 0;
+    if (this.spareItems.length < SPARE_GOODBYE_ITEMS) this.spareItems.push(items);
   }
 }
 
