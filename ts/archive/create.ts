@@ -1046,9 +1046,8 @@ class Archiver {
         if (excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
       }
       if (prev) {
-        const name = list.name(i);
-        while (j < prev.length && Buffer.compare(prev[j].name, name) < 0) j++;
-        if (j < prev.length && prev[j].name.equals(name)) prevOf[i] = prev[j];
+        while (j < prev.length && list.compareName(i, prev[j].name) > 0) j++;
+        if (j < prev.length && list.compareName(i, prev[j].name) === 0) prevOf[i] = prev[j];
       }
       if (type === S_IFREG && list.metaSkipped(i) && list.nlink(i) === 1) {
         // The cache's record of this path, inode and ctime names its payload when the previous
@@ -1104,14 +1103,21 @@ class Archiver {
       const n = kids.get(i);
       if (n) listings.set(i, n);
     }
-    this.prefetch.drop([...kids].filter(([i]) => !listings.has(i)).map(([, n]) => n));
+    if (listings.size < kids.size) {
+      const dropped: PrefetchNode[] = [];
+      kids.forEach((n, i) => {
+        if (!listings.has(i)) dropped.push(n);
+      });
+      this.prefetch.drop(dropped);
+    }
 
     // Read ahead only files that will certainly be encoded with data: not reusable, and not
     // hardlinked (another name may be encoded first; those are read when they are reached).
     // A batch ends at a subdirectory, so that no batch is kept while the encoder is below it.
     const toRead: Array<{ key: number; path: () => Buffer; size: number; cut: boolean }> = [];
     let subdirBefore = false;
-    for (const i of keep) {
+    for (let k = 0; k < keep.length; k++) {
+      const i = keep[k];
       const type = list.mode(i) & S_IFMT;
       if (type === S_IFDIR) subdirBefore = true;
       else if (type === S_IFREG && !ranges[i] && list.nlink(i) === 1) {
@@ -1119,7 +1125,8 @@ class Archiver {
         subdirBefore = false;
       }
     }
-    const reader = new FileBatches<number>(this.smallFiles, toRead, absDir, first);
+    // (a directory with nothing to read, as most of a no-change backup's, shares an empty reader)
+    const reader = toRead.length || first ? new FileBatches<number>(this.smallFiles, toRead, absDir, first) : (this.noFiles ??= new FileBatches<number>(this.smallFiles, []));
     const subdirReads = this.prereads && !hasPatterns ? new SubdirPrereads(this.smallFiles, this.prereads, subdirs.flatMap((i) => listings.get(i) ?? []), (n) => this.prefetch.peek(n)) : null;
     try {
       await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader, subdirReads);
@@ -1589,6 +1596,8 @@ class Archiver {
 
   /** Small files read in batches into recycled buffers (FileBatches, readOne, large-file pieces). */
   readonly smallFiles = new BatchReader();
+  /** The reader of directories with no file to read (FileBatches of nothing holds no state). */
+  private noFiles: FileBatches<number> | undefined;
 }
 
 /** Batched native reads of small files into recycled buffers. Exported for its tests only. */
@@ -2022,7 +2031,7 @@ function findName(list: DirEntries, name: Buffer): number {
   let hi = list.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const c = Buffer.compare(list.name(mid), name);
+    const c = list.compareName(mid, name);
     if (c === 0) return mid;
     if (c < 0) lo = mid + 1;
     else hi = mid - 1;

@@ -202,6 +202,13 @@ export class DirEntries implements Iterable<DirEntry> {
     return this.#bytes.subarray(o, o + this.#offs[i * 4 + 1]);
   }
 
+  /** `Buffer.compare(this.name(i), other)` without making the name's view. */
+  compareName(i: number, other: Uint8Array): number {
+    this.#check(i);
+    const o = this.#offs[i * 4];
+    return this.#bytes.compare(other, 0, other.length, o, o + this.#offs[i * 4 + 1]);
+  }
+
   /**
    * The names of entries `idx`, copied into one Buffer (`ends[k]` = end of name k): what
    * outlives the listing without keeping all of it.
