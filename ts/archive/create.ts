@@ -606,11 +606,17 @@ class Archiver {
   private readonly record: MetadataCacheBuilder | null;
   /** The previous archive's metadata cache, if it fits (it names the previous metadata archive). */
   private readonly prevCache: LoadedMetadataCache | null;
-  private lastProgress = 0;
+  /**
+   * performance.now() of the last progress event: a double from the start (DOUBLE_FIELD), as a
+   * small integer first its first timestamp changed the archiver's layout mid-backup and
+   * deoptimized encodeDir and replay.
+   */
+  private lastProgress = DOUBLE_FIELD;
   /** Buffers of subdirectory pre-reads (SubdirPrereads); null with a previous archive. */
   private readonly prereads: BufferPool | null;
 
   constructor(private readonly opts: CreateArchiveOptions) {
+    this.lastProgress = 0;
     const base = archiveBaseName(opts.archiveName);
     this.previous = opts.mode === 'metadata' ? opts.previous ?? null : null;
     this.mode = opts.mode === 'metadata' && !this.previous ? 'data' : opts.mode;
@@ -1126,7 +1132,7 @@ class Archiver {
       }
     }
     // (a directory with nothing to read, as most of a no-change backup's, shares an empty reader)
-    const reader = toRead.length || first ? new FileBatches<number>(this.smallFiles, toRead, absDir, first) : (this.noFiles ??= new FileBatches<number>(this.smallFiles, []));
+    const reader = toRead.length || first ? new FileBatches<number>(this.smallFiles, toRead, absDir, first) : this.noFiles;
     const subdirReads = this.prereads && !hasPatterns ? new SubdirPrereads(this.smallFiles, this.prereads, subdirs.flatMap((i) => listings.get(i) ?? []), (n) => this.prefetch.peek(n)) : null;
     try {
       await this.encodeEntries(absDir, rel, list, keep, metas, plain, recOf, ranges, prevOf, prev !== null, prevDir, listings, excl, reader, subdirReads);
@@ -1597,7 +1603,7 @@ class Archiver {
   /** Small files read in batches into recycled buffers (FileBatches, readOne, large-file pieces). */
   readonly smallFiles = new BatchReader();
   /** The reader of directories with no file to read (FileBatches of nothing holds no state). */
-  private noFiles: FileBatches<number> | undefined;
+  private readonly noFiles = new FileBatches<number>(this.smallFiles, []);
 }
 
 /** Batched native reads of small files into recycled buffers. Exported for its tests only. */
