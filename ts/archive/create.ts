@@ -607,9 +607,9 @@ class Archiver {
   /** The previous archive's metadata cache, if it fits (it names the previous metadata archive). */
   private readonly prevCache: LoadedMetadataCache | null;
   /**
-   * performance.now() of the last progress event: a double from the start (DOUBLE_FIELD), as a
-   * small integer first its first timestamp changed the archiver's layout mid-backup and
-   * deoptimized encodeDir and replay.
+   * performance.now() of the last progress event, a double from the start (DOUBLE_FIELD): when
+   * it started as the small integer 0, its first timestamp changed the archiver's layout in the
+   * middle of the backup and deoptimized encodeDir.
    */
   private lastProgress = DOUBLE_FIELD;
   /** Buffers of subdirectory pre-reads (SubdirPrereads); null with a previous archive. */
