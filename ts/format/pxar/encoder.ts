@@ -133,8 +133,9 @@ class GoodbyeItems {
   }
 }
 
-/** Goodbye item columns kept for reuse (open directories hold theirs). */
+/** Goodbye item columns kept for reuse (open directories hold theirs), of at most this many items. */
 const SPARE_GOODBYE_ITEMS = 64;
+const SPARE_GOODBYE_CAPACITY = 1024;
 
 /** Bytes of a plain run's file record besides its name: FILENAME header and NUL, ENTRY, PAYLOAD_REF. */
 const PLAIN_RECORD_FIXED = HEADER_SIZE + 1 + HEADER_SIZE + STAT_SIZE + HEADER_SIZE + 16;
@@ -650,9 +651,10 @@ export class PxarEncoder {
     const p = this.reserve(full);
     native.pxarGoodbye(this.stage, p, items.hashLo, items.hashHi, items.offset, items.size, n, this.pos, dir.entryPos);
     this.pos += full;
-    // the items are used again for another directory
+    // the items are used again for another directory (not a large one's: memory stays bounded
+    // by the open directories)
     items.count = 0;
-    if (this.spareItems.length < SPARE_GOODBYE_ITEMS) this.spareItems.push(items);
+    if (this.spareItems.length < SPARE_GOODBYE_ITEMS && items.hashLo.length <= SPARE_GOODBYE_CAPACITY) this.spareItems.push(items);
   }
 }
 
