@@ -203,6 +203,30 @@ describe('readDir: every entry kind', () => {
     expect(() => d.names([d.length])).toThrow(RangeError);
   });
 
+  it('names() and statFields() of runs of entries, with symlink targets and long names between them', async () => {
+    const t = path.join(base, 'runs');
+    fs.mkdirSync(t);
+    const long = 'l'.repeat(200);
+    for (const n of ['a1', 'a2', 'a3', 'c1', 'c2', long]) fs.writeFileSync(path.join(t, n), n);
+    fs.symlinkSync('a-target-between-the-names', path.join(t, 'b-link'));
+    const d = await readDir(t);
+    const names = [...d].map((e) => e.name.toString());
+    const at = (n: string) => names.indexOf(n);
+    // consecutive entries (one copy), across the symlink, out of order, with the long name
+    for (const pick of [[at('a1'), at('a2'), at('a3')], [at('a3'), at('b-link'), at('c1')], [at('c2'), at('a1')], [at('c1'), at('c2'), at(long)]]) {
+      const { bytes, ends } = d.names(pick);
+      expect(bytes.toString()).toBe(pick.map((i) => names[i]).join(''));
+      expect(ends[ends.length - 1]).toBe(bytes.length);
+      const out = new Float64Array(pick.length * 7).fill(-1);
+      d.statFields(pick, out, 7);
+      pick.forEach((i, q) => {
+        const e = d.entry(i);
+        expect([...out.subarray(q * 7, q * 7 + 7)]).toEqual([e.mode, e.uid, e.gid, e.mtimeSec, e.mtimeNsec, e.size, -1]);
+      });
+    }
+    expect(() => d.statFields([0, 1], new Float64Array(13), 7)).toThrow(RangeError);
+  });
+
   it('readDirs lists several directories in one job; one that cannot be listed gets its error', async () => {
     const got = await readDirs([dir, path.join(dir, 'no-such-dir'), Buffer.from(path.join(dir, 'file'))], { flags: true });
     expect(got).toHaveLength(3);

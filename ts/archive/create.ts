@@ -1978,16 +1978,10 @@ const RUN_WRITE_FILES = 64;
 function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
   const nums = new Float64Array(idx.length * RUN_FIELDS);
   const recs = new Int32Array(idx.length);
+  list.statFields(idx, nums, RUN_FIELDS);
   for (let q = 0; q < idx.length; q++) {
     const i = idx[q];
-    const f = q * RUN_FIELDS;
-    nums[f] = list.mode(i);
-    nums[f + 1] = list.uid(i);
-    nums[f + 2] = list.gid(i);
-    nums[f + 3] = list.mtimeSec(i);
-    nums[f + 4] = list.mtimeNsec(i);
-    nums[f + 5] = list.size(i);
-    nums[f + 6] = ranges[i]![0];
+    nums[q * RUN_FIELDS + 6] = ranges[i]![0];
     recs[q] = recOf[i];
   }
   const { bytes, ends } = list.names(idx);

@@ -210,22 +210,58 @@ export class DirEntries implements Iterable<DirEntry> {
   }
 
   /**
+   * Stat fields of entries `idx` into `out`, `stride` numbers per entry from `out[0]`: mode,
+   * uid, gid, mtime seconds, mtime nanoseconds, size (the rest of each stride is left as it is).
+   */
+  statFields(idx: ArrayLike<number>, out: Float64Array, stride: number): void {
+    if (stride < 6 || idx.length * stride > out.length) throw new RangeError(`stat fields of ${idx.length} entries do not fit in ${out.length} numbers`);
+    const src = this.#nums;
+    for (let q = 0; q < idx.length; q++) {
+      const i = idx[q];
+      this.#check(i);
+      const s = i * FIELDS;
+      const d = q * stride;
+      out[d] = src[s + F_MODE];
+      out[d + 1] = src[s + F_UID];
+      out[d + 2] = src[s + F_GID];
+      out[d + 3] = src[s + F_MTIME_SEC];
+      out[d + 4] = src[s + F_MTIME_NSEC];
+      out[d + 5] = src[s + F_SIZE];
+    }
+  }
+
+  /**
    * The names of entries `idx`, copied into one Buffer (`ends[k]` = end of name k): what
    * outlives the listing without keeping all of it.
    */
   names(idx: ArrayLike<number>): { bytes: Buffer; ends: Uint32Array } {
     const ends = new Uint32Array(idx.length);
+    const offs = this.#offs;
     let total = 0;
+    // Names of entries without symlink target or xattrs follow each other in the listing: a
+    // run of such names is one copy.
+    let contiguous = true;
     for (let k = 0; k < idx.length; k++) {
       this.#check(idx[k]);
-      total += this.#offs[idx[k] * 4 + 1];
+      const e = idx[k] * 4;
+      if (k > 0 && offs[e] !== offs[idx[k - 1] * 4] + offs[idx[k - 1] * 4 + 1]) contiguous = false;
+      total += offs[e + 1];
       ends[k] = total;
     }
+    if (contiguous && idx.length > 0) {
+      const o = offs[idx[0] * 4];
+      return { bytes: Buffer.from(this.#bytes.subarray(o, o + total)), ends };
+    }
     const bytes = Buffer.allocUnsafe(total);
+    const src = this.#bytes;
     let at = 0;
     for (let k = 0; k < idx.length; k++) {
-      const o = this.#offs[idx[k] * 4];
-      at += this.#bytes.copy(bytes, at, o, o + this.#offs[idx[k] * 4 + 1]);
+      const o = offs[idx[k] * 4];
+      const n = offs[idx[k] * 4 + 1];
+      // (short names bytewise: a copy() call costs more than the loop)
+      if (n <= 32) for (let b = 0; b < n; b++) bytes[at + b] = src[o + b];
+      else src.copy(bytes, at, o, o + n);
+      at += n;
     }
     return { bytes, ends };
   }
