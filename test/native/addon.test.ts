@@ -153,3 +153,23 @@ describe('CPU workers', () => {
     }
   });
 });
+
+describe('pxar record exports', () => {
+  it('refuse wrong argument types and outputs too small instead of writing out of bounds', () => {
+    const stage = Buffer.alloc(64);
+    const items = [new Uint32Array(1), new Uint32Array(1), new Float64Array(1), new Float64Array(1)] as const;
+    const nums = Float64Array.from([0o100644, 0, 0, 0, 0, 1, 16]);
+    const names = Buffer.from('a');
+    // ends as a Float64Array (a different element size): refused, not reinterpreted
+    expect(() => native.pxarPlainRun(stage, 0, 0, names, new Float64Array([1]) as unknown as Uint32Array, nums, 0, 1, 0, 16, ...items, 0)).toThrow(/wrong typed array type/);
+    expect(() => native.pxarPlainRun(stage, 65, 0, names, Uint32Array.of(1), nums, 0, 1, 0, 16, ...items, 0)).toThrow(/beyond the output/);
+    // a record (122 bytes) that does not fit is not written: 0 files
+    expect(native.pxarPlainRun(stage, 0, 0, names, Uint32Array.of(1), nums, 0, 1, 0, 16, ...items, 0)).toBe(0);
+    expect(native.pxarPlainRun(Buffer.alloc(122), 0, 0, names, Uint32Array.of(1), nums, 0, 1, 0, 16, ...items, 0)).toBe(1);
+    // no room for the goodbye item either: 0 files
+    expect(native.pxarPlainRun(Buffer.alloc(122), 0, 0, names, Uint32Array.of(1), nums, 0, 1, 0, 16, ...items, 1)).toBe(0);
+    expect(() => native.pxarGoodbye(Buffer.alloc(64), 0, ...items, 2, 100, 0)).toThrow(/arrays hold 1/);
+    expect(() => native.pxarGoodbye(Buffer.alloc(63), 0, ...items, 1, 100, 0)).toThrow(/do not fit/);
+    expect(native.pxarGoodbye(Buffer.alloc(64), 0, ...items, 1, 100, 0)).toBe(64);
+  });
+});

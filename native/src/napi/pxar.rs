@@ -33,10 +33,10 @@ unsafe fn output_args<'a, const N: usize>(env: napi_env, info: napi_callback_inf
 /// Goodbye item columns (hashLo, hashHi, itemOffset, itemSize) from four typed arrays.
 unsafe fn items_arg<'a>(env: napi_env, a: &[napi_value]) -> NResult<Items<'a>> {
     Ok(Items {
-        hash_lo: typed_slice(env, a[0], NAPI_UINT32_ARRAY, "hashLo")?,
-        hash_hi: typed_slice(env, a[1], NAPI_UINT32_ARRAY, "hashHi")?,
-        offset: typed_slice(env, a[2], NAPI_FLOAT64_ARRAY, "itemOffset")?,
-        size: typed_slice(env, a[3], NAPI_FLOAT64_ARRAY, "itemSize")?,
+        hash_lo: typed_slice(env, a[0], "hashLo")?,
+        hash_hi: typed_slice(env, a[1], "hashHi")?,
+        offset: typed_slice(env, a[2], "itemOffset")?,
+        size: typed_slice(env, a[3], "itemSize")?,
     })
 }
 
@@ -51,8 +51,8 @@ unsafe extern "C" fn plain_run(env: napi_env, info: napi_callback_info) -> napi_
         let (a, out) = output_args::<15>(env, info, "pxarPlainRun")?;
         let pos = num(env, a[2], "pos")?;
         let names = bytes(env, a[3])?;
-        let ends: &[u32] = typed_slice(env, a[4], NAPI_UINT32_ARRAY, "ends")?;
-        let nums: &[f64] = typed_slice(env, a[5], NAPI_FLOAT64_ARRAY, "nums")?;
+        let ends: &[u32] = typed_slice(env, a[4], "ends")?;
+        let nums: &[f64] = typed_slice(env, a[5], "nums")?;
         let from = usize_arg(env, a[6], "from")?;
         let to = usize_arg(env, a[7], "to")?;
         let delta = num(env, a[8], "delta")?;

@@ -484,12 +484,23 @@ unsafe fn typed_array<T: Copy>(env: napi_env, xs: &[T], kind: c_int) -> NResult<
     Ok(ta)
 }
 
-/// Borrow the elements of a typed array of `kind` (element type `T`), mutably: only valid
-/// during the current call, and the caller must not hold two borrows of one array.
-pub unsafe fn typed_slice<'a, T>(env: napi_env, v: napi_value, kind: c_int, what: &str) -> NResult<&'a mut [T]> {
+/// Element types of typed arrays, with their napi_typedarray_type.
+pub trait TypedElem {
+    const KIND: c_int;
+}
+impl TypedElem for u32 {
+    const KIND: c_int = NAPI_UINT32_ARRAY;
+}
+impl TypedElem for f64 {
+    const KIND: c_int = NAPI_FLOAT64_ARRAY;
+}
+
+/// Borrow the elements of a typed array of element type `T`, mutably: only valid during the
+/// current call, and the caller must not hold two borrows of one array.
+pub unsafe fn typed_slice<'a, T: TypedElem>(env: napi_env, v: napi_value, what: &str) -> NResult<&'a mut [T]> {
     let (mut ty, mut len, mut data, mut ab, mut off) = (0 as c_int, 0usize, null_mut::<c_void>(), null_mut(), 0usize);
     napi!(env, napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off)).map_err(|_| format!("{} must be a typed array", what))?;
-    if ty != kind {
+    if ty != T::KIND {
         return Err(format!("{} has the wrong typed array type", what));
     }
     if len == 0 {
