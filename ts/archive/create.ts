@@ -1028,9 +1028,11 @@ class Archiver {
     // Decide what to archive; metadata and reuse decisions up front so that only files that
     // must be read are read (in native batches), and subdirectory listings are prefetched.
     const keep: number[] = [];
-    const metas: Metadata[] = [];
-    const ranges: Array<[number, number] | null> = [];
-    const prevOf: Array<AccessorEntry | undefined> = [];
+    // Indexed by entry, made at the listing's length: stores past the end of an array (entries
+    // of the fast path leave gaps) deoptimized encodeDir ("out of bounds") in most backups.
+    const metas: Metadata[] = new Array<Metadata>(list.length);
+    const ranges: Array<[number, number] | null> = new Array<[number, number] | null>(list.length);
+    const prevOf: Array<AccessorEntry | undefined> = new Array<AccessorEntry | undefined>(list.length);
     /** 1 for plain reusable files (no entry in `metas`). */
     const plain = new Uint8Array(list.length);
     /** Metadata-cache record of a file that will be archived as a plain file or of a directory, else -1. */
