@@ -1054,8 +1054,9 @@ class Archiver {
         if (excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
       }
       if (prev) {
-        while (j < prev.length && list.compareName(i, prev[j].name) > 0) j++;
-        if (j < prev.length && list.compareName(i, prev[j].name) === 0) prevOf[i] = prev[j];
+        let c = 1;
+        while (j < prev.length && (c = list.compareName(i, prev[j].name)) > 0) j++;
+        if (j < prev.length && c === 0) prevOf[i] = prev[j];
       }
       if (type === S_IFREG && list.metaSkipped(i) && list.nlink(i) === 1) {
         // The cache's record of this path, inode and ctime names its payload when the previous

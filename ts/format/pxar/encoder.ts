@@ -374,8 +374,8 @@ export class PxarEncoder {
     for (let q = from; q < to; ) {
       const n = native.pxarPlainRun(this.stage, this.staged, this.pos, names, ends, nums, q, to, delta, this.payloadPos, items.hashLo, items.hashHi, items.offset, items.size, items.count);
       if (n === 0 && this.staged === 0) throw new Error('pxar encoder: a plain run record larger than the stage');
-      let bytes = 0;
-      for (let k = q; k < q + n; k++) bytes += PLAIN_RECORD_FIXED + ends[k] - (k === 0 ? 0 : ends[k - 1]);
+      // files q..q+n-1: their names' bytes plus the fixed part of each record
+      const bytes = n * PLAIN_RECORD_FIXED + (n === 0 ? 0 : ends[q + n - 1] - (q === 0 ? 0 : ends[q - 1]));
       this.staged += bytes;
       this.pos += bytes;
       items.count += n;
@@ -688,10 +688,9 @@ function putPermission(buf: Buffer, v: number | null, p: number): void {
   else writeU64(buf, v, p);
 }
 
-/** `name[start, end)` is a legal file name (the range: names of a plain run, without a view per name). */
-function checkName(name: Buffer, start = 0, end = name.length): void {
-  const problem = fileNameProblem(name, start, end);
-  if (problem) throw new Error(`pxar encoder: illegal file name ${JSON.stringify(name.toString('latin1', start, end))}: ${problem}`);
+function checkName(name: Buffer): void {
+  const problem = fileNameProblem(name);
+  if (problem) throw new Error(`pxar encoder: illegal file name ${JSON.stringify(name.toString('latin1'))}: ${problem}`);
 }
 
 function checkType(meta: Metadata, type: number, what: string): void {

@@ -17,10 +17,10 @@ const K1_HI = 0xaa4f1b68;
 const out = new Uint32Array(2);
 
 /**
- * SipHash-2-4 of `data[start, end)` with the pxar keys; the result is left in `out` as [lo, hi]
- * and the array is returned (it is overwritten by the next call: copy what you keep).
+ * SipHash-2-4 of `data` with the pxar keys; the result is left in `out` as [lo, hi] and the
+ * array is returned (it is overwritten by the next call: copy what you keep).
  */
-export function sipHash24(data: Uint8Array, start = 0, end = data.length): Uint32Array {
+export function sipHash24(data: Uint8Array): Uint32Array {
   // v0 = k0 ^ "somepseu", v1 = k1 ^ "dorandom", v2 = k0 ^ "lygenera", v3 = k1 ^ "tedbytes"
   let v0l = (K0_LO ^ 0x70736575) >>> 0;
   let v0h = (K0_HI ^ 0x736f6d65) >>> 0;
@@ -31,9 +31,9 @@ export function sipHash24(data: Uint8Array, start = 0, end = data.length): Uint3
   let v3l = (K1_LO ^ 0x79746573) >>> 0;
   let v3h = (K1_HI ^ 0x74656462) >>> 0;
 
-  const len = end - start;
-  const full = end - (len & 7);
-  let i = start;
+  const len = data.length;
+  const full = len - (len & 7);
+  let i = 0;
   let ml = 0;
   let mh = 0;
   let t = 0;

@@ -119,20 +119,18 @@ export function parseFileName(content: Buffer, what: string, pos: number): Buffe
 }
 
 /** Why `name` is not a legal pxar file name, or undefined when it is. */
-export function fileNameProblem(name: Uint8Array, start = 0, end = name.length): string | undefined {
-  const len = end - start;
-  if (len === 0) return 'empty';
-  if (len > MAX_FILENAME_LEN) return `longer than ${MAX_FILENAME_LEN} bytes`;
-  if (len === 1 && name[start] === 0x2e) return "'.'";
-  if (len === 2 && name[start] === 0x2e && name[start + 1] === 0x2e) return "'..'";
+export function fileNameProblem(name: Uint8Array): string | undefined {
+  if (name.length === 0) return 'empty';
+  if (name.length > MAX_FILENAME_LEN) return `longer than ${MAX_FILENAME_LEN} bytes`;
+  if (name.length === 1 && name[0] === 0x2e) return "'.'";
+  if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) return "'..'";
   // a plain loop: names are short, and two includes() calls cost more than the scan
-  let nul = false;
-  for (let i = start; i < end; i++) {
+  for (let i = 0; i < name.length; i++) {
     const c = name[i];
     if (c === 0x2f) return "contains '/'";
-    if (c === 0) nul = true;
+    if (c === 0) return name.includes(0x2f) ? "contains '/'" : 'contains NUL';
   }
-  return nul ? 'contains NUL' : undefined;
+  return undefined;
 }
 
 /** ENTRY (Stat) or ENTRY_V1 (Stat_V1) content → fresh Metadata without attributes. */
