@@ -24,6 +24,24 @@ describe('native digests', () => {
   });
 });
 
+describe('native memory', () => {
+  it('releasePages gives back the whole pages inside a buffer: they read as zeros, the rest is kept', () => {
+    const buf = Buffer.alloc(1 << 20, 7);
+    const part = buf.subarray(100, 100 + 5 * 4096);
+    const n = native.releasePages(part);
+    expect(n).toBeGreaterThanOrEqual(4 * 4096);
+    expect(n % 4096).toBe(0);
+    // the released pages are whole pages inside `part`, the bytes around them unchanged
+    const zero = [...part].findIndex((b) => b === 0);
+    expect(zero).toBeGreaterThanOrEqual(0);
+    expect(part.subarray(zero, zero + n).every((b) => b === 0)).toBe(true);
+    expect(part.subarray(0, zero).every((b) => b === 7)).toBe(true);
+    expect(part.subarray(zero + n).every((b) => b === 7)).toBe(true);
+    expect(buf.subarray(0, 100).every((b) => b === 7) && buf.subarray(100 + 5 * 4096).every((b) => b === 7)).toBe(true);
+    expect(native.releasePages(Buffer.alloc(100, 1))).toBe(0); // no whole page inside
+  });
+});
+
 describe('native chunker', () => {
   it('chunkAndHash: cuts equal a streaming Chunker fed one byte at a time', () => {
     const b = randomBytes(200_000);

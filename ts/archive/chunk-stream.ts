@@ -278,6 +278,11 @@ export class ChunkStream {
     if (this.bufLen > 0) this.emitRaw(this.bufLen);
     while (this.draining) await this.draining;
     this.check();
+    // Every chunk is processed: no window is read again.
+    for (const w of this.spare) native.releasePages(w.buf);
+    if (this.win) native.releasePages(this.win.buf);
+    this.spare = [];
+    this.win = null;
     return { ...this.stats };
   }
 
@@ -361,9 +366,12 @@ export class ChunkStream {
 
   private recycle(w: Window): void {
     // Only a retired window (not the current one) whose chunks are all processed.
-    if (w !== this.win && w.head === w.spans.length && w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) {
-      this.spare.push(w);
-    }
+    if (w === this.win || w.head !== w.spans.length) return;
+    if (w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) this.spare.push(w);
+    // Garbage now, but its pages stay resident until V8 collects the Buffer, which for one
+    // that has lived through scavenges waits for a full collection: a metadata stream's
+    // windows doubling to 8 MiB left 7.75 MiB of them in a full backup's resident set.
+    else native.releasePages(w.buf);
   }
 
   private flushBufWriter(): void {

@@ -35,6 +35,12 @@ export interface NativeAddon {
    * False when the allocator refused.
    */
   mallocMmapThreshold(bytes: number): boolean;
+  /**
+   * Give the whole memory pages inside `buf` back to the system now (madvise MADV_DONTNEED),
+   * instead of when the garbage collector frees it: for buffers whose bytes nobody reads again.
+   * The buffer stays valid; those bytes read as zeros afterwards. Returns the bytes released.
+   */
+  releasePages(buf: Uint8Array): number;
   sha256(data: Uint8Array): Buffer;
   /**
    * Hash on a CPU worker (the `*Async` calls and processChunk run on native worker threads, one

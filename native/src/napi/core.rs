@@ -13,6 +13,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
     let props = [
         method(b"versions\0", versions),
         method(b"mallocMmapThreshold\0", malloc_mmap_threshold),
+        method(b"releasePages\0", release_pages),
         method(b"sha256\0", sha256),
         method(b"sha256Async\0", sha256_async),
         method(b"crc32\0", crc32),
@@ -42,6 +43,14 @@ unsafe extern "C" fn malloc_mmap_threshold(env: napi_env, info: napi_callback_in
     guard(env, || {
         let ([n], _, _) = args::<1>(env, info)?;
         bool_val(env, mem::set_mmap_threshold(usize_arg(env, n, "threshold")?))
+    })
+}
+
+unsafe extern "C" fn release_pages(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([b], _, _) = args::<1>(env, info)?;
+        let d = bytes_mut(env, b)?;
+        f64_val(env, mem::release_pages(d) as f64)
     })
 }
 

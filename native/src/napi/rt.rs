@@ -91,6 +91,16 @@ pub unsafe fn bytes<'a>(env: napi_env, v: napi_value) -> NResult<&'a [u8]> {
     Ok(std::slice::from_raw_parts(data as *const u8, len))
 }
 
+/// Borrow the bytes of a Buffer / Uint8Array mutably: only valid during the current call, and
+/// the caller must not hold another borrow of the same bytes.
+pub unsafe fn bytes_mut<'a>(env: napi_env, v: napi_value) -> NResult<&'a mut [u8]> {
+    let b = bytes(env, v)?;
+    if b.is_empty() {
+        return Ok(&mut []);
+    }
+    Ok(std::slice::from_raw_parts_mut(b.as_ptr() as *mut u8, b.len()))
+}
+
 
 
 pub unsafe fn null_val(env: napi_env) -> NResult<napi_value> {
