@@ -30,6 +30,25 @@ async function inUseBecomes(reader: BatchReader, n: number): Promise<void> {
 }
 
 describe('FileBatches', () => {
+  it('fills a batch up to its byte limit only, so every batch fits one recycled read buffer', async () => {
+    // Files of at most 1 MiB (the largest read in batches): 1 MiB, 1 MiB - 1, 1 MiB, 1 MiB.
+    // A batch stops before the file that would take it past 2 MiB: [0, 1] [2, 3], each in a
+    // pooled buffer (a batch that outgrew it would get a plain allocation, not counted).
+    const dir = tempDir();
+    const sizes = [1 << 20, (1 << 20) - 1, 1 << 20, 1 << 20];
+    const entries = sizes.map((n, k) => {
+      const data = Buffer.alloc(n, 97 + k);
+      fs.writeFileSync(path.join(dir, `f${k}`), data);
+      return { key: k, path: () => Buffer.from(path.join(dir, `f${k}`)), size: n, data };
+    });
+    const reader = new BatchReader();
+    const b = new FileBatches(reader, entries);
+    expect(reader.buffers.inUse).toBe(2); // two batches read ahead, both in pooled buffers
+    for (const e of entries) expect((await b.get(e.key))!.data!.equals(e.data)).toBe(true);
+    b.close();
+    await inUseBecomes(reader, 0);
+  });
+
   it('ends a batch at a subdirectory, recycles it on descend, and reads ahead only while two buffers are out', async () => {
     const base = tempDir();
     const reader = new BatchReader();

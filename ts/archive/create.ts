@@ -206,8 +206,8 @@ const SMALL_FILE = 1024 * 1024;
 const batched = (size: number): boolean => size > 0 && size <= SMALL_FILE;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const BATCH_FILES = 256;
-/** Size of a recycled read buffer: a batch stops at the first file that reaches BATCH_BYTES. */
-const READ_BUFFER = BATCH_BYTES + SMALL_FILE;
+/** Size of a recycled read buffer: a batch holds at most BATCH_BYTES (or one file). */
+const READ_BUFFER = Math.max(BATCH_BYTES, SMALL_FILE);
 const SPARE_READ_BUFFERS = 6;
 /**
  * Piece size of large-file reads and of writes into the payload stream. The payload window
@@ -1721,10 +1721,15 @@ export class FileBatches<K> {
         cur = [];
         bytes = 0;
       }
+      if (cur.length && bytes + f.size > BATCH_BYTES) {
+        this.batches.push(cur);
+        cur = [];
+        bytes = 0;
+      }
       this.jobOf.set(f.key, { batch: this.batches.length, index: cur.length });
       cur.push({ index: cur.length, path: f.path(), size: f.size });
       bytes += f.size;
-      if (cur.length >= BATCH_FILES || bytes >= BATCH_BYTES) {
+      if (cur.length >= BATCH_FILES) {
         this.batches.push(cur);
         cur = [];
         bytes = 0;
