@@ -6,6 +6,17 @@ import { lcgBytes } from '../helpers/data.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
+/** The records cover `data` in order, each with its own bytes' digest. */
+function expectChunksOf(recs: ChunkRecord[], data: Buffer): void {
+  let offset = 0;
+  for (const r of recs) {
+    expect(r.offset).toBe(offset);
+    expect(r.digest.toString('hex')).toBe(sha(data.subarray(r.offset, r.offset + r.size)));
+    offset += r.size;
+  }
+  expect(offset).toBe(data.length);
+}
+
 /** Input A of the upstream tests: u32 LE counter 0..262143 (1 MiB). */
 function inputA(): Buffer {
   const b = Buffer.allocUnsafe(1 << 20);
@@ -182,18 +193,59 @@ describe('ChunkStream windows (ring)', () => {
       for (const c of alloc.mock.calls) if (c[0] >= 256 * 1024) sizes.push(c[0]);
       alloc.mockRestore();
       expect(recs.length, `payload ${payload}`).toBeGreaterThan(20);
-      let offset = 0;
-      for (const r of recs) {
-        expect(r.offset).toBe(offset);
-        expect(r.digest.toString('hex')).toBe(sha(data.subarray(r.offset, r.offset + r.size)));
-        offset += r.size;
-      }
-      expect(offset).toBe(data.length);
+      expectChunksOf(recs, data);
       // The window is reused as a ring: a few windows for 6 MiB, not one per 384 KiB.
       expect(sizes.length).toBeGreaterThan(0);
       expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThan(data.length / 3);
     }
   }, 60_000);
+
+  it('keeps a payload ring of small chunks small and gives back the pages a run of large chunks used', async () => {
+    // avg 64 KiB: a payload window of 640 KiB (a maximal 256 KiB chunk, a write, BufWriter
+    // bytes). Chunks cut at suggested file starts (just over the 16 KiB minimum) keep the ring
+    // near 300 KiB; chunks of ~80 KiB (no suggestions) use the whole window. Stores finish out
+    // of order after delays and hash only then: a page given back too early would show.
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const data = lcgBytes(5 << 20, 31337);
+    const recs: ChunkRecord[] = [];
+    const alloc = vi.spyOn(Buffer, 'allocUnsafe');
+    const cs = new ChunkStream({
+      avg: 65536,
+      payload: true,
+      maxInFlight: 8,
+      store: async (chunk) => {
+        await new Promise((r) => setTimeout(r, rnd(3)));
+        return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
+      },
+      sink: (r) => void recs.push(r),
+    });
+    let off = 0;
+    const write = async (upto: number, files: boolean) => {
+      while (off < upto) {
+        const n = Math.min(files ? 6000 : 40_000, upto - off);
+        if (files) cs.suggest(off);
+        const more = cs.write(data.subarray(off, off + n));
+        off += n;
+        if (!more) await cs.drain();
+      }
+    };
+    const window = () => alloc.mock.results.map((r) => r.value as Buffer).find((b) => b.length === 655_360);
+    try {
+      await write(1 << 20, true);
+      await write(3 << 20, false);
+      const w = window()!;
+      expect(w).toBeDefined();
+      const upper = () => w.subarray(340 * 1024, 620 * 1024);
+      expect(upper().some((b) => b !== 0)).toBe(true); // the large chunks' ring reached there
+      await write(5 << 20, true);
+      expect(upper().every((b) => b === 0)).toBe(true); // given back once the ring was small again
+      await cs.end();
+    } finally {
+      alloc.mockRestore();
+    }
+    expectChunksOf(recs, data);
+  });
 
   it('holds writes back while the window has no room for chunks still in flight', async () => {
     // Stores wait until released: once the window is full of in-flight chunks, write() asks
