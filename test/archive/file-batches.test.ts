@@ -9,7 +9,7 @@
 import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BatchReader, BufferPool, FileBatches, SubdirPrereads, type PrefetchNode } from '../../ts/archive/create.js';
+import { BATCH_BYTES, BatchReader, BufferPool, FileBatches, SubdirPrereads, type PrefetchNode } from '../../ts/archive/create.js';
 import { readDirs, type DirEntries } from '../../ts/native/fs.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -31,11 +31,12 @@ async function inUseBecomes(reader: BatchReader, n: number): Promise<void> {
 
 describe('FileBatches', () => {
   it('fills a batch up to its byte limit only, so every batch fits one recycled read buffer', async () => {
-    // Files of at most 1 MiB (the largest read in batches): 1 MiB, 1 MiB - 1, 1 MiB, 1 MiB.
-    // A batch stops before the file that would take it past 2 MiB: [0, 1] [2, 3], each in a
-    // pooled buffer (a batch that outgrew it would get a plain allocation, not counted).
+    // Files of half the limit B: B/2, B/2 - 1, B/2, B/2. A batch stops before the file that
+    // would take it past B: [0, 1] [2, 3], each in a pooled buffer (a batch that outgrew it
+    // would get a plain allocation, not counted).
     const dir = tempDir();
-    const sizes = [1 << 20, (1 << 20) - 1, 1 << 20, 1 << 20];
+    const half = BATCH_BYTES / 2;
+    const sizes = [half, half - 1, half, half];
     const entries = sizes.map((n, k) => {
       const data = Buffer.alloc(n, 97 + k);
       fs.writeFileSync(path.join(dir, `f${k}`), data);
