@@ -225,6 +225,35 @@ describe('readDir: every entry kind', () => {
       });
     }
     expect(() => d.statFields([0, 1], new Float64Array(13), 7)).toThrow(RangeError);
+
+    // Into shared arrays, one pick after the other (a lookahead cache's run store): names
+    // back to back with ends as offsets in the shared buffer, stat fields from an entry slot.
+    const picks = [[at('a2'), at('a3')], [at(long)], [at('b-link'), at('c2'), at('a1')]];
+    const out = Buffer.alloc(1000, 0xee);
+    const ends = new Uint32Array(8);
+    const nums = new Float64Array(8 * 7).fill(-1);
+    let bytes = 5;
+    let slot = 1;
+    for (const pick of picks) {
+      expect(d.nameBytes(pick)).toBe(pick.reduce((a, i) => a + names[i].length, 0));
+      d.statFields(pick, nums, 7, slot);
+      bytes = d.namesInto(pick, out, bytes, ends, slot);
+      slot += pick.length;
+    }
+    const all = picks.flat();
+    expect(out.subarray(5, bytes).toString()).toBe(all.map((i) => names[i]).join(''));
+    expect(out[4]).toBe(0xee);
+    expect(out[bytes]).toBe(0xee);
+    all.forEach((i, q) => {
+      const start = q === 0 ? 5 : ends[q];
+      expect(out.subarray(start, ends[q + 1]).toString()).toBe(names[i]);
+      const e = d.entry(i);
+      expect([...nums.subarray((q + 1) * 7, (q + 2) * 7)]).toEqual([e.mode, e.uid, e.gid, e.mtimeSec, e.mtimeNsec, e.size, -1]);
+    });
+    expect([...nums.subarray(0, 7)]).toEqual(Array(7).fill(-1));
+    expect(() => d.namesInto(picks[0], out, 999, ends, 0)).toThrow(RangeError);
+    expect(() => d.namesInto(picks[0], out, 0, ends, 7)).toThrow(RangeError);
+    expect(() => d.statFields(picks[0], nums, 7, 7)).toThrow(RangeError);
   });
 
   it('readDirs lists several directories in one job; one that cannot be listed gets its error', async () => {

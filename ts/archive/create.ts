@@ -496,13 +496,13 @@ type Cached =
   | { kind: 'dirEnd' }
   /**
    * Consecutive plain reusable files of one directory (see `plainReuse`) whose previous
-   * payloads lie back to back; the cache's range started at `rs` when they were pushed. One
-   * object with the few fields they need (names, and RUN_FIELDS numbers per file: see
-   * `runOf`) instead of an object, a Metadata object and the directory's whole listing per
-   * file: in a mostly unchanged tree nearly every file is one of these, and all of them stay
-   * cached until the next flush. `recs`: their metadata-cache records (-1: none).
+   * payloads lie back to back; the cache's range started at `rs` when they were pushed. Their
+   * names and numbers are files `from..to` of the cache's RunStore: one small object per run
+   * instead of an object, a Metadata object and the directory's whole listing per file. In a
+   * mostly unchanged tree nearly every file is in one of these, and all of them stay cached
+   * until the next flush.
    */
-  | { kind: 'run'; names: Buffer; ends: Uint32Array; nums: Float64Array; recs: Int32Array; rs: number; dirAbs: Buffer; dirRel: Buffer };
+  | { kind: 'run'; from: number; to: number; rs: number; dirAbs: Buffer; dirRel: Buffer };
 
 type CachedFile = Extract<Cached, { kind: 'file' }>;
 type CachedRun = Extract<Cached, { kind: 'run' }>;
@@ -521,9 +521,71 @@ function newEntries(): Cached[] {
 /** ArchiveStats fields that count bytes (past 2^30: double from the start, see DOUBLE_FIELD). */
 const BYTE_COUNTERS = ['bytesRead', 'streamBytes', 'bytesStored', 'reusedBytes', 'paddingBytes', 'injectedBytes'] as const;
 
+/** Numbers per file of a run: mode, uid, gid, mtime seconds, mtime nanoseconds, size, previous payload offset (as the encoder's addPlainPayloadRefs takes them). */
+const RUN_FIELDS = PLAIN_RUN_FIELDS;
+
+/**
+ * The files of a lookahead cache's runs, column by column and shared by all of them (file k's
+ * name ends at `ends[k]` in `names`, where file k + 1's begins; RUN_FIELDS numbers each, as
+ * `addPlainPayloadRefs` takes them; `recs`: metadata-cache records, -1 for none). A run of
+ * its own arrays cost four typed arrays (most with their own backing store, ~0.6 µs each to
+ * make) and the garbage collector copied them all while they stayed cached.
+ */
+class RunStore {
+  names = Buffer.allocUnsafe(16 * 1024);
+  ends = new Uint32Array(1024);
+  nums = new Float64Array(1024 * RUN_FIELDS);
+  recs = new Int32Array(1024);
+  /** Files stored, and bytes of their names. */
+  count = 0;
+  bytes = 0;
+
+  /** Room for `files` more files with `nameBytes` more bytes of names. */
+  reserve(files: number, nameBytes: number): void {
+    const n = this.count + files;
+    if (n > this.recs.length) {
+      const cap = Math.max(n, this.recs.length * 2);
+      const ends = new Uint32Array(cap);
+      ends.set(this.ends.subarray(0, this.count));
+      this.ends = ends;
+      const nums = new Float64Array(cap * RUN_FIELDS);
+      nums.set(this.nums.subarray(0, this.count * RUN_FIELDS));
+      this.nums = nums;
+      const recs = new Int32Array(cap);
+      recs.set(this.recs.subarray(0, this.count));
+      this.recs = recs;
+    }
+    const b = this.bytes + nameBytes;
+    if (b > this.names.length) {
+      const names = Buffer.allocUnsafe(Math.max(b, this.names.length * 2));
+      this.names.copy(names, 0, 0, this.bytes);
+      this.names = names;
+    }
+  }
+
+  name(k: number): Buffer {
+    return this.names.subarray(k === 0 ? 0 : this.ends[k - 1], this.ends[k]);
+  }
+
+  metadata(k: number): Metadata {
+    const f = k * RUN_FIELDS;
+    const n = this.nums;
+    return plainMetadata(n[f], n[f + 1], n[f + 2], n[f + 3], n[f + 4]);
+  }
+
+  /** Forget every file (their runs were replayed); the arrays are kept for the next ones. */
+  clear(): void {
+    this.count = 0;
+    this.bytes = 0;
+  }
+}
+
 /** The lookahead cache of change-detection.md §4. */
 class LookaheadCache {
   entries: Cached[] = newEntries();
+  /** Files of the cached runs; `replayed` is the store of the runs being replayed (two alternate). */
+  runs = new RunStore();
+  replayed = new RunStore();
   enabled = false;
   fdEntries = 0;
   // payload-stream offsets: double from the start (see DOUBLE_FIELD), 0 after construction
@@ -1230,7 +1292,7 @@ class Archiver {
                 this.stats.files++;
                 if ((this.stats.entries & 63) === 0) this.progress(rel, list, n);
               }
-              cache.pushCounted(runOf(list, idx, ranges, recOf, rs, absDir, rel));
+              cache.pushCounted(runOf(cache.runs, list, idx, ranges, recOf, rs, absDir, rel));
               continue;
             }
             cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec: recOf[i] });
@@ -1507,7 +1569,11 @@ class Archiver {
       cache.lastChunk = null;
       this.inject([c]);
     }
-    const entries = base === null ? expandRuns(cache.entries) : cache.entries;
+    // The runs' files move to the other store while they are replayed.
+    const runs = cache.runs;
+    cache.runs = cache.replayed;
+    cache.replayed = runs;
+    const entries = base === null ? expandRuns(cache.entries, runs) : cache.entries;
     cache.entries = newEntries();
     cache.fdEntries = 0;
     cache.enabled = false;
@@ -1527,13 +1593,14 @@ class Archiver {
         : [];
     const batch = new FileBatches<object>(this.smallFiles, reread.map((e) => ({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size })));
     try {
-      await this.replay(entries, base, batch);
+      await this.replay(entries, base, batch, runs);
     } finally {
       batch.close();
+      runs.clear();
     }
   }
 
-  private async replay(entries: Cached[], base: number | null, batch: FileBatches<object>): Promise<void> {
+  private async replay(entries: Cached[], base: number | null, batch: FileBatches<object>, runs: RunStore): Promise<void> {
     for (let k = 0; k < entries.length; k++) {
       const e = entries[k];
       switch (e.kind) {
@@ -1564,7 +1631,7 @@ class Archiver {
         }
         case 'run':
           if (base === null) throw new Error('internal error: a run of reused files to encode with data');
-          await this.replayRun(e, base);
+          await this.replayRun(e, base, runs);
           break;
         case 'dir':
           this.encoder.enterDirectory(e.name, e.meta);
@@ -1580,12 +1647,12 @@ class Archiver {
   }
 
   /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
-  private async replayRun(e: CachedRun, base: number): Promise<void> {
+  private async replayRun(e: CachedRun, base: number, runs: RunStore): Promise<void> {
     const stream = this.payloadOut!.stream;
-    const { names, ends, nums, recs } = e;
-    const count = ends.length;
+    const { names, ends, nums, recs } = runs;
+    const count = e.to;
     const delta = base - e.rs;
-    for (let from = 0; from < count; ) {
+    for (let from = e.from; from < count; ) {
       const to = Math.min(count, from + RUN_WRITE_FILES);
       // (one suggestion per file, as replay makes it: a reference does not move the payload
       // position, so they are all the same one)
@@ -1595,7 +1662,7 @@ class Archiver {
         const f = q * RUN_FIELDS;
         if (recs[q] >= 0) this.record!.setPayload(recs[q], nums[f + 6] + delta);
         this.stats.reusedBytes += nums[f + 5];
-        this.opts.catalog?.addFile(runName(e, q), nums[f + 5], nums[f + 3]);
+        this.opts.catalog?.addFile(runs.name(q), nums[f + 5], nums[f + 3]);
       }
       this.stats.reusedFiles += to - from;
       from = to;
@@ -1995,39 +2062,26 @@ function aclEmpty(m: Metadata): boolean {
   return !a.users.length && !a.groups.length && a.groupObj === undefined && a.default === undefined && !a.defaultUsers.length && !a.defaultGroups.length;
 }
 
-/** Numbers per file of a run: mode, uid, gid, mtime seconds, mtime nanoseconds, size, previous payload offset (as the encoder's addPlainPayloadRefs takes them). */
-const RUN_FIELDS = PLAIN_RUN_FIELDS;
 /** Files of a run written between checks of the metadata stream's backpressure. */
 const RUN_WRITE_FILES = 64;
 
 /** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges). */
-function runOf(list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
-  const nums = new Float64Array(idx.length * RUN_FIELDS);
-  const recs = new Int32Array(idx.length);
-  list.statFields(idx, nums, RUN_FIELDS);
+/** Files `idx` of `list` (plain, reusable: see encodeEntries) as a run, into `runs`. */
+function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
+  const from = runs.count;
+  runs.reserve(idx.length, list.nameBytes(idx));
+  list.statFields(idx, runs.nums, RUN_FIELDS, from);
+  const { nums, recs } = runs;
   for (let q = 0; q < idx.length; q++) {
     const i = idx[q];
-    nums[q * RUN_FIELDS + 6] = ranges[i]![0];
-    recs[q] = recOf[i];
+    nums[(from + q) * RUN_FIELDS + 6] = ranges[i]![0];
+    recs[from + q] = recOf[i];
   }
-  const { bytes, ends } = list.names(idx);
-  return { kind: 'run', names: bytes, ends, nums, recs, rs, dirAbs, dirRel };
+  runs.bytes = list.namesInto(idx, runs.names, runs.bytes, runs.ends, from);
+  runs.count = from + idx.length;
+  return { kind: 'run', from, to: runs.count, rs, dirAbs, dirRel };
 }
-
-/** Name of file `q` of a run. */
-function runName(e: CachedRun, q: number): Buffer {
-  return e.names.subarray(q === 0 ? 0 : e.ends[q - 1], e.ends[q]);
-}
-
-/** The Metadata `cachedEntryMetadata` gives file `q` of a run (see `plainReuse`). */
-function runMetadata(e: CachedRun, q: number): Metadata {
-  const f = q * RUN_FIELDS;
-  const n = e.nums;
-  return plainMetadata(n[f], n[f + 1], n[f + 2], n[f + 3], n[f + 4]);
-}
-
-/** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
-function expandRuns(entries: Cached[]): Cached[] {
+function expandRuns(entries: Cached[], runs: RunStore): Cached[] {
   if (!entries.some((e) => e.kind === 'run')) return entries;
   const out: Cached[] = [];
   for (const e of entries) {
@@ -2035,9 +2089,9 @@ function expandRuns(entries: Cached[]): Cached[] {
       out.push(e);
       continue;
     }
-    for (let q = 0; q < e.ends.length; q++) {
+    for (let q = e.from; q < e.to; q++) {
       const f = q * RUN_FIELDS;
-      out.push({ kind: 'file', name: runName(e, q), meta: runMetadata(e, q), size: e.nums[f + 5], rel: e.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: e.recs[q] });
+      out.push({ kind: 'file', name: runs.name(q), meta: runs.metadata(q), size: runs.nums[f + 5], rel: runs.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: runs.recs[q] });
     }
   }
   return out;

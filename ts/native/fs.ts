@@ -210,17 +210,18 @@ export class DirEntries implements Iterable<DirEntry> {
   }
 
   /**
-   * Stat fields of entries `idx` into `out`, `stride` numbers per entry from `out[0]`: mode,
-   * uid, gid, mtime seconds, mtime nanoseconds, size (the rest of each stride is left as it is).
+   * Stat fields of entries `idx` into `out`, `stride` numbers per entry from entry slot `at`
+   * (`out[at * stride]`): mode, uid, gid, mtime seconds, mtime nanoseconds, size (the rest of
+   * each stride is left as it is).
    */
-  statFields(idx: ArrayLike<number>, out: Float64Array, stride: number): void {
-    if (stride < 6 || idx.length * stride > out.length) throw new RangeError(`stat fields of ${idx.length} entries do not fit in ${out.length} numbers`);
+  statFields(idx: ArrayLike<number>, out: Float64Array, stride: number, at = 0): void {
+    if (stride < 6 || !(at >= 0) || (at + idx.length) * stride > out.length) throw new RangeError(`stat fields of ${idx.length} entries do not fit in ${out.length} numbers from entry ${at}`);
     const src = this.#nums;
     for (let q = 0; q < idx.length; q++) {
       const i = idx[q];
       this.#check(i);
       const s = i * FIELDS;
-      const d = q * stride;
+      const d = (at + q) * stride;
       out[d] = src[s + F_MODE];
       out[d + 1] = src[s + F_UID];
       out[d + 2] = src[s + F_GID];
@@ -230,40 +231,64 @@ export class DirEntries implements Iterable<DirEntry> {
     }
   }
 
+  /** Bytes of the names of entries `idx` together. */
+  nameBytes(idx: ArrayLike<number>): number {
+    const offs = this.#offs;
+    let total = 0;
+    for (let k = 0; k < idx.length; k++) {
+      this.#check(idx[k]);
+      total += offs[idx[k] * 4 + 1];
+    }
+    return total;
+  }
+
   /**
    * The names of entries `idx`, copied into one Buffer (`ends[k]` = end of name k): what
    * outlives the listing without keeping all of it.
    */
   names(idx: ArrayLike<number>): { bytes: Buffer; ends: Uint32Array } {
+    const bytes = Buffer.allocUnsafe(this.nameBytes(idx));
     const ends = new Uint32Array(idx.length);
+    this.namesInto(idx, bytes, 0, ends, 0);
+    return { bytes, ends };
+  }
+
+  /**
+   * `names` into given arrays: the names of entries `idx` into `out` from byte `at` on, the
+   * end of name k (an offset in `out`) into `ends[endsAt + k]`. Returns the end of the last.
+   */
+  namesInto(idx: ArrayLike<number>, out: Uint8Array, at: number, ends: Uint32Array, endsAt: number): number {
+    const total = this.nameBytes(idx);
+    if (!(at >= 0 && endsAt >= 0) || at + total > out.length || endsAt + idx.length > ends.length) {
+      throw new RangeError(`names of ${idx.length} entries (${total} bytes) do not fit from byte ${at} / end ${endsAt}`);
+    }
     const offs = this.#offs;
-    let total = 0;
+    const src = this.#bytes;
     // Names of entries without symlink target or xattrs follow each other in the listing: a
     // run of such names is one copy.
     let contiguous = true;
+    let end = at;
     for (let k = 0; k < idx.length; k++) {
-      this.#check(idx[k]);
       const e = idx[k] * 4;
       if (k > 0 && offs[e] !== offs[idx[k - 1] * 4] + offs[idx[k - 1] * 4 + 1]) contiguous = false;
-      total += offs[e + 1];
-      ends[k] = total;
+      end += offs[e + 1];
+      ends[endsAt + k] = end;
     }
     if (contiguous && idx.length > 0) {
       const o = offs[idx[0] * 4];
-      return { bytes: Buffer.from(this.#bytes.subarray(o, o + total)), ends };
+      out.set(src.subarray(o, o + total), at);
+      return end;
     }
-    const bytes = Buffer.allocUnsafe(total);
-    const src = this.#bytes;
-    let at = 0;
+    let p = at;
     for (let k = 0; k < idx.length; k++) {
       const o = offs[idx[k] * 4];
       const n = offs[idx[k] * 4 + 1];
       // (short names bytewise: a copy() call costs more than the loop)
-      if (n <= 32) for (let b = 0; b < n; b++) bytes[at + b] = src[o + b];
-      else src.copy(bytes, at, o, o + n);
-      at += n;
+      if (n <= 32) for (let b = 0; b < n; b++) out[p + b] = src[o + b];
+      else out.set(src.subarray(o, o + n), p);
+      p += n;
     }
-    return { bytes, ends };
+    return end;
   }
   status(i: number): number {
     return this.#num(i, F_STATUS);
