@@ -6,6 +6,19 @@ import { lcgBytes } from '../helpers/data.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
+/** A seeded pseudo-random integer below n (LCG). */
+function seeded(seed: number): (n: number) => number {
+  return (n) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+}
+
+/** A `store` that finishes after a random delay (below `ms`) and hashes the chunk only then. */
+function delayedStore(rnd: (n: number) => number, ms: number) {
+  return async (chunk: Uint8Array) => {
+    await new Promise((r) => setTimeout(r, rnd(ms)));
+    return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
+  };
+}
+
 /** The records cover `data` in order, each with its own bytes' digest. */
 function expectChunksOf(recs: ChunkRecord[], data: Buffer): void {
   let offset = 0;
@@ -164,8 +177,7 @@ describe('ChunkStream windows (ring)', () => {
     // avg 64 KiB: windows of 384 KiB; stores finish in random order after random delays and
     // hash the data only then, so bytes written over an in-flight chunk would show up.
     const data = lcgBytes(6 << 20, 4242);
-    let seed = 99;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const rnd = seeded(99);
     for (const payload of [false, true]) {
       const recs: ChunkRecord[] = [];
       const sizes: number[] = [];
@@ -174,10 +186,7 @@ describe('ChunkStream windows (ring)', () => {
         avg: 65536,
         payload,
         maxInFlight: 8,
-        store: async (chunk) => {
-          await new Promise((r) => setTimeout(r, rnd(4)));
-          return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
-        },
+        store: delayedStore(rnd, 4),
         sink: (r) => void recs.push(r),
       });
       const scratch = Buffer.allocUnsafe(200_000);
@@ -205,8 +214,7 @@ describe('ChunkStream windows (ring)', () => {
     // bytes). Chunks cut at suggested file starts (just over the 16 KiB minimum) keep the ring
     // near 300 KiB; chunks of ~80 KiB (no suggestions) use the whole window. Stores finish out
     // of order after delays and hash only then: a page given back too early would show.
-    let seed = 7;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const rnd = seeded(7);
     const data = lcgBytes(5 << 20, 31337);
     const recs: ChunkRecord[] = [];
     const alloc = vi.spyOn(Buffer, 'allocUnsafe');
@@ -214,10 +222,7 @@ describe('ChunkStream windows (ring)', () => {
       avg: 65536,
       payload: true,
       maxInFlight: 8,
-      store: async (chunk) => {
-        await new Promise((r) => setTimeout(r, rnd(3)));
-        return { digest: createHash('sha256').update(chunk).digest(), blob: null, stored: chunk.length };
-      },
+      store: delayedStore(rnd, 3),
       sink: (r) => void recs.push(r),
     });
     let off = 0;
@@ -241,6 +246,36 @@ describe('ChunkStream windows (ring)', () => {
       await write(5 << 20, true);
       expect(upper().every((b) => b === 0)).toBe(true); // given back once the ring was small again
       await cs.end();
+    } finally {
+      alloc.mockRestore();
+    }
+    expectChunksOf(recs, data);
+  });
+
+  it('moves a metadata stream from its first small window to one full-size window (no doubling copies)', async () => {
+    // avg 1 MiB: a window of 5.06 MiB (a maximal 4 MiB chunk and a write). Stores finish out of
+    // order after delays; small writes as the encoder makes them. Windows of 256 KiB doubling
+    // up to the full size (copying the unfinished chunk each time) were six allocations here.
+    const rnd = seeded(3);
+    const data = lcgBytes(12 << 20, 777);
+    const recs: ChunkRecord[] = [];
+    const alloc = vi.spyOn(Buffer, 'allocUnsafe');
+    try {
+      const cs = new ChunkStream({
+        avg: 1 << 20,
+        maxInFlight: 4,
+        store: delayedStore(rnd, 3),
+        sink: (r) => void recs.push(r),
+      });
+      for (let off = 0; off < data.length; ) {
+        const n = Math.min(1 + rnd(3000), data.length - off);
+        const more = cs.write(data.subarray(off, off + n));
+        off += n;
+        if (!more) await cs.drain();
+      }
+      await cs.end();
+      const windows = alloc.mock.calls.map((c) => c[0] as number).filter((n) => n >= 256 * 1024);
+      expect(windows).toEqual([256 * 1024, (4 << 20) + (1 << 20) + 64 * 1024]);
     } finally {
       alloc.mockRestore();
     }
