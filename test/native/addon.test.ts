@@ -189,5 +189,11 @@ describe('pxar record exports', () => {
     expect(() => native.pxarGoodbye(Buffer.alloc(64), 0, ...items, 2, 100, 0)).toThrow(/arrays hold 1/);
     expect(() => native.pxarGoodbye(Buffer.alloc(63), 0, ...items, 1, 100, 0)).toThrow(/do not fit/);
     expect(native.pxarGoodbye(Buffer.alloc(64), 0, ...items, 1, 100, 0)).toBe(64);
+    // SipHash: the spec's check value of "file_0" (0xa72d4eec8843fa66) as halves
+    const h = new Uint32Array(2);
+    native.pxarSipHash(Buffer.from('file_0'), h);
+    expect([h[0], h[1]]).toEqual([0x8843fa66, 0xa72d4eec]);
+    expect(() => native.pxarSipHash(Buffer.from('x'), new Uint32Array(1))).toThrow(/must hold 2/);
+    expect(() => native.pxarSipHash(Buffer.from('x'), new Float64Array(2) as unknown as Uint32Array)).toThrow(/wrong typed array type/);
   });
 });

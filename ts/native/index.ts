@@ -91,6 +91,8 @@ export interface NativeAddon {
    * order, offsets relative to `goodbyePos`, tail item pointing at `entryPos`. Writes
    * 16 + 24 (n + 1) bytes at `out[at]` (they must fit) and returns that count.
    */
+  /** SipHash-2-4 of `data` with the pxar keys into `out[0]` (low half) and `out[1]` (high half). */
+  pxarSipHash(data: Uint8Array, out: Uint32Array): void;
   pxarGoodbye(out: Uint8Array, at: number, hashLo: Uint32Array, hashHi: Uint32Array, itemOffset: Float64Array, itemSize: Float64Array, n: number, goodbyePos: number, entryPos: number): number;
 }
 

@@ -1,10 +1,10 @@
 //! pxar encoding exports (crate::pxar): the records of a run of plain reused files.
 use super::rt::*;
 use super::sys::*;
-use crate::pxar::{goodbye_size, write_goodbye, Items, PlainRun};
+use crate::pxar::{goodbye_size, siphash24, write_goodbye, Items, PlainRun};
 
 pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
-    let props = [method(b"pxarPlainRun\0", plain_run), method(b"pxarGoodbye\0", goodbye)];
+    let props = [method(b"pxarPlainRun\0", plain_run), method(b"pxarGoodbye\0", goodbye), method(b"pxarSipHash\0", sip_hash)];
     napi!(env, napi_define_properties(env, exports, props.len(), props.as_ptr()))
 }
 
@@ -63,6 +63,25 @@ unsafe extern "C" fn plain_run(env: napi_env, info: napi_callback_info) -> napi_
         run.check(from, to, payload_pos)?;
         let (n, _) = run.write(out, from, to, pos, &mut items, item_at);
         f64_val(env, n as f64)
+    })
+}
+
+/// pxarSipHash(data, out): SipHash-2-4 of `data` with the pxar keys into `out` (a Uint32Array
+/// of at least 2) as [low, high] halves.
+unsafe extern "C" fn sip_hash(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let (a, argc, _) = args::<2>(env, info)?;
+        if argc < 2 {
+            return Err("pxarSipHash: 2 arguments expected".to_string());
+        }
+        let h = siphash24(bytes(env, a[0])?);
+        let out: &mut [u32] = typed_slice(env, a[1], "out")?;
+        if out.len() < 2 {
+            return Err("pxarSipHash: out must hold 2 numbers".to_string());
+        }
+        out[0] = h as u32;
+        out[1] = (h >> 32) as u32;
+        undefined(env)
     })
 }
 
