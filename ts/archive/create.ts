@@ -1658,12 +1658,12 @@ class Archiver {
       // position, so they are all the same one)
       stream.suggest(this.encoder.payloadPosition);
       this.encoder.addPlainPayloadRefs(names, ends, nums, from, to, delta);
-      for (let q = from; q < to; q++) {
-        const f = q * RUN_FIELDS;
-        if (recs[q] >= 0) this.record!.setPayload(recs[q], nums[f + 6] + delta);
-        this.stats.reusedBytes += nums[f + 5];
-        this.opts.catalog?.addFile(runs.name(q), nums[f + 5], nums[f + 3]);
-      }
+      this.record?.setPayloads(recs, nums, RUN_FIELDS, from, to, delta);
+      let bytes = 0;
+      for (let q = from; q < to; q++) bytes += nums[q * RUN_FIELDS + 5];
+      this.stats.reusedBytes += bytes;
+      const catalog = this.opts.catalog;
+      if (catalog) for (let q = from; q < to; q++) catalog.addFile(runs.name(q), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
       this.stats.reusedFiles += to - from;
       from = to;
       if (from < count && this.full) await this.drain();
