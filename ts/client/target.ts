@@ -72,12 +72,18 @@ async function previousFrom(
       if (!idx.computeCsum().equals(csum) || idx.size !== size) throw new Error(`${name} does not match the manifest`);
       return idx;
     };
+    const payloadP = asIndex(payload.filename, payload.csum, payload.size);
+    payloadP.catch(() => undefined); // (awaited below)
     const metaIdx = await asIndex(meta.filename, meta.csum, meta.size);
-    const payloadIdx = await asIndex(payload.filename, payload.csum, payload.size);
-    const accessor = await PxarAccessor.open(new IndexReadAt(metaIdx, chunks, meta.filename), { name: `${label} ${meta.filename}` });
+    const source = new IndexReadAt(metaIdx, chunks, meta.filename);
     // The root directory (its goodbye table ends the archive) is needed first; unreadable,
-    // the archive is not usable at all (damage below the root only re-reads that part).
+    // the archive is not usable at all (damage below the root only re-reads that part). Its
+    // last chunk is read (decoded and verified on a CPU worker) while the first one is.
+    const tail = source.readAt(metaIdx.size - 1, 1);
+    tail.catch(() => undefined); // (openRoot reads it again: the same read)
+    const accessor = await PxarAccessor.open(source, { name: `${label} ${meta.filename}` });
     await accessor.openRoot();
+    const payloadIdx = await payloadP;
     return { accessor, payloadIndex: payloadIdx, metadataIndexCsum: meta.csum, metadataIndex: metaIdx, payloadIndexCsum: payload.csum };
   } catch (e) {
     return { why: `previous snapshot ${label} is not usable (${(e as Error).message})` };
