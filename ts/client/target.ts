@@ -78,9 +78,9 @@ async function previousFrom(
     const source = new IndexReadAt(metaIdx, chunks, meta.filename);
     // The root directory (its goodbye table ends the archive) is needed first; unreadable,
     // the archive is not usable at all (damage below the root only re-reads that part). Its
-    // last chunk is read (decoded and verified on a CPU worker) while the first one is.
-    const tail = source.readAt(metaIdx.size - 1, 1);
-    tail.catch(() => undefined); // (openRoot reads it again: the same read)
+    // last chunk, when it is not the first, is read (decoded and verified on a CPU worker)
+    // while the first one is.
+    if (metaIdx.count > 1) source.readAt(metaIdx.size - 1, 1).catch(() => undefined); // (openRoot's read then finds it)
     const accessor = await PxarAccessor.open(source, { name: `${label} ${meta.filename}` });
     await accessor.openRoot();
     const payloadIdx = await payloadP;
