@@ -57,6 +57,24 @@ describe('ChunkStore layout and insert', () => {
     expect(await readFile(file)).toEqual(HELLO_BLOB);
   });
 
+  it('touchMany marks present chunks (atime only), reports missing ones, refuses bad digests', async () => {
+    await chunks.insert(HELLO_DIGEST, HELLO_BLOB);
+    const file = chunks.chunkPath(HELLO_DIGEST);
+    const old = new Date('2001-01-01T00:00:00Z');
+    await utimes(file, old, old);
+    const missing = 'ab'.repeat(32);
+    // a file where the prefix directory of another digest should be: missing too (ENOTDIR)
+    await writeFile(path.join(store.path, '.chunks', 'cdcd'), 'x');
+    const blocked = 'cd'.repeat(32);
+    expect(await chunks.touchMany([Buffer.from(HELLO_DIGEST, 'hex'), missing, HELLO_DIGEST.toUpperCase(), Buffer.from(blocked, 'hex')])).toEqual([true, false, true, false]);
+    const st = await stat(file);
+    expect(st.atimeMs).toBeGreaterThan(old.getTime());
+    expect(st.mtimeMs).toBe(old.getTime());
+    expect(await chunks.touchMany([])).toEqual([]);
+    await expect(chunks.touchMany(['xyz'])).rejects.toThrow(/invalid chunk digest/);
+    await expect(chunks.touchMany([Buffer.alloc(31)])).rejects.toThrow(/invalid chunk digest/);
+  });
+
   it('is safe for concurrent inserts of the same chunk from several tasks and store instances', async () => {
     const data = Buffer.alloc(64 * 1024, 7);
     const blob = encodeBlob(data, false);

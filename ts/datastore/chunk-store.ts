@@ -15,12 +15,13 @@
  *  - `readChunk` never returns unverified data: it decodes (magic, CRC, zstd) and checks SHA-256
  *    and the expected size; every failure is a `ChunkError` naming the digest.
  */
+import { constants as osConstants } from 'node:os';
 import { mkdir } from 'node:fs/promises';
-import { TEMP_MARKER, isNotFound } from '../backend/backend.js';
+import { BackendError, TEMP_MARKER, isNotFound } from '../backend/backend.js';
 import type { FsBackend } from '../backend/fs.js';
 import { BLOB_MAGIC, MAX_CHUNK_SIZE, decodeBlobAsync } from '../format/blob.js';
 import { native } from '../native/index.js';
-import { STORE_KNOWN, STORE_NEW, readChunkInto, storeChunk } from '../native/fs.js';
+import { STORE_KNOWN, STORE_NEW, errnoCode, readChunkInto, storeChunk, touchChunks } from '../native/fs.js';
 
 export const CHUNK_DIR = '.chunks';
 /** Mode of the `.chunks/XXXX` prefix directories. */
@@ -64,6 +65,8 @@ export function chunkKey(digest: Digest): string {
   const hex = digestHex(digest);
   return `${CHUNK_DIR}/${hex.slice(0, 4)}/${hex}`;
 }
+
+const { ENOENT, ENOTDIR } = osConstants.errno;
 
 type StoredKind = 'plain' | 'encrypted' | 'encrypted-uncompressed';
 
@@ -183,9 +186,25 @@ export class ChunkStore {
     return this.backend.touch(chunkKey(digest));
   }
 
-  /** `touch` for many chunks in one job; per digest false if it is missing. */
+  /**
+   * `touch` for many chunks in one job; per digest false if it is missing. The addon makes the
+   * chunk paths from the digests: through the backend's keys and paths, a no-change backup of
+   * the linux tree spent 4-8 ms of its JavaScript thread on touching its ~1,000 reused chunks.
+   */
   async touchMany(digests: Digest[]): Promise<boolean[]> {
-    return this.backend.touchMany(digests.map((d) => chunkKey(d)));
+    const raw = Buffer.allocUnsafe(digests.length * 32);
+    digests.forEach((d, k) => {
+      if (typeof d === 'string') raw.write(digestHex(d), k * 32, 'hex');
+      else if (d instanceof Uint8Array && d.length === 32) raw.set(d, k * 32);
+      else digestHex(d); // (throws: not a digest)
+    });
+    const st = await touchChunks(this.backend.pathOf(CHUNK_DIR), raw);
+    return digests.map((d, k) => {
+      const s = st[k];
+      if (s === 0) return true;
+      if (s === -ENOENT || s === -ENOTDIR) return false;
+      throw new BackendError(chunkKey(d), `cannot touch ${this.chunkPath(d)}: ${errnoCode(-s)}`);
+    });
   }
 
   /** The stored (encoded) blob bytes, unverified. */

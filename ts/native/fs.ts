@@ -716,6 +716,7 @@ interface NativeWrite {
   fsOpenPath(path: RawPath, flags: number): Promise<number>;
   fsSyncfs(path: RawPath): Promise<void>;
   fsTouchFiles(paths: RawPath[], nonEmptyOnly: boolean): Promise<Int32Array>;
+  fsTouchChunks(chunkDir: RawPath, digests: Uint8Array): Promise<Int32Array>;
 }
 
 const writeNative = native as unknown as NativeWrite;
@@ -772,6 +773,14 @@ export const TOUCH_EMPTY = 1;
  */
 export async function touchFiles(paths: RawPath[], nonEmptyOnly = false): Promise<Int32Array> {
   return writeNative.fsTouchFiles(paths, nonEmptyOnly);
+}
+
+/**
+ * `touchFiles` of chunk files: `digests` are 32-byte digests back to back, each file
+ * `<chunkDir>/<first 4 hex digits>/<64 hex digits>` (the paths are made by the addon).
+ */
+export async function touchChunks(chunkDir: RawPath, digests: Uint8Array): Promise<Int32Array> {
+  return writeNative.fsTouchChunks(chunkDir, digests);
 }
 
 /** Options of `atomicWrite` (all required except `dirMode`). */

@@ -31,6 +31,27 @@ pub fn touch_files(paths: &[CString], non_empty_only: bool) -> Vec<i32> {
         .collect()
 }
 
+/// The chunk files of `digests` (32 bytes each) in a chunk directory (`<dir>/<hhhh>/<hex>`),
+/// for `touch_files`.
+pub fn chunk_paths(dir: &[u8], digests: &[u8]) -> Result<Vec<CString>, String> {
+    if digests.len() % 32 != 0 {
+        return Err(format!("digests: {} bytes is not a whole number of 32-byte digests", digests.len()));
+    }
+    digests
+        .chunks_exact(32)
+        .map(|d| {
+            let h = crate::digest::hex(d);
+            let mut p = Vec::with_capacity(dir.len() + 70);
+            p.extend_from_slice(dir);
+            p.push(b'/');
+            p.extend_from_slice(&h.as_bytes()[..4]);
+            p.push(b'/');
+            p.extend_from_slice(h.as_bytes());
+            CString::new(p).map_err(|_| "chunk directory contains NUL".to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +73,17 @@ mod tests {
         assert!(m.accessed().unwrap() > old);
         assert_eq!(touch_files(&[c("empty")], false), vec![0]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn chunk_paths_name_prefix_dirs() {
+        let mut d = [0u8; 64];
+        d[0] = 0xab;
+        d[1] = 0xcd;
+        d[32] = 0x01;
+        let p = chunk_paths(b"/s/.chunks", &d).unwrap();
+        assert_eq!(p[0].to_bytes(), format!("/s/.chunks/abcd/abcd{}", "00".repeat(30)).as_bytes());
+        assert_eq!(p[1].to_bytes(), format!("/s/.chunks/0100/0100{}", "00".repeat(30)).as_bytes());
+        assert!(chunk_paths(b"/s", &d[..33]).is_err());
     }
 }

@@ -40,6 +40,7 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsStoreChunk\0", store_chunk),
         method(b"fsReadChunkInto\0", read_chunk_into),
         method(b"fsTouchFiles\0", touch_files),
+        method(b"fsTouchChunks\0", touch_chunks),
         method(b"fsFlock\0", flock),
         method(b"fsOpenPath\0", open_path),
         method(b"fsSortUnchangedTable\0", sort_unchanged_table),
@@ -751,6 +752,18 @@ unsafe extern "C" fn touch_files(env: napi_env, info: napi_callback_info) -> nap
         }
         let non_empty_only = flag_arg(env, ne, "nonEmptyOnly")?;
         spawn(env, Lane::Io, "pxb.fs.touchFiles", None, move || Ok(touch::touch_files(&paths, non_empty_only)), int32_array_js)
+    })
+}
+
+/// fsTouchChunks(chunkDir, digests) -> Promise<Int32Array>: `fsTouchFiles` (nonEmptyOnly
+/// false) of the chunk files of `digests` (a Buffer of 32-byte digests) in `chunkDir`, their
+/// paths made here (`<chunkDir>/<hhhh>/<hex>`).
+unsafe extern "C" fn touch_chunks(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([dir, ds], _, _) = args::<2>(env, info)?;
+        let dir = path_arg(env, dir, "chunkDir")?;
+        let paths = touch::chunk_paths(dir.to_bytes(), bytes(env, ds)?)?;
+        spawn(env, Lane::Io, "pxb.fs.touchChunks", None, move || Ok(touch::touch_files(&paths, false)), int32_array_js)
     })
 }
 
