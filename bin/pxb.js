@@ -27,4 +27,9 @@ if (!existsSync(entry)) {
   process.exit(1);
 }
 const { main } = await import(entry.href);
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// Everything a command does is awaited before main returns: exit now, without waiting for node
+// to wind down its event loop and threads (~5 ms of a no-change backup's 0.42 s, eight
+// alternating pairs), unless output is still queued (a pipe where writes are asynchronous).
+if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit(code);
+process.exitCode = code;
