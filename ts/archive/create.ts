@@ -533,9 +533,9 @@ const RUN_FIELDS = PLAIN_RUN_FIELDS;
  */
 class RunStore {
   names = Buffer.allocUnsafe(16 * 1024);
-  ends = new Uint32Array(1024);
-  nums = new Float64Array(1024 * RUN_FIELDS);
-  recs = new Int32Array(1024);
+  ends = new Uint32Array(RUN_STORE_FIRST);
+  nums = new Float64Array(RUN_STORE_FIRST * RUN_FIELDS);
+  recs = new Int32Array(RUN_STORE_FIRST);
   /** Files stored, and bytes of their names. */
   count = 0;
   bytes = 0;
@@ -573,12 +573,20 @@ class RunStore {
     return plainMetadata(n[f], n[f + 1], n[f + 2], n[f + 3], n[f + 4]);
   }
 
-  /** Forget every file (their runs were replayed); the arrays are kept for the next ones. */
+  /**
+   * Forget every file (their runs were replayed). The arrays are kept for the next ones unless
+   * they grew large (a long flush): two stores alternate, and each would keep its largest.
+   */
   clear(): void {
     this.count = 0;
     this.bytes = 0;
+    if (this.recs.length > RUN_STORE_KEEP) Object.assign(this, new RunStore());
   }
 }
+
+/** Files a RunStore has room for at first, and keeps room for across flushes (~5 MB). */
+const RUN_STORE_FIRST = 1024;
+const RUN_STORE_KEEP = 64 * 1024;
 
 /** The lookahead cache of change-detection.md §4. */
 class LookaheadCache {
