@@ -11,11 +11,13 @@
  * - `write()` copies its bytes once, into a window used as a ring: the current chunk and what
  *   follows it are contiguous, so every chunk is a zero-copy view of the window. The caller may
  *   reuse its buffer as soon as `write()` returns. Chunks still being hashed/encoded keep their
- *   bytes (the window's in-flight spans); when the end of the window is reached, the current
- *   chunk's bytes move to its start if the spans there are done. Only when there is no room
- *   (or a metadata stream's window must grow) is another window allocated, so a backup
- *   allocates one or two windows, not a buffer per chunk (external-memory garbage drives V8
- *   into full GCs and, waiting for them, the resident set up).
+ *   bytes (the window's in-flight spans); when the end of the ring is reached, the current
+ *   chunk's bytes move to its start if the spans there are done. A stream's first window is
+ *   small; its second has room for a maximal chunk, but its ring keeps to a soft size set by
+ *   the recent chunks (`softSize`), so untouched pages stay free. Only when there is no room
+ *   is another window allocated, so a backup allocates two or three windows, not a buffer per
+ *   chunk (external-memory garbage drives V8 into full GCs and, waiting for them, the
+ *   resident set up), and a retired window's pages are given back at once.
  * - Memory is bounded: at most `maxInFlight` chunks are being hashed/encoded or waiting for the
  *   sink, and `write()` returns false (the caller must `await drain()`) also when the window has
  *   no room left for another large write until in-flight chunks are done.
@@ -438,8 +440,8 @@ export class ChunkStream {
     if (w === this.win || w.head !== w.spans.length) return;
     if (w.buf.length === this.windowSize && this.spare.length < SPARE_WINDOWS) this.spare.push(w);
     // Garbage now, but its pages stay resident until V8 collects the Buffer, which for one
-    // that has lived through scavenges waits for a full collection: a metadata stream's
-    // windows doubling to 8 MiB left 7.75 MiB of them in a full backup's resident set.
+    // that has lived through scavenges waits for a full collection (when a metadata stream's
+    // windows still doubled to 8 MiB, 7.75 MiB of them stayed in a full backup's peak).
     else native.releasePages(w.buf);
   }
 
