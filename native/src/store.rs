@@ -44,11 +44,21 @@ pub enum Stored {
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The file of chunk `digest` in a chunk directory: `<dir>/<first 4 hex digits>/<64 hex digits>`.
+pub fn chunk_file(dir: &[u8], digest: &[u8]) -> Vec<u8> {
+    let h = digest::hex(digest);
+    let mut p = Vec::with_capacity(dir.len() + 2 + 4 + h.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(&h.as_bytes()[..4]);
+    p.push(b'/');
+    p.extend_from_slice(h.as_bytes());
+    p
+}
+
 pub fn store_chunk(data: &[u8], o: &StoreOpts) -> Result<([u8; 32], Stored), String> {
     let d = digest::sha256(data);
-    let h = digest::hex(&d);
-    let mut path = o.chunk_dir.clone();
-    path.extend_from_slice(format!("/{}/{}", &h[..4], h).as_bytes());
+    let path = chunk_file(&o.chunk_dir, &d);
     let cpath = CString::new(path.clone()).map_err(|_| "chunk directory contains NUL".to_string())?;
     match touch_files(std::slice::from_ref(&cpath), true)[0] {
         0 => return Ok((d, Stored::Known)),

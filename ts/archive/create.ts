@@ -2073,8 +2073,7 @@ function aclEmpty(m: Metadata): boolean {
 /** Files of a run written between checks of the metadata stream's backpressure. */
 const RUN_WRITE_FILES = 64;
 
-/** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges). */
-/** Files `idx` of `list` (plain, reusable: see encodeEntries) as a run, into `runs`. */
+/** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges), into `runs`. */
 function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
   const from = runs.count;
   runs.reserve(idx.length, list.nameBytes(idx));
@@ -2089,6 +2088,7 @@ function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[n
   runs.count = from + idx.length;
   return { kind: 'run', from, to: runs.count, rs, dirAbs, dirRel };
 }
+/** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
 function expandRuns(entries: Cached[], runs: RunStore): Cached[] {
   if (!entries.some((e) => e.kind === 'run')) return entries;
   const out: Cached[] = [];

@@ -133,20 +133,10 @@ export class MetadataCacheBuilder {
 
   /**
    * `setPayload` for files `from..to` of a run: record `recs[q]` (-1: none) gets the offset
-   * `nums[q * stride + 6] + delta`. One loop over the arrays: a call per file passed each
-   * offset as a boxed number.
+   * `nums[q * stride + 6] + delta` (replayRun's loop over a run, one call per group of files).
    */
   setPayloads(recs: Int32Array, nums: Float64Array, stride: number, from: number, to: number, delta: number): void {
-    const words = this.words;
-    for (let q = from; q < to; q++) {
-      const rec = recs[q];
-      if (rec < 0 || rec >= this.n) continue;
-      const offset = nums[q * stride + 6] + delta;
-      if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`metadata cache: payload offset ${offset}`);
-      const at = rec * WORDS;
-      words[at + 6] = offset % 2 ** 32;
-      words[at + 7] = Math.floor(offset / 2 ** 32);
-    }
+    for (let q = from; q < to; q++) if (recs[q] >= 0) this.setPayload(recs[q], nums[q * stride + 6] + delta);
   }
 
   /** Directory record `rec` (from `add`, after any `setPayload`) had `count` entries archived. */

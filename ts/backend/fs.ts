@@ -54,6 +54,16 @@ function errno(e: unknown): string | undefined {
 }
 
 /**
+ * A `touchFiles` status as `touch`/`touchMany` report it: true when touched, false when the
+ * object is missing, a BackendError naming `key` (its file `path`) for anything else.
+ */
+export function touchStatus(s: number, key: string, path: string): boolean {
+  if (s === 0) return true;
+  if (s === -ENOENT || s === -ENOTDIR) return false;
+  throw new BackendError(key, `cannot touch ${path}: ${errnoCode(-s)}`);
+}
+
+/**
  * Write `data` to `target` atomically (temporary file + rename, or + link for `ifAbsent`).
  * Returns true if `target` now holds `data`, false if `ifAbsent` found an existing file.
  * All steps run in one native job (`atomicWrite`): one pool round trip per object instead
@@ -199,12 +209,7 @@ export class FsBackend implements Backend {
   /** `touch` for many objects in one job on the libuv pool. Per key: true if touched, false if missing. */
   async touchMany(keys: string[]): Promise<boolean[]> {
     const st = await touchFiles(keys.map((k) => this.pathOf(k)));
-    return keys.map((k, i) => {
-      const s = st[i];
-      if (s === 0) return true;
-      if (s === -ENOENT || s === -ENOTDIR) return false;
-      throw new BackendError(k, `cannot touch ${this.pathOf(k)}: ${errnoCode(-s)}`);
-    });
+    return keys.map((k, i) => touchStatus(st[i], k, this.pathOf(k)));
   }
 
   async *list(prefix: string): AsyncGenerator<ListEntry> {

@@ -243,24 +243,13 @@ export class DirEntries implements Iterable<DirEntry> {
   }
 
   /**
-   * The names of entries `idx`, copied into one Buffer (`ends[k]` = end of name k): what
-   * outlives the listing without keeping all of it.
-   */
-  names(idx: ArrayLike<number>): { bytes: Buffer; ends: Uint32Array } {
-    const bytes = Buffer.allocUnsafe(this.nameBytes(idx));
-    const ends = new Uint32Array(idx.length);
-    this.namesInto(idx, bytes, 0, ends, 0);
-    return { bytes, ends };
-  }
-
-  /**
-   * `names` into given arrays: the names of entries `idx` into `out` from byte `at` on, the
-   * end of name k (an offset in `out`) into `ends[endsAt + k]`. Returns the end of the last.
+   * The names of entries `idx`, copied into `out` from byte `at` on (what outlives the listing
+   * without keeping all of it); the end of name k (an offset in `out`) into `ends[endsAt + k]`.
+   * Returns the end of the last. Size `out` with `nameBytes(idx)`.
    */
   namesInto(idx: ArrayLike<number>, out: Uint8Array, at: number, ends: Uint32Array, endsAt: number): number {
-    const total = this.nameBytes(idx);
-    if (!(at >= 0 && endsAt >= 0) || at + total > out.length || endsAt + idx.length > ends.length) {
-      throw new RangeError(`names of ${idx.length} entries (${total} bytes) do not fit from byte ${at} / end ${endsAt}`);
+    if (!(at >= 0 && endsAt >= 0) || endsAt + idx.length > ends.length) {
+      throw new RangeError(`ends of ${idx.length} names do not fit from ${endsAt} in ${ends.length}`);
     }
     const offs = this.#offs;
     const src = this.#bytes;
@@ -269,14 +258,16 @@ export class DirEntries implements Iterable<DirEntry> {
     let contiguous = true;
     let end = at;
     for (let k = 0; k < idx.length; k++) {
+      this.#check(idx[k]);
       const e = idx[k] * 4;
       if (k > 0 && offs[e] !== offs[idx[k - 1] * 4] + offs[idx[k - 1] * 4 + 1]) contiguous = false;
       end += offs[e + 1];
       ends[endsAt + k] = end;
     }
+    if (end > out.length) throw new RangeError(`names of ${idx.length} entries (${end - at} bytes) do not fit from byte ${at} in ${out.length}`);
     if (contiguous && idx.length > 0) {
       const o = offs[idx[0] * 4];
-      out.set(src.subarray(o, o + total), at);
+      out.set(src.subarray(o, o + (end - at)), at);
       return end;
     }
     let p = at;

@@ -39,16 +39,7 @@ pub fn chunk_paths(dir: &[u8], digests: &[u8]) -> Result<Vec<CString>, String> {
     }
     digests
         .chunks_exact(32)
-        .map(|d| {
-            let h = crate::digest::hex(d);
-            let mut p = Vec::with_capacity(dir.len() + 70);
-            p.extend_from_slice(dir);
-            p.push(b'/');
-            p.extend_from_slice(&h.as_bytes()[..4]);
-            p.push(b'/');
-            p.extend_from_slice(h.as_bytes());
-            CString::new(p).map_err(|_| "chunk directory contains NUL".to_string())
-        })
+        .map(|d| CString::new(crate::store::chunk_file(dir, d)).map_err(|_| "chunk directory contains NUL".to_string()))
         .collect()
 }
 

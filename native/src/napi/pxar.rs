@@ -21,12 +21,11 @@ unsafe fn output_args<'a, const N: usize>(env: napi_env, info: napi_callback_inf
     if argc < N {
         return Err(format!("{}: {} arguments expected", what, N));
     }
-    let out = bytes(env, a[0])?;
+    let out = bytes_mut(env, a[0])?;
     let at = usize_arg(env, a[1], "at")?;
     if at > out.len() {
         return Err(format!("{}: offset {} beyond the output ({} bytes)", what, at, out.len()));
     }
-    let out = std::slice::from_raw_parts_mut(out.as_ptr() as *mut u8, out.len());
     Ok((a, &mut out[at..]))
 }
 
