@@ -56,11 +56,16 @@ pub fn worker_nice(inherited: c_int) -> c_int {
     (inherited + WORKER_NICE).min(19)
 }
 
-fn worker(p: &'static Pool) {
-    // A failure only leaves the priority as it was.
+/// Take the calling thread's priority down to a worker's (worker_nice); a failure only leaves
+/// the priority as it was.
+pub fn yield_to_creator() {
     if let Ok(n) = crate::fs::sys::thread_nice() {
         let _ = crate::fs::sys::set_thread_nice(worker_nice(n));
     }
+}
+
+fn worker(p: &'static Pool) {
+    yield_to_creator();
     loop {
         let task = {
             let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -147,6 +147,30 @@ describe('CPU workers', () => {
     for (const w of workers) expect(w.nice).toBe(15);
   });
 
+  it('the directory walk runs as nice as they do', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const fsmod = fileURLToPath(new URL('../../dist/native/fs.js', import.meta.url));
+    const root = tempDir();
+    // A child under `nice -n 10` walks a directory, then reports each thread's nice value.
+    const script = `
+      const { DirWalker } = await import(${JSON.stringify(fsmod)});
+      const w = new DirWalker(Buffer.from(${JSON.stringify(root)}), {}, null, 4, 1 << 20, 2, () => {});
+      while (!w.poll(0)) await new Promise((r) => setTimeout(r, 5));
+      const fs = await import('node:fs');
+      const out = fs.readdirSync('/proc/self/task').map((t) => ({
+        comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(),
+        nice: Number(fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
+      }));
+      w.close();
+      process.stdout.write(JSON.stringify(out));`;
+    const threads = JSON.parse(execFileSync('nice', ['-n', '10', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' })) as Array<{ comm: string; nice: number }>;
+    const walkers = threads.filter((t) => t.comm.startsWith('pxb-walk-'));
+    expect(walkers).toHaveLength(2);
+    expect(threads.find((t) => t.comm === 'node')!.nice).toBe(10);
+    for (const w of walkers) expect(w.nice).toBe(15);
+  });
+
   it('hash and encode chunks while every libuv pool thread is blocked', async () => {
     // Opening a FIFO for reading blocks until a writer opens it: these opens hold libuv's
     // threads (4 by default; more are queued). Chunk jobs run on pxb's own workers, so reads

@@ -224,6 +224,11 @@ impl Drop for Walker {
 }
 
 fn worker(s: &Shared) {
+    // Listings are made ahead of the JavaScript thread that consumes them: on a busy machine
+    // it goes first, as it does before the CPU workers (linux tree, 2 vCPUs, alternating: full
+    // backup 2.79 s median against 2.82 and 2.98 against 3.11 in two series; first no-change
+    // equal).
+    crate::pool::yield_to_creator();
     loop {
         let (id, path) = {
             let mut g = s.inner.lock().unwrap();
