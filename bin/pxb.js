@@ -23,7 +23,9 @@
 //   compilations took ~0.2 s of CPU in a 0.4 s first no-change backup, on the cores the walk
 //   and the JavaScript thread need (linux tree, alternating: first no-change 0.375 s against
 //   0.39, 8 pairs, CPU -4 %; full backup 2.75 s against 2.80, 5 pairs; restore 1.98 s against
-//   2.04, 4 pairs). 150 was no better.
+//   2.04, 4 pairs; 500k small files: full backup equal). 150 was no better. No inlining at all
+//   (--no-turbo-inlining) made the first no-change another 3 % faster but a full backup of 500k
+//   small files 5 % slower (3.27-3.53 s against 3.00-3.26). Maglev (--maglev): equal.
 // - The command line runs from one bundle of dist/ (dist/cli/pxb.cjs, `npm run build` makes it)
 //   through a V8 code cache in pxb's cache directory (ts/cli/code-cache.ts): `pxb backup --help`
 //   53-58 ms instead of 82-85; linux tree, alternating: first no-change backup median 0.42 s
