@@ -212,6 +212,12 @@ pub fn write_file_atomic(target: &CStr, tmp: &CStr, data: &[u8], o: AtomicOpts) 
         write_all(&fd, data).map_err(|e| err(e, "write", tmp))?;
         if o.fsync {
             fsync_fd(&fd).map_err(|e| err(e, "fsync", tmp))?;
+        } else {
+            // Without fsync the data still has to reach the disk before the backup's final
+            // syncfs (sync level "filesystem"): started now, that waits for less (full backup
+            // of the linux tree into ext4, alternating: 3.23 s median against 3.29 and 3.25
+            // against 3.36, with fewer slow outliers).
+            let _ = start_writeback(&fd);
         }
         close_fd(fd).map_err(|e| err(e, "close", tmp))
     })();
