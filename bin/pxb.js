@@ -27,9 +27,12 @@
 //   (--no-turbo-inlining) made the first no-change another 3 % faster but a full backup of 500k
 //   small files 5 % slower (3.27-3.53 s against 3.00-3.26). Maglev (--maglev): equal.
 // - The command line runs from one bundle of dist/ (dist/cli/pxb.cjs, `npm run build` makes it)
-//   through a V8 code cache in pxb's cache directory (ts/cli/code-cache.ts): `pxb backup --help`
+//   through a V8 code cache: the one the build made after running commands (dist/cli/code-cache/),
+//   else one of the top level in pxb's cache directory (ts/cli/code-cache.ts): `pxb backup --help`
 //   53-58 ms instead of 82-85; linux tree, alternating: first no-change backup median 0.42 s
-//   against 0.445 (8 pairs), full backup 3.06 s against 3.23 (5 pairs, peak RSS +1 MiB). When
+//   against 0.445 (8 pairs), full backup 3.06 s against 3.23 (5 pairs, peak RSS +1 MiB); the
+//   build's cache against one of the top level only: first no-change 0.406 s against 0.415 and
+//   0.398 against 0.4225 (8 pairs each), full backup 2.95 against 3.03 (RSS +1.2 MiB). When
 //   dist/ was compiled after the bundle was made (tsc run alone), the bundle is stale and the
 //   modules of dist/ run instead.
 import { statSync } from 'node:fs';
@@ -55,7 +58,7 @@ if (mtime(bundle) >= built) {
     // (no home directory: no cache)
   }
   try {
-    ({ main } = loadBundle(fileURLToPath(bundle), cacheDir).exports);
+    ({ main } = loadBundle(fileURLToPath(bundle), cacheDir, fileURLToPath(new URL('cli/code-cache/', dist))).exports);
   } catch (e) {
     // (an unreadable or broken bundle: the same code runs from dist/'s modules)
     process.stderr.write(`pxb: warning: ${fileURLToPath(bundle)}: ${e.message}; running dist/ without it (npm run build makes it again)\n`);

@@ -14,9 +14,11 @@
 //   half a megabyte), in ASCII (esbuild escapes the rest; the launcher reads it as latin1).
 // - First line: `// pxb-bundle <id>`, the id a SHA-256 prefix of the rest; the code cache is keyed
 //   by it.
+// - Then the seed code cache, dist/cli/code-cache/ (scripts/train-code-cache.mjs).
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
-import { renameSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -41,3 +43,11 @@ if (!/^[\x00-\x7f]*$/.test(text)) throw new Error('bundle-cli: the bundle is not
 const id = createHash('sha256').update(text).digest('hex').slice(0, 32);
 writeFileSync(`${out}.tmp`, `// pxb-bundle ${id} (scripts/bundle-cli.mjs; generated, do not edit)\n${text}`);
 renameSync(`${out}.tmp`, out);
+
+// The seed code cache (scripts/train-code-cache.mjs), made under the launcher's node options. A
+// failure costs only speed: the launcher then makes a cache of the top level on its first run.
+rmSync(`${root}dist/cli/code-cache`, { recursive: true, force: true });
+const launcher = readFileSync(`${root}bin/pxb.js`, 'utf8');
+const flags = /exec node (.*?) "\$0"/.exec(launcher)?.[1].split(/\s+/) ?? [];
+const t = spawnSync(process.execPath, [...flags, `${root}scripts/train-code-cache.mjs`], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+if (t.status !== 0) process.stderr.write(`bundle-cli: warning: no seed code cache (${(t.stderr || t.error?.message || `exit ${t.status}`).trim().split('\n').slice(-3).join(' / ')})\n`);

@@ -138,6 +138,34 @@ describe('loadBundle', () => {
     expect(fs.existsSync(cacheDir)).toBe(false);
   });
 
+  it('uses the seed cache unless the cache directory has its own; a rejected seed is replaced there', () => {
+    const dir = tempDir('pxb-cc-');
+    const file = writeBundle(dir, ID, 'seeded');
+    const seedDir = path.join(dir, 'seed');
+    const cacheDir = path.join(dir, 'cache');
+    // A seed made after running the code (as scripts/train-code-cache.mjs does).
+    const made = loadBundle<Exports>(file, seedDir);
+    made.exports.answer(1);
+    expect(made.cache).toBe('written');
+
+    const a = loadBundle<Exports>(file, cacheDir, seedDir);
+    expect(a.cache).toBe('hit');
+    expect(a.exports.answer(2)).toBe(20);
+    expect(fs.existsSync(cacheDir)).toBe(false); // nothing of its own written
+
+    // A seed V8 rejects (another script's code): compiled from source, own cache written and
+    // preferred from then on. (A source this process has not compiled yet: V8 would take an
+    // already compiled one from its in-memory cache without looking at the cached data.)
+    const other = new vm.Script('(function () { return 3; })').createCachedData();
+    fs.writeFileSync(made.cacheFile!, Buffer.concat([Buffer.from('PXBV8CC1'), Buffer.from(new Uint32Array([other.length, fnv1a(other)]).buffer), other]));
+    writeBundle(dir, ID, 'seeded, rebuilt');
+    const b = loadBundle<Exports>(file, cacheDir, seedDir);
+    expect(b.cache).toBe('written');
+    expect(b.exports.tag).toBe('seeded, rebuilt');
+    expect(loadBundle<Exports>(file, cacheDir, seedDir).cache).toBe('hit');
+    expect(fs.readdirSync(cacheDir)).toHaveLength(1);
+  });
+
   it('loads the real command-line bundle and caches it', () => {
     const cacheDir = path.join(tempDir('pxb-cc-'), 'cache');
     const bundle = path.join(ROOT, 'dist', 'cli', 'pxb.cjs');
@@ -173,9 +201,19 @@ describe('bin/pxb.js', () => {
     const pkg = packageCopy();
     const cache = tempDir('pxb-cache-');
     const codeCache = path.join(cache, 'code-cache');
+    // The build's seed (scripts/train-code-cache.mjs) is there, made under the launcher's options:
+    // it is used as it is.
+    const seeds = fs.readdirSync(path.join(pkg, 'dist', 'cli', 'code-cache'));
+    expect(seeds).toHaveLength(1);
+    expect(seeds[0]).toMatch(new RegExp(`^[0-9a-f]{32}-${process.version}-${process.arch}-[0-9a-f]{8}\\.v8$`));
     const help = run(pkg, cache, ['backup', '--help']);
     expect(help.out).toMatch(/--change-detection-mode/);
     expect(help.err).toBe('');
+    expect(fs.existsSync(codeCache)).toBe(false);
+
+    // Without a seed (or one for another node), the first run writes a cache of its own.
+    fs.rmSync(path.join(pkg, 'dist', 'cli', 'code-cache'), { recursive: true });
+    expect(run(pkg, cache, ['backup', '--help'])).toEqual(help);
     const files = fs.readdirSync(codeCache);
     expect(files).toHaveLength(1);
     expect(files[0]).toMatch(new RegExp(`^[0-9a-f]{32}-${process.version}-${process.arch}-[0-9a-f]{8}\\.v8$`));

@@ -213,7 +213,9 @@ export const BATCH_BYTES = 1024 * 1024;
 const BATCH_FILES = 256;
 /** Size of a recycled read buffer: a batch holds at most BATCH_BYTES (or one file). */
 const READ_BUFFER = Math.max(BATCH_BYTES, SMALL_FILE);
-const SPARE_READ_BUFFERS = 6;
+/** Released read buffers kept for reuse (4 against 6, with PREREAD_BUFFERS 8 against 12: a full
+ * backup of the linux tree peaked 1.3 MiB lower at the same speed, 5 alternating pairs). */
+const SPARE_READ_BUFFERS = 4;
 /**
  * Piece size of large-file reads and of writes into the payload stream. The payload window
  * keeps room for one piece behind a maximal chunk: 1 MiB (was 4) took 5.5 MiB off a full
@@ -241,7 +243,7 @@ const READ_AHEAD_BUFFERS = 2;
  */
 const PREREAD_SIBLINGS = 4;
 const PREREAD_BYTES = 256 * 1024;
-const PREREAD_BUFFERS = 12;
+const PREREAD_BUFFERS = 8;
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;

@@ -69,15 +69,20 @@ function readCache(file: string): Buffer | null {
   }
 }
 
-function writeCache(file: string, data: Buffer): boolean {
+/** A cache file's bytes holding `data` (cachedDataOf's inverse). */
+export function encodeCacheFile(data: Buffer): Buffer {
   const head = Buffer.alloc(HEADER);
   MAGIC.copy(head);
   head.writeUInt32LE(data.length, MAGIC.length);
   head.writeUInt32LE(fnv1a(data), MAGIC.length + 4);
+  return Buffer.concat([head, data]);
+}
+
+function writeCache(file: string, data: Buffer): boolean {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(tmp, Buffer.concat([head, data]), { mode: 0o600 });
+    fs.writeFileSync(tmp, encodeCacheFile(data), { mode: 0o600 });
     fs.renameSync(tmp, file);
   } catch {
     try {
@@ -105,12 +110,19 @@ function writeCache(file: string, data: Buffer): boolean {
  * (null: none). The file is ASCII (read as latin1) and is one CommonJS wrapper function,
  * `(function (exports, require, module, __filename, __dirname) {…})`, optionally after a first
  * line `// pxb-bundle <build id>` (without one: no cache).
+ *
+ * `seedDir` holds the cache the build made (scripts/train-code-cache.mjs: after real commands,
+ * so it has their functions compiled too, not only the top level); it is used unless
+ * `cacheDir` has a cache of its own, which is written only when there is no seed for this node
+ * and these options, or V8 rejected it.
  */
-export function loadBundle<T>(file: string, cacheDir: string | null): LoadedBundle<T> {
+export function loadBundle<T>(file: string, cacheDir: string | null, seedDir: string | null = null): LoadedBundle<T> {
   const source = fs.readFileSync(file, 'latin1');
   const id = BUILD_LINE.exec(source)?.[1];
   const cacheFile = id && cacheDir ? cacheFileName(cacheDir, id) : null;
-  const cachedData = cacheFile ? readCache(cacheFile) ?? undefined : undefined;
+  // A cache of this run's own is only written when the seed is missing or V8 rejected it.
+  let cachedData = cacheFile ? readCache(cacheFile) ?? undefined : undefined;
+  if (!cachedData && id && seedDir) cachedData = readCache(cacheFileName(seedDir, id)) ?? undefined;
   const script = new vm.Script(source, { filename: file, cachedData });
   const module = { exports: {} as T };
   const run = script.runInThisContext() as (e: T, r: NodeRequire, m: { exports: T }, f: string, d: string) => void;
