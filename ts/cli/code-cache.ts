@@ -3,9 +3,12 @@
  * a V8 code cache.
  *
  * Node 20 has no compile cache for ES modules: every `pxb` run resolved, read, parsed and
- * compiled the ~85 modules of dist/ before doing any work (`pxb backup --help` 76 ms, node
- * itself ~20). The launcher (`bin/pxb.js`) runs one CommonJS bundle of them instead, compiled
- * through `vm.Script` with the code V8 made for its top level on an earlier run (45 ms).
+ * compiled the ~85 modules of dist/ before doing any work (`pxb backup --help` 82–85 ms, node
+ * itself ~22), and then compiled every function it ran. The launcher (`bin/pxb.js`) runs one
+ * CommonJS bundle of them instead, compiled through `vm.Script` with cached code: the seed the
+ * build made after running real commands (`scripts/train-code-cache.mjs`, in
+ * `dist/cli/code-cache/`), or, when there is none for this node and these options or V8
+ * rejects it, a cache of the top level this module writes on the first run (53–58 ms).
  *
  * The cache is V8 bytecode, and V8 checks only its own version, its flags and the length of the
  * source, not the source text, nor (in release builds) the integrity of the cached data. So the
