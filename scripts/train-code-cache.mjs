@@ -67,7 +67,7 @@ try {
   await run('catalog', 'dump', 'host/train');
 
   const file = cacheFileName(seedDir, id);
-  fs.rmSync(seedDir, { recursive: true, force: true });
+  // (bundle-cli.mjs has removed the seeds of earlier builds)
   fs.mkdirSync(seedDir, { recursive: true });
   fs.writeFileSync(`${file}.tmp`, encodeCacheFile(script.createCachedData()));
   fs.renameSync(`${file}.tmp`, file);

@@ -125,22 +125,32 @@ describe('DataBlob', () => {
   });
 });
 
+/**
+ * Run `setup` (an ES module body) in a child under `nice -n 10`, then report each of its
+ * threads' name and nice value (`done`, if given, runs after the report is taken).
+ */
+async function threadsUnderNice(setup: string, done = ''): Promise<Array<{ comm: string; nice: number }>> {
+  const { execFileSync } = await import('node:child_process');
+  const script = `
+    ${setup}
+    const fs = await import('node:fs');
+    const out = fs.readdirSync('/proc/self/task').map((t) => ({
+      comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(),
+      nice: Number(fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
+    }));
+    ${done}
+    process.stdout.write(JSON.stringify(out));`;
+  return JSON.parse(execFileSync('nice', ['-n', '10', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' }));
+}
+
 describe('CPU workers', () => {
   it('run nicer than the process that started them, also under nice(1)', async () => {
-    const { execFileSync } = await import('node:child_process');
     const { fileURLToPath } = await import('node:url');
     const loader = fileURLToPath(new URL('../../dist/native/index.js', import.meta.url));
-    // A child under `nice -n 10`: run a CPU job, then report each thread's name and nice value.
-    const script = `
+    // Run a CPU job first: the workers start with it.
+    const threads = await threadsUnderNice(`
       const { native } = await import(${JSON.stringify(loader)});
-      await native.sha256Async(Buffer.alloc(1000));
-      const fs = await import('node:fs');
-      const out = fs.readdirSync('/proc/self/task').map((t) => ({
-        comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(),
-        nice: Number(fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
-      }));
-      process.stdout.write(JSON.stringify(out));`;
-    const threads = JSON.parse(execFileSync('nice', ['-n', '10', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' })) as Array<{ comm: string; nice: number }>;
+      await native.sha256Async(Buffer.alloc(1000));`);
     const workers = threads.filter((t) => t.comm.startsWith('pxb-cpu-'));
     expect(workers.length).toBeGreaterThan(0);
     expect(threads.find((t) => !t.comm.startsWith('pxb-cpu-'))!.nice).toBe(10);
@@ -148,23 +158,17 @@ describe('CPU workers', () => {
   });
 
   it('the directory walk runs as nice as they do', async () => {
-    const { execFileSync } = await import('node:child_process');
     const { fileURLToPath } = await import('node:url');
     const fsmod = fileURLToPath(new URL('../../dist/native/fs.js', import.meta.url));
     const root = tempDir();
-    // A child under `nice -n 10` walks a directory, then reports each thread's nice value.
-    const script = `
+    // Walk a directory: its threads run until the walk is closed.
+    const threads = await threadsUnderNice(
+      `
       const { DirWalker } = await import(${JSON.stringify(fsmod)});
       const w = new DirWalker(Buffer.from(${JSON.stringify(root)}), {}, null, 4, 1 << 20, 2, () => {});
-      while (!w.poll(0)) await new Promise((r) => setTimeout(r, 5));
-      const fs = await import('node:fs');
-      const out = fs.readdirSync('/proc/self/task').map((t) => ({
-        comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(),
-        nice: Number(fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1].split(' ')[16]),
-      }));
-      w.close();
-      process.stdout.write(JSON.stringify(out));`;
-    const threads = JSON.parse(execFileSync('nice', ['-n', '10', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' })) as Array<{ comm: string; nice: number }>;
+      while (!w.poll(0)) await new Promise((r) => setTimeout(r, 5));`,
+      'w.close();',
+    );
     const walkers = threads.filter((t) => t.comm.startsWith('pxb-walk-'));
     expect(walkers).toHaveLength(2);
     expect(threads.find((t) => t.comm === 'node')!.nice).toBe(10);

@@ -2090,6 +2090,7 @@ function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[n
   runs.count = from + idx.length;
   return { kind: 'run', from, to: runs.count, rs, dirAbs, dirRel };
 }
+
 /** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
 function expandRuns(entries: Cached[], runs: RunStore): Cached[] {
   if (!entries.some((e) => e.kind === 'run')) return entries;
