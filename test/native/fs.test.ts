@@ -19,7 +19,9 @@ import {
   UTIME_OMIT,
   XATTR_CREATE,
   bytesReadFromFiles,
+  DirWalker,
   getxattr,
+  heldSlots,
   lchown,
   listXattrs,
   mknod,
@@ -30,6 +32,7 @@ import {
   setProjid,
   setxattr,
   statPath,
+  takeHeldFile,
   TOUCH_EMPTY,
   touchFiles,
   utimens,
@@ -634,6 +637,76 @@ describe('readFilesExact', () => {
     const r = await readFilesExact([], []);
     expect([r.data.length, r.status.length, r.errors.length]).toEqual([0, 0, 0]);
     expect(bytesReadFromFiles()).toBe(before);
+  });
+});
+
+describe('held descriptors (DirWalker holdFds)', () => {
+  const dir = path.join(base, 'held');
+  beforeAll(() => {
+    fs.mkdirSync(path.join(dir, 'sub'), { recursive: true });
+    for (const n of ['a', 'b', 'c', 'big']) fs.writeFileSync(path.join(dir, n), `old ${n}`);
+    fs.writeFileSync(path.join(dir, 'empty'), '');
+    fs.symlinkSync('a', path.join(dir, 'link'));
+  });
+
+  async function walkRoot(opts: { holdFds?: boolean }): Promise<{ w: DirWalker; list: DirEntries }> {
+    const w = new DirWalker(Buffer.from(dir), { xattrs: true, ...opts }, null, 4, 1 << 20, 2, () => {});
+    for (;;) {
+      const l = w.poll(0);
+      if (l) {
+        if (l.list instanceof Error) throw l.list;
+        return { w, list: l.list };
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  const token = (list: DirEntries, n: string): number => list.fdToken([...list].findIndex((e) => e.name.toString() === n));
+
+  it('keep the descriptor a non-empty regular file was listed with; reads go through it once, then by name', async () => {
+    expect(heldSlots()).toBeGreaterThanOrEqual(256);
+    const { w, list } = await walkRoot({ holdFds: true });
+    try {
+      for (const n of ['empty', 'link', 'sub']) expect(token(list, n)).toBe(-1);
+      for (const n of ['a', 'b', 'c', 'big']) expect(token(list, n)).toBeGreaterThanOrEqual(0);
+      // The files are replaced after the walk listed them: a held descriptor still reads the
+      // file that was listed (as PBS's single open does); without one, the new file is read.
+      for (const n of ['a', 'b', 'c', 'big']) {
+        fs.rmSync(path.join(dir, n));
+        fs.writeFileSync(path.join(dir, n), `new ${n}`);
+      }
+      const held = Float64Array.from([token(list, 'a'), -1, token(list, 'c')]);
+      const r = await readFilesExact(['a', 'b', 'c'], [5, 5, 5], undefined, dir, held);
+      expect([...r.status]).toEqual([READ_OK, READ_OK, READ_OK]);
+      expect(r.data.toString()).toBe('old anew bold c');
+      // taken: the same tokens now read by name
+      const again = await readFilesExact(['a', 'c'], [5, 5], undefined, dir, held.filter((t) => t >= 0));
+      expect(again.data.toString()).toBe('new anew c');
+      // a large file's reader takes its descriptor once
+      const fh = takeHeldFile(token(list, 'big'));
+      expect(fh).not.toBeNull();
+      const buf = Buffer.alloc(7);
+      expect((await fh!.read(buf, 0, 7, 0)).bytesRead).toBe(7);
+      await fh!.close();
+      expect(buf.toString()).toBe('old big');
+      expect(takeHeldFile(token(list, 'big'))).toBeNull();
+      expect(takeHeldFile(-1)).toBeNull();
+      await expect(readFilesExact(['a'], [5], undefined, dir, new Float64Array(2))).rejects.toThrow(/held \(2\) and paths \(1\) differ/);
+    } finally {
+      w.close();
+    }
+  });
+
+  it('are closed when the walk closes, and not kept without holdFds', async () => {
+    const { w, list } = await walkRoot({ holdFds: true });
+    const t = token(list, 'b');
+    expect(t).toBeGreaterThanOrEqual(0);
+    const fdsBefore = fs.readdirSync('/proc/self/fd').length;
+    w.close();
+    expect(fs.readdirSync('/proc/self/fd').length).toBeLessThan(fdsBefore);
+    expect(takeHeldFile(t)).toBeNull();
+    const plain = await walkRoot({});
+    plain.w.close();
+    for (let i = 0; i < plain.list.length; i++) expect(plain.list.fdToken(i)).toBe(-1);
   });
 });
 

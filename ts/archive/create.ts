@@ -36,6 +36,7 @@ import {
   READ_SHRUNK,
   errnoCode,
   openFile,
+  takeHeldFile,
   type DirEntries,
   type FdFile,
   type ReadDirOptions,
@@ -407,6 +408,8 @@ interface FileJob {
   index: number;
   path: Buffer;
   size: number;
+  /** Token of the descriptor the walk held for it (`DirEntries.fdToken`); -1 or absent: none. */
+  fd?: number;
 }
 
 interface FileData {
@@ -701,7 +704,9 @@ class Archiver {
     this.prereads = this.previous ? null : new BufferPool(PREREAD_BYTES, PREREAD_BUFFERS);
     this.capacity = opts.lookaheadCapacity ?? defaultLookaheadCapacity();
     this.xattrs = opts.xattrs ?? true;
-    this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true };
+    // Without a previous archive every file with data is read: the walk keeps the descriptor
+    // it opened each one with for that read (with one, most files are not read at all).
+    this.dirOpts = { xattrs: this.xattrs, acls: this.xattrs, fcaps: this.xattrs, flags: true, projid: true, holdFds: !this.previous };
     // The metadata cache stands in for reads of xattrs, ACLs and fcaps: only with them on.
     const csum = this.previous?.metadataIndexCsum;
     const loaded = Buffer.isBuffer(opts.metadataCache) ? loadMetadataCache(opts.metadataCache) : opts.metadataCache;
@@ -1213,14 +1218,14 @@ class Archiver {
     // Read ahead only files that will certainly be encoded with data: not reusable, and not
     // hardlinked (another name may be encoded first; those are read when they are reached).
     // A batch ends at a subdirectory, so that no batch is kept while the encoder is below it.
-    const toRead: Array<{ key: number; path: () => Buffer; size: number; cut: boolean }> = [];
+    const toRead: Array<{ key: number; path: () => Buffer; size: number; cut: boolean; fd: number }> = [];
     let subdirBefore = false;
     for (let k = 0; k < keep.length; k++) {
       const i = keep[k];
       const type = list.mode(i) & S_IFMT;
       if (type === S_IFDIR) subdirBefore = true;
       else if (type === S_IFREG && !ranges[i] && list.nlink(i) === 1) {
-        toRead.push({ key: i, path: () => list.name(i), size: list.size(i), cut: subdirBefore });
+        toRead.push({ key: i, path: () => list.name(i), size: list.size(i), cut: subdirBefore, fd: list.fdToken(i) });
         subdirBefore = false;
       }
     }
@@ -1312,7 +1317,8 @@ class Archiver {
         }
         const name = list.name(i);
         const abs = joinAbs(absDir, name);
-        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size)), recOf[i]);
+        const fd = list.fdToken(i);
+        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size, fd)), recOf[i], fd);
         if (done === 'skipped' && key) this.forgetInode(key);
         if (this.full) await this.drain();
         continue;
@@ -1437,6 +1443,8 @@ class Archiver {
     data: () => Promise<FileData | null>,
     /** Its metadata-cache record (-1: none): gets the payload offset once the file is written. */
     rec = -1,
+    /** Token of the descriptor the walk held for it (-1: none): a large file is read through it. */
+    fd = -1,
   ): Promise<'file' | 'hardlink' | 'skipped'> {
     const link = key ? this.hardlinks.get(key) : undefined;
     if (link) {
@@ -1457,7 +1465,7 @@ class Archiver {
       let fh;
       try {
         // (openFile: a path longer than PATH_MAX is opened piecewise)
-        fh = await openFile(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+        fh = takeHeldFile(fd) ?? (await openFile(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY));
       } catch (e) {
         this.warn(`${relPath.toString()}: cannot read file (${(e as Error).message}), skipped`);
         this.stats.files--;
@@ -1693,9 +1701,9 @@ class Archiver {
   }
 
   /** A small file not read ahead (hardlinked): read now; null for a large one (streamed). */
-  async readOne(abs: Buffer, size: number): Promise<FileData | null> {
+  async readOne(abs: Buffer, size: number, fd = -1): Promise<FileData | null> {
     if (!batched(size)) return null;
-    return (await this.smallFiles.read([{ index: 0, path: abs, size }])).files.get(0) ?? null;
+    return (await this.smallFiles.read([{ index: 0, path: abs, size, fd }])).files.get(0) ?? null;
   }
 
   /** Small files read in batches into recycled buffers (FileBatches, readOne, large-file pieces). */
@@ -1716,7 +1724,8 @@ export class BatchReader {
    */
   async read(jobs: FileJob[], into?: Buffer, base?: Buffer): Promise<{ files: Map<number, FileData>; buf: Buffer }> {
     const files = new Map<number, FileData>();
-    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into, base);
+    const held = jobs.some((j) => (j.fd ?? -1) >= 0) ? Float64Array.from(jobs, (j) => j.fd ?? -1) : undefined;
+    const r = await readFilesExact(jobs.map((j) => j.path), jobs.map((j) => j.size), into, base, held);
     let off = 0;
     jobs.forEach((j, k) => {
       const st = r.status[k];
@@ -1783,14 +1792,14 @@ export class FileBatches<K> {
    */
   constructor(
     private readonly reader: BatchReader,
-    files: Iterable<{ key: K; path: () => Buffer; size: number; cut?: boolean }>,
+    files: Iterable<{ key: K; path: () => Buffer; size: number; cut?: boolean; fd?: number }>,
     private readonly base?: Buffer,
     first?: Preread,
   ) {
     let cur: FileJob[] = [];
     let bytes = 0;
     // Files that are read in batches; a cut before a file read alone moves to the next one.
-    const batchable: Array<{ key: K; path: () => Buffer; size: number; cut?: boolean }> = [];
+    const batchable: Array<{ key: K; path: () => Buffer; size: number; cut?: boolean; fd?: number }> = [];
     let cut = false;
     for (const f of files) {
       cut ||= !!f.cut;
@@ -1822,7 +1831,7 @@ export class FileBatches<K> {
         bytes = 0;
       }
       this.jobOf.set(f.key, { batch: this.batches.length, index: cur.length });
-      cur.push({ index: cur.length, path: f.path(), size: f.size });
+      cur.push({ index: cur.length, path: f.path(), size: f.size, fd: f.fd });
       bytes += f.size;
       if (cur.length >= BATCH_FILES) {
         this.batches.push(cur);
@@ -1953,6 +1962,7 @@ export class SubdirPrereads {
       this.next++;
       const names: Buffer[] = [];
       const sizes: number[] = [];
+      const fds: number[] = [];
       let bytes = 0;
       if (findName(list, PXAREXCLUDE) < 0) {
         for (let i = 0; i < list.length; i++) {
@@ -1965,13 +1975,14 @@ export class SubdirPrereads {
           if (bytes + size > PREREAD_BYTES || names.length >= BATCH_FILES) break;
           names.push(list.name(i));
           sizes.push(size);
+          fds.push(list.fdToken(i));
           bytes += size;
         }
       }
       if (!names.length) continue;
       const buf = this.pool.acquire(bytes);
       const result = this.reader.read(
-        names.map((path, index) => ({ index, path, size: sizes[index] })),
+        names.map((path, index) => ({ index, path, size: sizes[index], fd: fds[index] })),
         buf,
         node.path,
       );

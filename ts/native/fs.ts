@@ -46,6 +46,14 @@ export interface ReadDirOptions {
    * `prevPayload(i)` is the record's fourth word.
    */
   unchanged?: Buffer;
+  /**
+   * `DirWalker` only: a non-empty regular file opened for its metadata keeps that descriptor
+   * for the read of its contents (`fdToken(i)`, then `readFilesExact`'s `held` or
+   * `takeHeldFile`), so that it is opened once, not twice. Held descriptors are bounded
+   * (`heldSlots()`, oldest closed first) and closed when the walker closes; one no longer held
+   * only means that file is opened again by name.
+   */
+  holdFds?: boolean;
 }
 
 /**
@@ -108,7 +116,7 @@ export interface DirEntry {
 }
 
 // Layout of the ArrayBuffer the addon returns (native/src/fs/dir.rs module doc).
-const LAYOUT_VERSION = 3;
+const LAYOUT_VERSION = 4;
 const F_STATUS = 0;
 const F_MODE = 1;
 const F_UID = 2;
@@ -128,7 +136,8 @@ const F_META_OP = 15;
 const F_META_ERRNO = 16;
 const F_META_SKIPPED = 18;
 const F_PREV_PAYLOAD = 19;
-const FIELDS = 20;
+const F_FD = 20;
+const FIELDS = 21;
 /** Same list as META_OPS in native/src/fs/dir.rs. */
 const META_OPS = [
   '',
@@ -353,6 +362,10 @@ export class DirEntries implements Iterable<DirEntry> {
   prevPayload(i: number): number {
     return this.#num(i, F_PREV_PAYLOAD);
   }
+  /** Token of the descriptor held for entry i (`ReadDirOptions.holdFds`), or -1. */
+  fdToken(i: number): number {
+    return this.#num(i, F_FD);
+  }
 
   symlinkTarget(i: number): Buffer | null {
     if ((this.#num(i, F_MODE) & 0o170000) !== 0o120000) return null;
@@ -460,8 +473,10 @@ export const XATTR_REPLACE = 2;
 interface NativeFs {
   fsReadDirs(paths: RawPath[], opts: ReadDirOptions): Promise<Array<ArrayBuffer | Error>>;
   fsStatPath(path: RawPath, opts: ReadDirOptions): Promise<ArrayBuffer>;
-  fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array, base?: RawPath): Promise<ReadFilesResult>;
+  fsReadFilesExact(paths: RawPath[], sizes: number[], into?: Uint8Array, base?: RawPath, held?: Float64Array): Promise<ReadFilesResult>;
   fsBytesRead(): number;
+  fsTakeHeld(token: number): number;
+  fsHeldSlots(): number;
   fsMknod(path: RawPath, mode: number, major: number, minor: number): void;
   fsLchown(path: RawPath, uid: number, gid: number): void;
   fsUtimens(path: RawPath, aSec: number, aNsec: number, mSec: number, mNsec: number, noFollow: boolean): void;
@@ -580,9 +595,23 @@ export async function statEntries(path: RawPath, opts: ReadDirOptions = {}): Pro
  * caller can recycle read buffers; it must not touch `into` until the promise settles.
  * With `base` the paths are names relative to that directory, opened once with O_NOFOLLOW
  * (one path walk per batch; a parent swapped for a symlink cannot redirect the reads).
+ * `held[i]` ≥ 0: the token of a descriptor the walk held for file i (`DirEntries.fdToken`):
+ * the file is read through it while it is held, else opened by its path.
  */
-export async function readFilesExact(paths: RawPath[], sizes: number[], into?: Buffer, base?: RawPath): Promise<ReadFilesResult> {
-  return fsNative.fsReadFilesExact(paths, sizes, into, base);
+export async function readFilesExact(paths: RawPath[], sizes: number[], into?: Buffer, base?: RawPath, held?: Float64Array): Promise<ReadFilesResult> {
+  return fsNative.fsReadFilesExact(paths, sizes, into, base, held);
+}
+
+/** The file a walk held under `token` (`DirEntries.fdToken`; the caller closes it), or null. */
+export function takeHeldFile(token: number): FdFile | null {
+  if (!(token >= 0)) return null;
+  const fd = fsNative.fsTakeHeld(token);
+  return fd >= 0 ? new FdFile(fd) : null;
+}
+
+/** How many descriptors the walks of this process hold at most (0: the limit is too low). */
+export function heldSlots(): number {
+  return fsNative.fsHeldSlots();
 }
 
 /** Bytes stored from files by `readFilesExact` in this process (all threads) so far. */

@@ -53,6 +53,9 @@ pub struct MetaOpts {
     pub projid: bool,
     /// Entries whose fd-based metadata is known (see the module doc); None: read everything.
     pub unchanged: Option<UnchangedTable>,
+    /// Keep the descriptor a non-empty regular file was opened with for its metadata, held for
+    /// this owner (`held`), its token in the `fd` field; None: close it.
+    pub hold: Option<u64>,
 }
 
 /// A metadata-cache table: records of four u64 (path hash, inode, ctime in ns, the caller's
@@ -167,7 +170,7 @@ impl MetaOpts {
     }
 }
 
-pub const LAYOUT_VERSION: f64 = 3.0;
+pub const LAYOUT_VERSION: f64 = 4.0;
 pub const F_STATUS: usize = 0;
 pub const F_MODE: usize = 1;
 pub const F_UID: usize = 2;
@@ -190,7 +193,9 @@ pub const F_XATTR_COUNT: usize = 17;
 pub const F_META_SKIPPED: usize = 18;
 /// The fourth word of the entry's metadata-cache record as f64 (-1: none, or not representable).
 pub const F_PREV_PAYLOAD: usize = 19;
-pub const FIELDS: usize = 20;
+/// Token of the entry's held descriptor (`MetaOpts::hold`, `held::take`); -1: none.
+pub const F_FD: usize = 20;
+pub const FIELDS: usize = 21;
 
 /// Values of the `metaOp` field (index = code); ts/native/fs.ts has the same list.
 pub const META_OPS: [&str; 8] = [
@@ -218,13 +223,15 @@ struct Builder {
     bytes: Vec<u8>,
     list_buf: Vec<u8>,
     val_buf: Vec<u8>,
+    /// Descriptors to hold (`MetaOpts::hold`) and their entries.
+    held: Vec<(usize, Fd)>,
 }
 
 type MetaErr = (usize, c_int);
 
 impl Builder {
     fn new() -> Self {
-        Builder { nums: Vec::new(), ids: Vec::new(), offs: Vec::new(), bytes: Vec::new(), list_buf: Vec::new(), val_buf: Vec::new() }
+        Builder { nums: Vec::new(), ids: Vec::new(), offs: Vec::new(), bytes: Vec::new(), list_buf: Vec::new(), val_buf: Vec::new(), held: Vec::new() }
     }
 
     fn count(&self) -> usize {
@@ -245,6 +252,7 @@ impl Builder {
         self.ids.extend_from_slice(&[0, hash, 0, 0]);
         let base = self.nums.len();
         self.nums.resize(base + FIELDS, 0.0);
+        self.nums[base + F_FD] = -1.0;
         let st = match fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(e) => {
@@ -288,7 +296,13 @@ impl Builder {
             Ok(())
         } else if (fmt == S_IFREG || fmt == S_IFDIR) && opts.any() {
             match open_at(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME) {
-                Ok(fd) => self.read_meta(i, base, &fd, opts, magic),
+                Ok(fd) => {
+                    let r = self.read_meta(i, base, &fd, opts, magic);
+                    if r.is_ok() && fmt == S_IFREG && st.st_size > 0 && opts.hold.is_some() {
+                        self.held.push((i, fd));
+                    }
+                    r
+                }
                 Err(e) => Err((OP_OPEN, e)),
             }
         } else {
@@ -469,6 +483,12 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
             Ok(())
         },
     )?;
+    if let Some(owner) = opts.hold {
+        let (idx, fds): (Vec<usize>, Vec<Fd>) = std::mem::take(&mut b.held).into_iter().unzip();
+        for (i, t) in idx.into_iter().zip(super::held::hold(owner, fds)) {
+            b.nums[i * FIELDS + F_FD] = t;
+        }
+    }
     let mut perm: Vec<u32> = (0..b.count() as u32).collect();
     perm.sort_unstable_by(|&x, &y| b.name(x as usize).cmp(b.name(y as usize)));
     b.finish(&perm, magic).map_err(|m| FsError { detail: Some(m), ..err(27, "readdir", path) })
@@ -485,7 +505,7 @@ pub fn stat_path(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     let magic = fs_magic(&p).map_err(|e| err(e, "fstatfs", path))?;
     let mut b = Builder::new();
     // never from the cache: this is how a caller reads what the cache would have skipped
-    let opts = MetaOpts { unchanged: None, ..*opts };
+    let opts = MetaOpts { unchanged: None, hold: None, ..*opts };
     b.collect(dirfd, &last, path.to_bytes(), &opts, magic, path_hash(PATH_HASH_INIT, path.to_bytes()));
     let status = b.nums[F_STATUS] as c_int;
     if status != 0 {

@@ -2,6 +2,7 @@
 //!
 //! * [`dir`]: per-directory batch listing (`readDir`) and root stat (`statPath`) for the walk.
 //! * [`walk`]: the backup walk's listings in DFS preorder, ahead of the encoder, on threads of its own.
+//! * [`held`]: descriptors the walk opened, kept for the file's read (one open per file).
 //! * [`read`]: batch exact-size reads of small files (`readFilesExact`) + bytes-read counter.
 //! * [`restore`]: mknod, lchown, utimensat (ns), xattrs by path, chattr flags, project id.
 //! * [`write`]: batch restore of small regular files (`writeFilesBatch`) and `syncfs`.
@@ -12,6 +13,7 @@
 //! Paths and names are raw bytes end to end (non-UTF-8 names work); nothing here touches JS.
 pub mod dir;
 pub mod error;
+pub mod held;
 pub mod read;
 pub mod restore;
 pub mod sys;

@@ -10,6 +10,7 @@
 use super::error::FsError;
 use super::sys::*;
 use std::ffi::CString;
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const READ_OK: i32 = 0;
@@ -31,13 +32,17 @@ fn shown(base: Option<&CString>, path: &CString) -> Vec<u8> {
     }
 }
 
-/// Read one file (relative to `dirfd`) into `slot` (its expected size). Returns READ_OK /
-/// READ_SHRUNK / READ_GREW.
-fn read_one(dirfd: i32, base: Option<&CString>, path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
-    let err = |e, syscall| FsError::new(e, syscall, &shown(base, path));
+/// Open one file (relative to `dirfd`) as the reads do.
+fn open_one(dirfd: i32, path: &CString) -> Result<Fd, c_int> {
     let flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME;
     // (a whole path may be longer than the kernel takes: opened in pieces)
-    let fd = if dirfd == AT_FDCWD { open_path(path, flags) } else { open_at(dirfd, path, flags) }.map_err(|e| err(e, "open"))?;
+    if dirfd == AT_FDCWD { open_path(path, flags) } else { open_at(dirfd, path, flags) }
+}
+
+/// Read one open file into `slot` (its expected size). Returns READ_OK / READ_SHRUNK /
+/// READ_GREW.
+fn read_one(fd: Fd, base: Option<&CString>, path: &CString, slot: &mut [u8]) -> Result<i32, FsError> {
+    let err = |e, syscall| FsError::new(e, syscall, &shown(base, path));
     let st = fstat(&fd).map_err(|e| err(e, "fstat"))?;
     if st.st_mode & S_IFMT != S_IFREG {
         let is_dir = st.st_mode & S_IFMT == S_IFDIR;
@@ -58,26 +63,38 @@ fn read_one(dirfd: i32, base: Option<&CString>, path: &CString, slot: &mut [u8])
 /// (O_NOFOLLOW: one path walk per batch, and no symlinked parent can redirect the reads).
 /// `out.len()` must equal the sum of `sizes`. Returns per-file status (READ_* or `-errno`) and
 /// the errors of the failed files as (index, error).
-pub fn read_files_exact(base: Option<&CString>, paths: &[CString], sizes: &[usize], out: &mut [u8]) -> (Vec<i32>, Vec<(usize, FsError)>) {
+///
+/// `held[i]`, when given and not negative, is the token of a descriptor the walk kept open
+/// for file i (`held::take`): the file is read through it, not opened again by name (which it
+/// is when the token is no longer held). The base directory is opened only for a file that
+/// needs it.
+pub fn read_files_exact(base: Option<&CString>, paths: &[CString], sizes: &[usize], held: Option<&[f64]>, out: &mut [u8]) -> (Vec<i32>, Vec<(usize, FsError)>) {
     debug_assert_eq!(paths.len(), sizes.len());
+    debug_assert!(held.map_or(true, |h| h.len() == paths.len()));
     debug_assert_eq!(out.len(), sizes.iter().sum::<usize>());
-    let dir = match base {
-        Some(b) => Some(open_path(b, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)),
-        None => None,
-    };
-    let dirfd = match &dir {
-        Some(Ok(fd)) => fd.0,
-        _ => AT_FDCWD,
-    };
+    let mut dir: Option<Result<Fd, c_int>> = None;
     let mut status = Vec::with_capacity(paths.len());
     let mut errors = Vec::new();
     let mut off = 0;
     for (i, (p, &size)) in paths.iter().zip(sizes).enumerate() {
         let slot = &mut out[off..off + size];
         off += size;
-        let r = match &dir {
-            Some(Err(e)) => Err(FsError::new(*e, "open", &shown(base, p))),
-            _ => read_one(dirfd, base, p, slot),
+        let fd = match held.map(|h| h[i]).filter(|&t| t >= 0.0).and_then(super::held::take) {
+            Some(fd) => Ok(fd),
+            None => {
+                let dirfd = match base {
+                    None => Ok(AT_FDCWD),
+                    Some(b) => match dir.get_or_insert_with(|| open_path(b, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) {
+                        Ok(d) => Ok(d.0),
+                        Err(e) => Err(*e),
+                    },
+                };
+                dirfd.and_then(|d| open_one(d, p))
+            }
+        };
+        let r = match fd {
+            Ok(fd) => read_one(fd, base, p, slot),
+            Err(e) => Err(FsError::new(e, "open", &shown(base, p))),
         };
         match r {
             Ok(s) => status.push(s),
@@ -105,7 +122,7 @@ mod tests {
         let sizes = [5, 4, 3, 2];
         let mut out = vec![0xaau8; 14];
         let before = bytes_read();
-        let (st, errs) = read_files_exact(None, &paths, &sizes, &mut out);
+        let (st, errs) = read_files_exact(None, &paths, &sizes, None, &mut out);
         assert_eq!(st, vec![READ_OK, READ_SHRUNK, -ENOENT, READ_GREW]);
         assert_eq!(&out, b"hellohi\0\0\0\0\0he");
         assert_eq!(errs.len(), 1);
@@ -116,12 +133,12 @@ mod tests {
         let base = CString::new(dir.to_str().unwrap()).unwrap();
         let names = [CString::new("a").unwrap(), CString::new("missing").unwrap()];
         let mut out = vec![0xaau8; 8];
-        let (st, errs) = read_files_exact(Some(&base), &names, &[5, 3], &mut out);
+        let (st, errs) = read_files_exact(Some(&base), &names, &[5, 3], None, &mut out);
         assert_eq!(st, vec![READ_OK, -ENOENT]);
         assert_eq!(&out, b"hello\0\0\0");
         assert_eq!(errs[0].1.path, [dir.to_str().unwrap().as_bytes(), b"/missing"].concat());
         let gone = CString::new(dir.join("nope").to_str().unwrap()).unwrap();
-        let (st, _) = read_files_exact(Some(&gone), &names, &[5, 3], &mut out);
+        let (st, _) = read_files_exact(Some(&gone), &names, &[5, 3], None, &mut out);
         assert_eq!(st, vec![-ENOENT, -ENOENT]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

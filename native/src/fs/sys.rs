@@ -110,6 +110,7 @@ extern "C" {
     fn syscall(num: c_long, ...) -> c_long;
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int, ...) -> c_int;
     fn close(fd: c_int) -> c_int;
+    fn getrlimit(resource: c_int, rlim: *mut [u64; 2]) -> c_int;
     fn flock(fd: c_int, op: c_int) -> c_int;
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
     fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize;
@@ -251,6 +252,13 @@ pub fn open_path(path: &CStr, flags: c_int) -> Result<Fd, c_int> {
 /// `openat(AT_FDCWD, path, flags, mode)` for calls that may create the file (`O_CREAT`).
 pub fn open_create(path: &CStr, flags: c_int, mode: u32) -> Result<Fd, c_int> {
     retry!(unsafe { openat(AT_FDCWD, path.as_ptr(), flags, mode as c_int) }).map(Fd)
+}
+
+/// The soft RLIMIT_NOFILE (node raises it to the hard limit at start-up); 1024 if unknown.
+pub fn nofile_soft_limit() -> u64 {
+    const RLIMIT_NOFILE: c_int = 7;
+    let mut r = [0u64; 2];
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } == 0 { r[0] } else { 1024 }
 }
 
 pub fn fstatat(dirfd: c_int, path: &CStr, flags: c_int) -> Result<Stat, c_int> {

@@ -214,6 +214,10 @@ impl Walker {
         g.nodes.clear();
         g.frontier.clear();
         g.urgent.clear();
+        drop(g);
+        if let Some(owner) = self.shared.opts.hold {
+            super::held::release(owner);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub unsafe fn register(env: napi_env, exports: napi_value) -> NResult<()> {
         method(b"fsStatPath\0", stat_path),
         method(b"fsReadFilesExact\0", read_files_exact),
         method(b"fsBytesRead\0", bytes_read),
+        method(b"fsTakeHeld\0", take_held),
+        method(b"fsHeldSlots\0", held_slots),
         method(b"fsMknod\0", mknod),
         method(b"fsLchown\0", lchown),
         method(b"fsUtimens\0", utimens),
@@ -130,7 +132,7 @@ unsafe fn id_arg(env: napi_env, v: napi_value, what: &str) -> NResult<u32> {
 }
 
 /// A boolean; `undefined` is false.
-unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
+pub(super) unsafe fn flag_arg(env: napi_env, v: napi_value, what: &str) -> NResult<bool> {
     match type_of(env, v)? {
         NAPI_UNDEFINED_T => Ok(false),
         NAPI_BOOLEAN_T => bool_arg(env, v, what),
@@ -157,6 +159,7 @@ pub(super) unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts
         flags: get(b"flags\0", "options.flags")?,
         projid: get(b"projid\0", "options.projid")?,
         unchanged,
+        hold: None,
     };
     Ok((opts, keep))
 }
@@ -200,7 +203,7 @@ unsafe fn buffer_arg<'a>(env: napi_env, v: napi_value, what: &str) -> NResult<&'
 }
 
 /// An options object; `get(name)` reads one of its properties (`name` NUL-terminated).
-unsafe fn options_obj(env: napi_env, o: napi_value) -> NResult<impl Fn(&'static [u8]) -> NResult<napi_value>> {
+pub(super) unsafe fn options_obj(env: napi_env, o: napi_value) -> NResult<impl Fn(&'static [u8]) -> NResult<napi_value>> {
     if type_of(env, o)? != NAPI_OBJECT_T {
         return Err(type_error(env, "options must be an object"));
     }
@@ -349,8 +352,15 @@ unsafe fn files_js(env: napi_env, r: ReadResult, data: napi_value) -> NResult<na
 /// paths are names relative to that directory.
 unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -> napi_value {
     guard(env, || {
-        let ([ps, ss, into, bs], argc, _) = args::<4>(env, info)?;
+        let ([ps, ss, into, bs, hs], argc, _) = args::<5>(env, info)?;
         let base = if argc >= 4 && !is_undefined(env, bs)? { Some(path_arg(env, bs, "base")?) } else { None };
+        // held: a Float64Array of descriptor tokens (crate::fs::held), one per path, -1: none
+        let held = if argc >= 5 && !is_undefined(env, hs)? {
+            let b = bytes(env, hs).map_err(|_| type_error(env, "held must be a Float64Array"))?;
+            Some(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f64>>())
+        } else {
+            None
+        };
         let pv = array_items(env, ps, "paths")?;
         let sv = array_items(env, ss, "sizes")?;
         if pv.len() != sv.len() {
@@ -381,12 +391,35 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
         } else {
             napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
         }
+        if held.as_ref().is_some_and(|h| h.len() != paths.len()) {
+            return Err(type_error(env, &format!("held ({}) and paths ({}) differ in length", held.as_ref().unwrap().len(), paths.len())));
+        }
         let out = OutPtr(data as *mut u8, total);
         spawn(env, Lane::Io, "pxb.fs.readFilesExact", Some(buf), move || {
             let out = out;
-            Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, out.slice()))
+            Ok(read::read_files_exact(base.as_ref(), &paths, &sizes, held.as_deref(), out.slice()))
         }, files_js)
     })
+}
+
+/// fsTakeHeld(token) -> number: the descriptor a walk held under `token` (crate::fs::held),
+/// the caller's to close now; -1 when it is not held (any more).
+unsafe extern "C" fn take_held(env: napi_env, info: napi_callback_info) -> napi_value {
+    guard(env, || {
+        let ([t], _, _) = args::<1>(env, info)?;
+        let token = number_arg(env, t, "token")?;
+        let fd = crate::fs::held::take(token).map_or(-1, |fd| {
+            let n = fd.0;
+            std::mem::forget(fd); // owned by the caller now
+            n
+        });
+        f64_val(env, fd as f64)
+    })
+}
+
+/// fsHeldSlots() -> number: how many descriptors a walk may hold at most (0: none).
+unsafe extern "C" fn held_slots(env: napi_env, _info: napi_callback_info) -> napi_value {
+    guard(env, || f64_val(env, crate::fs::held::slots() as f64))
 }
 
 unsafe extern "C" fn bytes_read(env: napi_env, _info: napi_callback_info) -> napi_value {

@@ -4,7 +4,7 @@
 //! `[ArrayBuffer | Error, Int32Array]` or undefined; `want(id)` → true when `onReady(id)` will
 //! be called; `drop(ids)`; `ref(on)` (whether a pending `onReady` keeps the event loop alive);
 //! `close()`. `devs`: a BigUint64Array of the devices to descend into, or null for all.
-use super::fs::{array_items, fs_error, layout_js, opts_arg, path_arg, type_error, type_of, u32_arg};
+use super::fs::{array_items, flag_arg, fs_error, layout_js, options_obj, opts_arg, path_arg, type_error, type_of, u32_arg};
 use super::rt::*;
 use super::sys::*;
 use crate::fs::walk::Walker;
@@ -93,7 +93,11 @@ unsafe extern "C" fn walker_new(env: napi_env, info: napi_callback_info) -> napi
         let ([root, o, devs, lookahead, lookahead_bytes, threads, cb], _, this) = args::<7>(env, info)?;
         let root = path_arg(env, root, "root")?;
         // The table (if any) is pinned below until close(); the caller must not change it.
-        let (opts, keep) = opts_arg(env, o)?;
+        let (mut opts, keep) = opts_arg(env, o)?;
+        // holdFds: keep regular files' descriptors for their reads (crate::fs::held)
+        if type_of(env, o)? != NAPI_UNDEFINED_T && flag_arg(env, options_obj(env, o)?(b"holdFds\0")?, "options.holdFds")? {
+            opts.hold = Some(crate::fs::held::new_owner());
+        }
         let devs = if matches!(type_of(env, devs)?, NAPI_NULL_T | NAPI_UNDEFINED_T) {
             None
         } else {
