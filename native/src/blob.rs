@@ -54,10 +54,20 @@ pub fn kind_of(blob: &[u8]) -> Result<Kind, String> {
 /// Encode `data` as an unencrypted blob. With `compress`, zstd level 1 is kept only when the
 /// compressed form is not larger than the data (PBS 4.x rule).
 pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    encode_into(data, compress, &mut out)?;
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// `encode` into `out` (its previous content is replaced; its capacity is reused, so a caller
+/// that keeps one buffer per thread allocates, and faults in, nothing per chunk).
+pub fn encode_into(data: &[u8], compress: bool, out: &mut Vec<u8>) -> Result<(), String> {
     if data.len() > MAX_BLOB_SIZE {
         return Err(format!("data blob too large ({} bytes, limit {})", data.len(), MAX_BLOB_SIZE));
     }
-    let mut out: Vec<u8> = Vec::with_capacity(HEADER + data.len());
+    out.clear();
+    out.reserve(HEADER + data.len());
     unsafe { out.set_len(HEADER + data.len()) };
     let mut used = None;
     if compress && !data.is_empty() {
@@ -74,8 +84,7 @@ pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>, String> {
     out[..8].copy_from_slice(&magic);
     let c = crc::crc32(&out[HEADER..]);
     out[8..12].copy_from_slice(&c.to_le_bytes());
-    out.shrink_to_fit();
-    Ok(out)
+    Ok(())
 }
 
 /// Check magic and CRC without decoding.

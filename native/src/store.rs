@@ -56,6 +56,16 @@ pub fn chunk_file(dir: &[u8], digest: &[u8]) -> Vec<u8> {
     p
 }
 
+thread_local! {
+    /// The encoded chunk of the current insert (one per worker thread, reused: a fresh multi-MiB
+    /// buffer per chunk was an mmap, page faults on every page written, and an munmap).
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bytes of `OUT` that stay resident between chunks; pages written beyond (an incompressible
+/// or very large chunk) are given back after each insert.
+const OUT_RESIDENT: usize = 2 << 20;
+
 pub fn store_chunk(data: &[u8], o: &StoreOpts) -> Result<([u8; 32], Stored), String> {
     let d = digest::sha256(data);
     let path = chunk_file(&o.chunk_dir, &d);
@@ -67,18 +77,27 @@ pub fn store_chunk(data: &[u8], o: &StoreOpts) -> Result<([u8; 32], Stored), Str
         // not publish over it, so hand it to the caller's insert rules at once
         _ => return Ok((d, Stored::Insert(blob::encode(data, o.compress)?))),
     }
-    let encoded = blob::encode(data, o.compress)?;
     let mut tmp = path;
     tmp.extend_from_slice(&o.tmp_marker);
     tmp.extend_from_slice(format!("{:x}-{:x}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)).as_bytes());
     let ctmp = CString::new(tmp).map_err(|_| "temporary name contains NUL".to_string())?;
     let opts = AtomicOpts { if_absent: true, fsync: o.fsync, mode: o.file_mode, dir_mode: Some(o.dir_mode), replace_stale: false };
-    match write_file_atomic(&cpath, &ctmp, &encoded, opts) {
-        Ok(true) => Ok((d, Stored::New(encoded.len()))),
-        Ok(false) => Ok((d, Stored::Insert(encoded))),
-        Err(FsError { errno: EEXIST, syscall: "open", .. }) => Ok((d, Stored::Insert(encoded))),
-        Err(e) => Err(e.message()),
-    }
+    OUT.with(|out| {
+        let mut encoded = out.borrow_mut();
+        blob::encode_into(data, o.compress, &mut encoded)?;
+        let r = match write_file_atomic(&cpath, &ctmp, &encoded, opts) {
+            Ok(true) => Ok((d, Stored::New(encoded.len()))),
+            Ok(false) => Ok((d, Stored::Insert(encoded.clone()))),
+            Err(FsError { errno: EEXIST, syscall: "open", .. }) => Ok((d, Stored::Insert(encoded.clone()))),
+            Err(e) => Err(e.message()),
+        };
+        // (the length is what this chunk wrote: everything after it is untouched)
+        if encoded.len() > OUT_RESIDENT {
+            let n = encoded.len();
+            crate::mem::release_pages(&mut encoded[OUT_RESIDENT..n]);
+        }
+        r
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +136,26 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
         assert!(matches!(store_chunk(&data, &o).unwrap().1, Stored::Insert(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_reused_encode_buffer_survives_large_incompressible_chunks() {
+        // one thread: a large incompressible chunk (its pages past OUT_RESIDENT are given
+        // back), then compressible and small ones through the same buffer
+        let dir = crate::fs::testing::fresh_dir("store-reuse");
+        let o = opts(&dir);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..5 << 20).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+        let datas = [noise.clone(), vec![3u8; 3 << 20], noise[..1000].to_vec(), vec![9u8; 10]];
+        for data in &datas {
+            let (d, s) = store_chunk(data, &o).unwrap();
+            assert!(matches!(s, Stored::New(_)), "{:?}", s);
+            let h = digest::hex(&d);
+            let stored = std::fs::read(dir.join(&h[..4]).join(&h)).unwrap();
+            assert_eq!(&blob::decode(&stored, 16 << 20).unwrap(), data);
+        }
+        OUT.with(|b| assert!(b.borrow().capacity() >= 5 << 20, "one buffer, kept"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
