@@ -82,18 +82,30 @@ pub fn hold(owner: u64, fds: Vec<Fd>) -> Vec<f64> {
 
 /// The descriptor of `token` if it is still held (it is the caller's now), else None.
 pub fn take(token: f64) -> Option<Fd> {
-    if !(token >= 0.0 && token < 9.007_199_254_740_992e15 && token.fract() == 0.0) {
-        return None;
+    take_all(&[token]).pop().flatten()
+}
+
+/// `take` of each token, under one lock (a batch of small files: one lock, not one per file).
+pub fn take_all(tokens: &[f64]) -> Vec<Option<Fd>> {
+    let mut out: Vec<Option<Fd>> = tokens.iter().map(|_| None).collect();
+    if !tokens.iter().any(|&t| t >= 0.0) {
+        return out;
     }
-    let (gen, k) = ((token / SLOT_SPAN).floor() as u64, (token % SLOT_SPAN) as usize);
     let mut g = RING.lock().unwrap();
-    let s = g.as_mut()?.slots.get_mut(k)?;
-    if s.fd < 0 || s.gen as u64 != gen {
-        return None;
+    let Some(ring) = g.as_mut() else { return out };
+    for (o, &token) in out.iter_mut().zip(tokens) {
+        if !(token >= 0.0 && token < 9.007_199_254_740_992e15 && token.fract() == 0.0) {
+            continue;
+        }
+        let (gen, k) = ((token / SLOT_SPAN).floor() as u64, (token % SLOT_SPAN) as usize);
+        if let Some(s) = ring.slots.get_mut(k) {
+            if s.fd >= 0 && s.gen as u64 == gen {
+                *o = Some(Fd(s.fd));
+                s.fd = -1;
+            }
+        }
     }
-    let fd = s.fd;
-    s.fd = -1;
-    Some(Fd(fd))
+    out
 }
 
 /// Close every descriptor `owner` still holds.

@@ -73,13 +73,14 @@ pub fn read_files_exact(base: Option<&CString>, paths: &[CString], sizes: &[usiz
     debug_assert!(held.map_or(true, |h| h.len() == paths.len()));
     debug_assert_eq!(out.len(), sizes.iter().sum::<usize>());
     let mut dir: Option<Result<Fd, c_int>> = None;
+    let mut held: Vec<Option<Fd>> = held.map_or_else(Vec::new, super::held::take_all);
     let mut status = Vec::with_capacity(paths.len());
     let mut errors = Vec::new();
     let mut off = 0;
     for (i, (p, &size)) in paths.iter().zip(sizes).enumerate() {
         let slot = &mut out[off..off + size];
         off += size;
-        let fd = match held.map(|h| h[i]).filter(|&t| t >= 0.0).and_then(super::held::take) {
+        let fd = match held.get_mut(i).and_then(Option::take) {
             Some(fd) => Ok(fd),
             None => {
                 let dirfd = match base {
