@@ -520,6 +520,37 @@ mod tests {
     use std::ffi::CString;
 
     #[test]
+    fn table_lookup_finds_every_record_of_uniform_skewed_and_repeated_hashes() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let tables: [Box<dyn Fn(u64) -> u64>; 3] = [Box::new(|r| r), Box::new(|r| r % 5000), Box::new(|r| if r % 3 == 0 { u64::MAX - r % 7 } else { r >> 40 })];
+        for f in &tables {
+            let mut words = Vec::new();
+            for i in 0..20_000u64 {
+                words.extend_from_slice(&[f(rnd()), i, 1000 + i, i * 3]);
+            }
+            sort_table(&mut words);
+            let t = UnchangedTable { ptr: words.as_ptr(), records: words.len() / RECORD_WORDS };
+            for r in words.chunks_exact(RECORD_WORDS) {
+                assert_eq!(t.lookup(r[0], r[1], r[2]), Some(r[3]));
+                assert_eq!(t.lookup(r[0], r[1], r[2] + 1), None);
+            }
+            for _ in 0..20_000 {
+                let h = f(rnd());
+                let want = words.chunks_exact(RECORD_WORDS).find(|r| r[0] == h && r[1] == 7 && r[2] == 1007).map(|r| r[3]);
+                assert_eq!(t.lookup(h, 7, 1007), want);
+            }
+            let empty = UnchangedTable { ptr: words.as_ptr(), records: 0 };
+            assert_eq!(empty.lookup(words[0], words[1], words[2]), None);
+        }
+    }
+
+    #[test]
     fn lists_and_stats_paths_longer_than_path_max() {
         let dir = crate::fs::testing::fresh_dir("long");
         // 30 levels of 200-byte names, made with paths relative to the level above
