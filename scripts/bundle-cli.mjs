@@ -23,6 +23,22 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = `${root}dist/cli/pxb.cjs`;
+
+// What the launcher (CommonJS) needs before the bundle runs: the code-cache loader
+// (ts/cli/launch.ts). Written first, so a current bundle always has a current one.
+await build({
+  absWorkingDir: root,
+  entryPoints: ['dist/cli/launch.js'],
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  outfile: 'dist/cli/launch.cjs',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  logLevel: 'warning',
+});
+
 const result = await build({
   absWorkingDir: root,
   entryPoints: ['dist/cli/main.js'],

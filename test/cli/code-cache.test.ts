@@ -237,5 +237,11 @@ describe('bin/pxb.js', () => {
     const broken = run(pkg, cache, ['backup', '--help']);
     expect(broken.out).toBe(help.out);
     expect(broken.err).toMatch(/^pxb: warning: .*pxb\.cjs: stale bundle ran; running dist\/ without it/);
+
+    // The launcher's CommonJS loader (dist/cli/launch.cjs) missing: the same, from dist/.
+    fs.rmSync(path.join(pkg, 'dist', 'cli', 'launch.cjs'));
+    const noLoader = run(pkg, cache, ['backup', '--help']);
+    expect(noLoader.out).toBe(help.out);
+    expect(noLoader.err).toMatch(/^pxb: warning: .*pxb\.cjs: Cannot find module .*launch\.cjs.*; running dist\/ without it/s);
   });
 });
