@@ -11,7 +11,9 @@
 //!   NOATIME dropped on EPERM) to read xattrs, chattr flags, FAT attributes and the quota
 //!   project id; every other kind gets none of these, matching PBS's O_PATH behaviour.
 //!   Symlinks get their target (readlinkat). An unexpected errno from one of these reads is
-//!   recorded as (metaOp, metaErrno) and stops the metadata reads for that entry.
+//!   recorded as (metaOp, metaErrno) and stops the metadata reads for that entry. With
+//!   `MetaOpts::hold` (the walk of a backup without a previous archive), a non-empty regular
+//!   file's descriptor is kept for the read of its contents (`held`; token in the `fd` field).
 //! * "Unsupported" errnos (ENOTTY, ENOSYS, EBADF, EOPNOTSUPP, EINVAL) for flags/FAT/projid and
 //!   EOPNOTSUPP for the xattr list mean "none", as in PBS. An xattr removed between list and
 //!   get (ENODATA) is skipped.

@@ -1,7 +1,7 @@
 //! Descriptors the backup walk opened to read a regular file's metadata, kept open for the
 //! read of its contents: one open (and one close) per file instead of two. PBS opens each file
-//! once too. Opening, stat'ing and closing a second time cost ~6 % of a full backup here
-//! (linux tree: 2.71 s against 2.88 s median with the walk's opens left out).
+//! once too. The second open, fstat and close cost ~4 % of a full backup of the linux tree here
+//! (2.75 s against 2.865 s median, system time 1.12 s against 1.34).
 //!
 //! A process-wide ring of slots, filled in order: when it is full, holding a new descriptor
 //! closes the oldest one. The walk runs a bounded distance ahead of the reads (its lookahead),
