@@ -86,8 +86,5 @@ async function start() {
   process.exitCode = code;
 }
 
-start().catch((e) => {
-  // (as an uncaught error would be)
-  process.exitCode = 1;
-  throw e;
-});
+// (a rejection ends the process with its error and exit code 1, as node does with any)
+start();

@@ -11,18 +11,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import vm from 'node:vm';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bundle = path.join(root, 'dist', 'cli', 'pxb.cjs');
 const seedDir = path.join(root, 'dist', 'cli', 'code-cache');
-const { cacheFileName, encodeCacheFile } = await import(new URL('../dist/cli/code-cache.js', import.meta.url).href);
-
-const source = fs.readFileSync(bundle, 'latin1');
-const id = /^\/\/ pxb-bundle ([0-9a-f]+)/.exec(source)?.[1];
-if (!id) throw new Error(`${bundle}: no build id`);
+const { cacheFileName, encodeCacheFile, loadBundle } = await import(new URL('../dist/cli/code-cache.js', import.meta.url).href);
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxb-train-'));
 try {
@@ -45,10 +39,10 @@ try {
   await new Promise((r) => setTimeout(r, 1100));
   Object.assign(process.env, { HOME: path.join(tmp, 'home'), PXB_CACHE_DIR: path.join(tmp, 'cache'), XDG_DATA_HOME: path.join(tmp, 'data') });
   const repo = path.join(tmp, 'repo');
-  const script = new vm.Script(source, { filename: bundle });
-  const module = { exports: {} };
-  script.runInThisContext().call(module.exports, module.exports, createRequire(bundle), module, bundle, path.dirname(bundle));
-  const { main } = module.exports;
+  // (compiled from source, no cache read or written: the launcher's loader, as it runs the bundle)
+  const { exports, buildId, script } = loadBundle(bundle, null);
+  if (!buildId) throw new Error(`${bundle}: no build id`);
+  const { main } = exports;
   const t0 = 1_700_000_000;
   let n = 0;
   const run = async (...args) => {
@@ -66,7 +60,7 @@ try {
   await run('snapshot', 'list');
   await run('catalog', 'dump', 'host/train');
 
-  const file = cacheFileName(seedDir, id);
+  const file = cacheFileName(seedDir, buildId);
   // (bundle-cli.mjs has removed the seeds of earlier builds)
   fs.mkdirSync(seedDir, { recursive: true });
   fs.writeFileSync(`${file}.tmp`, encodeCacheFile(script.createCachedData()));

@@ -41,6 +41,10 @@ export interface LoadedBundle<T> {
   cache: CodeCacheUse;
   /** The cache file (set whenever the bundle has a build id and a cache directory was given). */
   cacheFile: string | null;
+  /** The bundle's build id (its first line), or null. */
+  buildId: string | null;
+  /** The compiled bundle (`createCachedData()` serializes what it has compiled so far). */
+  script: vm.Script;
 }
 
 /** FNV-1a (32-bit) of `b`: a checksum against torn or damaged files, not an adversary. */
@@ -134,5 +138,5 @@ export function loadBundle<T>(file: string, cacheDir: string | null, seedDir: st
   if (cachedData && !script.cachedDataRejected) cache = 'hit';
   // Made after the top level ran: the functions it compiled on the way are in it too.
   else if (cacheFile && writeCache(cacheFile, script.createCachedData())) cache = 'written';
-  return { exports: module.exports, cache, cacheFile };
+  return { exports: module.exports, cache, cacheFile, buildId: id ?? null, script };
 }

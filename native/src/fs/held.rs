@@ -121,6 +121,7 @@ pub fn release(owner: u64) {
 }
 
 /// Descriptors held for `owner` (tests).
+#[cfg(test)]
 pub fn held(owner: u64) -> usize {
     RING.lock().unwrap().as_ref().map_or(0, |r| r.slots.iter().filter(|s| s.fd >= 0 && s.owner == owner).count())
 }
