@@ -48,7 +48,7 @@ import type { AccessorEntry, PxarAccessor, PxarDirectory } from '../format/pxar/
 import { CatalogWriter } from '../format/catalog.js';
 import { DynamicIndex, DynamicIndexWriter, type ChunkEntry } from '../format/dynamic-index.js';
 import { ChunkStream, DEFAULT_CHUNK_SIZE, MAX_INJECT_CHUNKS, type ChunkRecord, type StoreResult } from './chunk-stream.js';
-import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata } from './fs-metadata.js';
+import { cachedEntryMetadata, entryMetadata, plainMetadata, statMetadata, type MetadataOptions } from './fs-metadata.js';
 import { loadMetadataCache, MetadataCacheBuilder, PLAIN_DIRECTORY, type LoadedMetadataCache, type MetadataCache } from './metadata-cache.js';
 import { ExcludeMatcher, parsePattern, parsePatternFile, type ExcludePattern } from './exclude.js';
 import { DOUBLE_FIELD } from '../format/double.js';
@@ -257,6 +257,38 @@ const S_IFSOCK = 0o140000;
 
 class AbortedError extends Error {
   override name = 'AbortError';
+}
+
+/** What encodeDir decided of a directory's entries, by entry index of its listing. */
+class DirPlan {
+  /** The entries to archive, in order. */
+  readonly keep: number[] = [];
+  // Made at the listing's length: stores past the end of an array (entries of the fast path
+  // leave gaps) deoptimized encodeDir ("out of bounds") in most backups.
+  readonly metas: Metadata[];
+  readonly ranges: Array<[number, number] | null>;
+  readonly prevOf: Array<AccessorEntry | undefined>;
+  /** 1 for plain reusable files (no entry in `metas`). */
+  readonly plain: Uint8Array;
+  /** Metadata-cache record of a file that will be archived as a plain file or of a directory, else -1. */
+  readonly recOf: Int32Array;
+  /** Subdirectories to descend into. */
+  readonly subdirs: number[] = [];
+  /** Position of the merge join with `prev` (classify). */
+  j = 0;
+
+  constructor(
+    n: number,
+    readonly hasPatterns: boolean,
+    /** The previous archive's listing of the directory, if read. */
+    readonly prev: AccessorEntry[] | null,
+  ) {
+    this.metas = new Array<Metadata>(n);
+    this.ranges = new Array<[number, number] | null>(n);
+    this.prevOf = new Array<AccessorEntry | undefined>(n);
+    this.plain = new Uint8Array(n);
+    this.recOf = new Int32Array(n).fill(-1);
+  }
 }
 
 /** Sink that forwards encoder output to a chunk stream. */
@@ -1122,82 +1154,20 @@ class Archiver {
 
     // Decide what to archive; metadata and reuse decisions up front so that only files that
     // must be read are read (in native batches), and subdirectory listings are prefetched.
-    const keep: number[] = [];
-    // Indexed by entry, made at the listing's length: stores past the end of an array (entries
-    // of the fast path leave gaps) deoptimized encodeDir ("out of bounds") in most backups.
-    const metas: Metadata[] = new Array<Metadata>(list.length);
-    const ranges: Array<[number, number] | null> = new Array<[number, number] | null>(list.length);
-    const prevOf: Array<AccessorEntry | undefined> = new Array<AccessorEntry | undefined>(list.length);
-    /** 1 for plain reusable files (no entry in `metas`). */
-    const plain = new Uint8Array(list.length);
-    /** Metadata-cache record of a file that will be archived as a plain file or of a directory, else -1. */
-    const recOf = new Int32Array(list.length).fill(-1);
-    const subdirs: number[] = [];
-    const hasPatterns = excl.patterns.length > 0;
+    // (synchronously, in `classify`: it stops only at an entry whose metadata must be read)
+    const plan = new DirPlan(list.length, excl.patterns.length > 0, prev);
     const metaOpts = { xattrs: this.xattrs, describe: (i: number) => joinRel(rel, list.name(i)).toString() };
-    let j = 0; // merge join: both listings are sorted by raw name
-    for (let i = 0; i < list.length; i++) {
-      // (the name as a Buffer view only where it is needed: most entries of a no-change backup need none)
-      if (list.status(i) !== 0) {
-        const code = errnoCode(list.status(i));
-        this.warn(`${joinRel(rel, list.name(i)).toString()}: ${code === 'ENOENT' ? 'vanished during backup' : 'cannot stat'} (${code}), skipped`);
-        continue;
-      }
-      const type = list.mode(i) & S_IFMT;
-      if (hasPatterns) {
-        const name = list.name(i);
-        if (excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
-      }
-      if (prev) {
-        let c = 1;
-        while (j < prev.length && (c = list.compareName(i, prev[j].name)) > 0) j++;
-        if (j < prev.length && c === 0) prevOf[i] = prev[j];
-      }
-      if (type === S_IFREG && list.metaSkipped(i) && list.nlink(i) === 1) {
-        // The cache's record of this path, inode and ctime names its payload when the previous
-        // archive holds it as a plain file; else the previous entry can tell (plainReuse).
-        const pe = prevOf[i];
-        let recorded = list.prevPayload(i);
-        // A record must agree with the previous directory where that was read.
-        if (recorded >= 0 && prev && !(pe?.kind === 'file' && pe.payloadOffset === recorded)) recorded = -1;
-        const p = recorded >= 0 ? recorded : pe && plainReuse(list, i, pe) ? pe.payloadOffset! : -1;
-        if (p >= 0) {
-          // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
-          this.stats.metadataCached++;
-          if (this.record && list.metaError(i) === null) recOf[i] = this.record.add(list, i);
-          keep.push(i);
-          plain[i] = 1;
-          ranges[i] = [p, p + 16 + list.size(i)];
-          continue;
-        }
-      }
+    for (let i = this.classify(plan, list, rel, excl, metaOpts, 0); i < list.length; i = this.classify(plan, list, rel, excl, metaOpts, i + 1)) {
       let meta: Metadata | null;
       try {
-        if (!list.metaSkipped(i)) meta = entryMetadata(list, i, metaOpts);
-        else if (type === S_IFDIR && list.prevPayload(i) === PLAIN_DIRECTORY) {
-          // (the cache's record: this inode had no flags, xattrs, ACLs or project id then, and
-          // its ctime says nothing changed since)
-          this.stats.metadataCached++;
-          meta = statMetadata(list, i);
-        } else meta = this.cachedMetadata(list, i, prevOf[i]) ?? (await this.readMetadata(absDir, rel, list, i));
+        meta = await this.readMetadata(absDir, rel, list, i);
       } catch (e) {
         this.warn(`${joinRel(rel, list.name(i)).toString()}: ${(e as Error).message}, skipped`);
         continue;
       }
-      if (!meta) continue;
-      if (this.record && list.metaError(i) === null) {
-        const rec = this.record.add(list, i);
-        if (type === S_IFREG && list.nlink(i) === 1 && plainMetadataOf(meta)) recOf[i] = rec;
-        else if (type === S_IFDIR) {
-          if (plainMetadataOf(meta)) this.record.setPayload(rec, PLAIN_DIRECTORY);
-          recOf[i] = rec;
-        }
-      }
-      keep.push(i);
-      metas[i] = meta;
-      ranges[i] = type === S_IFREG ? this.reuseRange(prevOf[i], meta, list.size(i)) : null;
-      if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) subdirs.push(i);
+      if (meta) this.admit(plan, list, i, meta);
     }
+    const { keep, metas, ranges, prevOf, plain, recOf, subdirs, hasPatterns } = plan;
     this.record?.setEntryCount(dirRec, keep.length);
     // Subdirectory nodes of the prefetch walk; the ones not descended into are dropped.
     // (`list` is the node's listing: its children are keyed by the same entry indexes)
@@ -1241,6 +1211,89 @@ class Archiver {
     this.prefetch.drop([...listings.values()]);
   }
 
+  /**
+   * Decide entries `from`… of `list` into `plan` (encodeDir), until one whose metadata the
+   * walk skipped and neither the metadata cache nor the previous archive can give: its index
+   * (the caller reads it and `admit`s it), else `list.length`.
+   */
+  private classify(plan: DirPlan, list: DirEntries, rel: Buffer, excl: ExcludeMatcher, metaOpts: MetadataOptions, from: number): number {
+    const { keep, metas, ranges, prevOf, plain, recOf, hasPatterns, prev } = plan;
+    let j = plan.j; // merge join: both listings are sorted by raw name
+    for (let i = from; i < list.length; i++) {
+      // (the name as a Buffer view only where it is needed: most entries of a no-change backup need none)
+      if (list.status(i) !== 0) {
+        const code = errnoCode(list.status(i));
+        this.warn(`${joinRel(rel, list.name(i)).toString()}: ${code === 'ENOENT' ? 'vanished during backup' : 'cannot stat'} (${code}), skipped`);
+        continue;
+      }
+      const type = list.mode(i) & S_IFMT;
+      if (hasPatterns) {
+        const name = list.name(i);
+        if (excl.excluded(joinRel(rel, name).toString(), name.toString(), type === S_IFDIR)) continue;
+      }
+      if (prev) {
+        let c = 1;
+        while (j < prev.length && (c = list.compareName(i, prev[j].name)) > 0) j++;
+        if (j < prev.length && c === 0) prevOf[i] = prev[j];
+      }
+      if (type === S_IFREG && list.metaSkipped(i) && list.nlink(i) === 1) {
+        // The cache's record of this path, inode and ctime names its payload when the previous
+        // archive holds it as a plain file; else the previous entry can tell (plainReuse).
+        const pe = prevOf[i];
+        let recorded = list.prevPayload(i);
+        // A record must agree with the previous directory where that was read.
+        if (recorded >= 0 && prev && !(pe?.kind === 'file' && pe.payloadOffset === recorded)) recorded = -1;
+        const p = recorded >= 0 ? recorded : pe && plainReuse(list, i, pe) ? pe.payloadOffset! : -1;
+        if (p >= 0) {
+          // (what cachedMetadata, record and reuseRange would do, without a Metadata object)
+          this.stats.metadataCached++;
+          if (this.record && list.metaError(i) === null) recOf[i] = this.record.add(list, i);
+          keep.push(i);
+          plain[i] = 1;
+          ranges[i] = [p, p + 16 + list.size(i)];
+          continue;
+        }
+      }
+      let meta: Metadata | null;
+      try {
+        if (!list.metaSkipped(i)) meta = entryMetadata(list, i, metaOpts);
+        else if (type === S_IFDIR && list.prevPayload(i) === PLAIN_DIRECTORY) {
+          // (the cache's record: this inode had no flags, xattrs, ACLs or project id then, and
+          // its ctime says nothing changed since)
+          this.stats.metadataCached++;
+          meta = statMetadata(list, i);
+        } else meta = this.cachedMetadata(list, i, prevOf[i]);
+      } catch (e) {
+        this.warn(`${joinRel(rel, list.name(i)).toString()}: ${(e as Error).message}, skipped`);
+        continue;
+      }
+      if (!meta) {
+        plan.j = j;
+        return i;
+      }
+      this.admit(plan, list, i, meta);
+    }
+    plan.j = j;
+    return list.length;
+  }
+
+  /** Entry `i` of `list` with metadata `meta` is archived (classify). */
+  private admit(plan: DirPlan, list: DirEntries, i: number, meta: Metadata): void {
+    const type = list.mode(i) & S_IFMT;
+    if (this.record && list.metaError(i) === null) {
+      const rec = this.record.add(list, i);
+      if (type === S_IFREG && list.nlink(i) === 1 && plainMetadataOf(meta)) plan.recOf[i] = rec;
+      else if (type === S_IFDIR) {
+        if (plainMetadataOf(meta)) this.record.setPayload(rec, PLAIN_DIRECTORY);
+        plan.recOf[i] = rec;
+      }
+    }
+    plan.keep.push(i);
+    plan.metas[i] = meta;
+    plan.ranges[i] = type === S_IFREG ? this.reuseRange(plan.prevOf[i], meta, list.size(i)) : null;
+    if (type === S_IFDIR && (this.opts.allFileSystems || this.allowedDevs.has(list.dev(i)))) plan.subdirs.push(i);
+  }
+
   private async encodeEntries(
     absDir: Buffer,
     rel: Buffer,
@@ -1259,139 +1312,177 @@ class Archiver {
     subdirReads: SubdirPrereads | null,
   ): Promise<void> {
     // Indexed loops in these async per-entry loops: `for…of` allocates an iterator result per
-    // step across the awaits.
+    // step across the awaits. The loop itself handles plain reusable files, nearly all of a
+    // no-change backup's entries; every other entry is its own method's (TurboFan compiles
+    // this loop once per backup: the cold paths inside it made that slow, and deoptimized it).
     for (let k = 0; k < keep.length; k++) {
       const i = keep[k];
       this.checkAbort();
-      // (names are views made on demand: a run of plain files needs none of its own)
-      const meta = metas[i];
       const type = list.mode(i) & S_IFMT;
       this.stats.entries++;
       this.progress(rel, list, i);
       const cache = this.cache;
       if (cache && cache.fdEntries >= this.capacity) await this.flush(true);
-
-      if (type === S_IFREG) {
-        const size = list.size(i);
-        // A HARDLINK names its target by path, at most MAX_PATH_LEN bytes: a name with a longer
-        // path is archived as a file of its own (and is never a hardlink target).
-        const key = list.nlink(i) > 1 && (rel.length ? rel.length + 1 : 0) + list.name(i).length <= MAX_PATH_LEN ? `${list.dev(i)}:${list.ino(i)}` : null;
-        this.stats.files++;
-        if (cache) {
-          if (key && cache.hardlinks.has(key)) {
-            cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true, rec: -1 });
-            continue;
-          }
-          if (key) cache.hardlinks.add(key);
-          const r = ranges[i];
-          if (r) {
-            if (!cache.tryExtendRange(r[0], r[1])) {
-              await this.flush(true);
-              cache.rangeStart = r[0];
-              cache.rangeEnd = r[1];
-            }
-            if (plain[i]) {
-              // This file and the plain files right after it, as long as the per-file steps
-              // would only push them: the cache has room and their ranges extend the cache's.
-              const rs = cache.rangeStart;
-              const idx = [i];
-              cache.fdEntries++; // (each file counts, as if pushed on its own)
-              for (; k + 1 < keep.length; k++) {
-                const n = keep[k + 1];
-                const rn = ranges[n];
-                if (!plain[n] || cache.fdEntries >= this.capacity || rn![0] !== cache.rangeEnd) break;
-                cache.rangeEnd = rn![1];
-                cache.fdEntries++;
-                idx.push(n);
-                this.stats.entries++;
-                this.stats.files++;
-                if ((this.stats.entries & 63) === 0) this.progress(rel, list, n);
-              }
-              cache.pushCounted(runOf(cache.runs, list, idx, ranges, recOf, rs, absDir, rel));
-              continue;
-            }
-            cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec: recOf[i] });
-            continue;
-          }
-          await this.flush(false);
+      if (cache && plain[i]) {
+        // (a plain file's link count is 1: no hardlink bookkeeping)
+        const r = ranges[i]!;
+        if (!cache.tryExtendRange(r[0], r[1])) {
+          await this.flush(true);
+          cache.rangeStart = r[0];
+          cache.rangeEnd = r[1];
         }
-        const name = list.name(i);
-        const abs = joinAbs(absDir, name);
-        const fd = list.fdToken(i);
-        const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size, fd)), recOf[i], fd);
-        if (done === 'skipped' && key) this.forgetInode(key);
-        if (this.full) await this.drain();
-        continue;
-      }
-
-      const name = list.name(i);
-      const relName = joinRel(rel, name);
-      if (type === S_IFDIR) {
-        this.stats.directories++;
+        k = this.pushPlainRun(cache, absDir, rel, list, keep, k, plain, recOf, ranges);
+      } else if (type === S_IFREG) await this.encodeRegular(absDir, rel, list, i, metas[i], ranges[i], recOf[i], reader);
+      else if (type === S_IFDIR) {
         reader.descend();
-        const item = listings.get(i);
-        listings.delete(i);
-        let sub: DirEntries | null = null;
-        if (item) {
-          try {
-            sub = await this.prefetch.take(item);
-          } catch (e) {
-            this.warn(`${relName.toString()}: cannot read directory (${(e as Error).message}), skipped`);
-            this.stats.directories--;
-            continue;
-          }
-        }
-        if (cache?.enabled) {
-          cache.push({ kind: 'dir', name: Buffer.from(name), meta });
-        } else {
-          if (cache) await this.encodeCached(null);
-          this.encoder.enterDirectory(name, meta);
-        }
-        this.opts.catalog?.startDirectory(name);
-        if (sub && item) {
-          const first = subdirReads?.enter(item);
-          try {
-            await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevOf[i], name, relName), item!, recOf[i], first);
-          } finally {
-            first?.release();
-          }
-          subdirReads?.topUp();
-        }
-        if (item) this.prefetch.release(item);
-        // (no listing: mount point of another file system, archived as an empty directory)
-        if (cache?.enabled) cache.push({ kind: 'dirEnd' });
-        else this.encoder.leaveDirectory();
-        this.opts.catalog?.endDirectory();
-        if (this.full) await this.drain();
-        continue;
-      }
+        await this.encodeSubdir(absDir, rel, list, i, metas[i], recOf[i], listings, prevListed, prevOf[i], prevDir, excl, subdirReads);
+      } else await this.encodeSpecial(rel, list, i, metas[i]);
+    }
+  }
 
-      let entry: Cached;
-      switch (type) {
-        case S_IFLNK:
-          entry = { kind: 'symlink', name, meta, target: Buffer.from(list.symlinkTarget(i) ?? Buffer.alloc(0)) };
-          break;
-        case S_IFBLK:
-        case S_IFCHR:
-          entry = { kind: 'device', name, meta, major: list.rdevMajor(i), minor: list.rdevMinor(i), block: type === S_IFBLK };
-          break;
-        case S_IFIFO:
-          entry = { kind: 'fifo', name, meta };
-          break;
-        case S_IFSOCK:
-          entry = { kind: 'socket', name, meta };
-          break;
-        default:
-          this.warn(`${relName.toString()}: unknown file type ${list.mode(i).toString(8)}, skipped`);
-          continue;
+  /**
+   * The plain file `keep[k]` (its range extends the cache's) and the plain files right after
+   * it, as long as the per-file steps would only push them: the cache has room and their
+   * ranges extend the cache's. Pushed as one run; returns the position of the run's last file.
+   */
+  private pushPlainRun(cache: LookaheadCache, absDir: Buffer, rel: Buffer, list: DirEntries, keep: number[], k: number, plain: Uint8Array, recOf: Int32Array, ranges: Array<[number, number] | null>): number {
+    const rs = cache.rangeStart;
+    const idx = [keep[k]];
+    this.stats.files++;
+    cache.fdEntries++; // (each file counts, as if pushed on its own)
+    for (; k + 1 < keep.length; k++) {
+      const n = keep[k + 1];
+      const rn = ranges[n];
+      if (!plain[n] || cache.fdEntries >= this.capacity || rn![0] !== cache.rangeEnd) break;
+      cache.rangeEnd = rn![1];
+      cache.fdEntries++;
+      idx.push(n);
+      this.stats.entries++;
+      this.stats.files++;
+      if ((this.stats.entries & 63) === 0) this.progress(rel, list, n);
+    }
+    cache.pushCounted(runOf(cache.runs, list, idx, ranges, recOf, rs, absDir, rel));
+    return k;
+  }
+
+  /** A regular file that is not a plain reusable one: cached for reuse, or encoded with its data. */
+  private async encodeRegular(absDir: Buffer, rel: Buffer, list: DirEntries, i: number, meta: Metadata, r: [number, number] | null, rec: number, reader: FileBatches<number>): Promise<void> {
+    const size = list.size(i);
+    // A HARDLINK names its target by path, at most MAX_PATH_LEN bytes: a name with a longer
+    // path is archived as a file of its own (and is never a hardlink target).
+    const key = list.nlink(i) > 1 && (rel.length ? rel.length + 1 : 0) + list.name(i).length <= MAX_PATH_LEN ? `${list.dev(i)}:${list.ino(i)}` : null;
+    this.stats.files++;
+    const cache = this.cache;
+    if (cache) {
+      if (key && cache.hardlinks.has(key)) {
+        cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: 0, dirAbs: absDir, dirRel: rel, key, dup: true, rec: -1 });
+        return;
       }
-      if (cache?.enabled) {
-        entry.name = Buffer.from(name); // (a cached entry must not pin the whole listing)
-        cache.push(entry);
-      } else {
-        if (cache) await this.encodeCached(null);
-        this.encodeOther(entry);
+      if (key) cache.hardlinks.add(key);
+      if (r) {
+        if (!cache.tryExtendRange(r[0], r[1])) {
+          await this.flush(true);
+          cache.rangeStart = r[0];
+          cache.rangeEnd = r[1];
+        }
+        cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec });
+        return;
       }
+      await this.flush(false);
+    }
+    const name = list.name(i);
+    const abs = joinAbs(absDir, name);
+    const fd = list.fdToken(i);
+    const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size, fd)), rec, fd);
+    if (done === 'skipped' && key) this.forgetInode(key);
+    if (this.full) await this.drain();
+  }
+
+  /** Subdirectory `i` of `list`: its entry, its entries (encodeDir, with its listing), its end. */
+  private async encodeSubdir(
+    absDir: Buffer,
+    rel: Buffer,
+    list: DirEntries,
+    i: number,
+    meta: Metadata,
+    rec: number,
+    listings: Map<number, PrefetchNode>,
+    prevListed: boolean,
+    prevEntry: AccessorEntry | undefined,
+    prevDir: PreviousDir,
+    excl: ExcludeMatcher,
+    subdirReads: SubdirPrereads | null,
+  ): Promise<void> {
+    const name = list.name(i);
+    const relName = joinRel(rel, name);
+    const cache = this.cache;
+    this.stats.directories++;
+    const item = listings.get(i);
+    listings.delete(i);
+    let sub: DirEntries | null = null;
+    if (item) {
+      try {
+        sub = await this.prefetch.take(item);
+      } catch (e) {
+        this.warn(`${relName.toString()}: cannot read directory (${(e as Error).message}), skipped`);
+        this.stats.directories--;
+        return;
+      }
+    }
+    if (cache?.enabled) {
+      cache.push({ kind: 'dir', name: Buffer.from(name), meta });
+    } else {
+      if (cache) await this.encodeCached(null);
+      this.encoder.enterDirectory(name, meta);
+    }
+    this.opts.catalog?.startDirectory(name);
+    if (sub && item) {
+      const first = subdirReads?.enter(item);
+      try {
+        await this.encodeDir(joinAbs(absDir, name), relName, sub, excl, this.previousSubdir(prevDir, prevListed, prevEntry, name, relName), item, rec, first);
+      } finally {
+        first?.release();
+      }
+      subdirReads?.topUp();
+    }
+    if (item) this.prefetch.release(item);
+    // (no listing: mount point of another file system, archived as an empty directory)
+    if (cache?.enabled) cache.push({ kind: 'dirEnd' });
+    else this.encoder.leaveDirectory();
+    this.opts.catalog?.endDirectory();
+    if (this.full) await this.drain();
+  }
+
+  /** A symlink, device, FIFO or socket (or an entry of a type pxar has not: skipped with a warning). */
+  private async encodeSpecial(rel: Buffer, list: DirEntries, i: number, meta: Metadata): Promise<void> {
+    const name = list.name(i);
+    const type = list.mode(i) & S_IFMT;
+    let entry: Cached;
+    switch (type) {
+      case S_IFLNK:
+        entry = { kind: 'symlink', name, meta, target: Buffer.from(list.symlinkTarget(i) ?? Buffer.alloc(0)) };
+        break;
+      case S_IFBLK:
+      case S_IFCHR:
+        entry = { kind: 'device', name, meta, major: list.rdevMajor(i), minor: list.rdevMinor(i), block: type === S_IFBLK };
+        break;
+      case S_IFIFO:
+        entry = { kind: 'fifo', name, meta };
+        break;
+      case S_IFSOCK:
+        entry = { kind: 'socket', name, meta };
+        break;
+      default:
+        this.warn(`${joinRel(rel, name).toString()}: unknown file type ${list.mode(i).toString(8)}, skipped`);
+        return;
+    }
+    const cache = this.cache;
+    if (cache?.enabled) {
+      entry.name = Buffer.from(name); // (a cached entry must not pin the whole listing)
+      cache.push(entry);
+    } else {
+      if (cache) await this.encodeCached(null);
+      this.encodeOther(entry);
     }
   }
 
@@ -1622,31 +1713,6 @@ class Archiver {
     for (let k = 0; k < entries.length; k++) {
       const e = entries[k];
       switch (e.kind) {
-        case 'file': {
-          const link = e.key ? this.hardlinks.get(e.key) : undefined;
-          if (link) {
-            this.encoder.addHardlink(e.name, link.path, link.linkOffset);
-            this.opts.catalog?.addHardlink(e.name);
-            break;
-          }
-          if (base !== null) {
-            // (a dup's first name was reused in this flush, or encoded before: it has a link)
-            if (e.dup) throw new Error(`internal error: ${joinRel(e.dirRel, e.name).toString()}: hardlink without its first name in a reused range`);
-            this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
-            const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
-            if (e.key) this.hardlinks.set(e.key, { linkOffset, path: joinRel(e.dirRel, e.name) });
-            if (e.rec >= 0) this.record!.setPayload(e.rec, base + e.rel);
-            this.stats.reusedFiles++;
-            this.stats.reusedBytes += e.size;
-          } else {
-            this.stats.reencodedFiles++;
-            const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)), e.rec);
-            if (done === 'skipped' && e.key) this.forgetInode(e.key);
-            break;
-          }
-          this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
-          break;
-        }
         case 'run':
           if (base === null) throw new Error('internal error: a run of reused files to encode with data');
           await this.replayRun(e, base, runs);
@@ -1657,11 +1723,39 @@ class Archiver {
         case 'dirEnd':
           this.encoder.leaveDirectory();
           break;
+        case 'file':
+          await this.replayFile(e, base, batch);
+          break;
         default:
           this.encodeOther(e);
       }
       if (this.full) await this.drain();
     }
+  }
+
+  /** A cached file (replay): a HARDLINK, a PAYLOAD_REF into the chunks reused at `base`, or (no `base`) encoded with its data. */
+  private async replayFile(e: CachedFile, base: number | null, batch: FileBatches<object>): Promise<void> {
+    const link = e.key ? this.hardlinks.get(e.key) : undefined;
+    if (link) {
+      this.encoder.addHardlink(e.name, link.path, link.linkOffset);
+      this.opts.catalog?.addHardlink(e.name);
+      return;
+    }
+    if (base === null) {
+      this.stats.reencodedFiles++;
+      const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)), e.rec);
+      if (done === 'skipped' && e.key) this.forgetInode(e.key);
+      return;
+    }
+    // (a dup's first name was reused in this flush, or encoded before: it has a link)
+    if (e.dup) throw new Error(`internal error: ${joinRel(e.dirRel, e.name).toString()}: hardlink without its first name in a reused range`);
+    this.payloadOut!.stream.suggest(this.encoder.payloadPosition);
+    const linkOffset = this.encoder.addPayloadRef(e.name, e.meta, e.size, base + e.rel);
+    if (e.key) this.hardlinks.set(e.key, { linkOffset, path: joinRel(e.dirRel, e.name) });
+    if (e.rec >= 0) this.record!.setPayload(e.rec, base + e.rel);
+    this.stats.reusedFiles++;
+    this.stats.reusedBytes += e.size;
+    this.opts.catalog?.addFile(e.name, e.size, e.meta.mtime.secs);
   }
 
   /** A run's files as PAYLOAD_REFs into the chunks reused at `base` (as `replay` does for each 'file'). */
