@@ -112,17 +112,30 @@ impl Shared<'_> {
             DirentError::Errno(e) => format!("{}: cannot be listed (errno {})", show(), e),
             DirentError::Malformed => format!("{}: malformed directory record", show()),
         };
+        // The names first, then their table records fetched into the cache together (as
+        // dir::read_dir does), then each entry stat'ed and looked up.
+        let mut names: Vec<u8> = Vec::new();
+        let mut ends: Vec<(usize, u64)> = Vec::new();
         each_dirent(&dir, listing, |name| {
+            names.extend_from_slice(name.to_bytes_with_nul());
+            ends.push((names.len(), path_hash(prefix, name.to_bytes())));
+            Ok(())
+        })?;
+        self.table.prefetch(&ends);
+        let mut start = 0;
+        for &(end, hash) in &ends {
+            let name = CStr::from_bytes_with_nul(&names[start..end]).expect("a name from getdents");
+            start = end;
             if self.stop.load(Ordering::Relaxed) {
                 return Err(String::new()); // (another thread found a difference)
             }
             let nb = name.to_bytes();
             let st = fstatat(dir.0, name, AT_SYMLINK_NOFOLLOW).map_err(|e| format!("{}/{}: cannot be stat'ed (errno {})", show(), String::from_utf8_lossy(nb), e))?;
-            let Some(value) = self.table.lookup_stat(path_hash(prefix, nb), &st) else {
+            let Some(value) = self.table.lookup_stat(hash, &st) else {
                 if nb == b".pxarexclude" {
                     return Err(format!("{}/.pxarexclude: not recorded", show()));
                 }
-                return Ok(());
+                continue;
             };
             matched += 1;
             if st.st_mode & S_IFMT == S_IFDIR && self.allowed(st.st_dev) {
@@ -134,8 +147,7 @@ impl Shared<'_> {
                 let c = CString::new(p).map_err(|_| format!("{}: bad name", show()))?;
                 subdirs.push((c, value >> DIR_COUNT_SHIFT));
             }
-            Ok(())
-        })?;
+        }
         self.entries.fetch_add(matched, Ordering::Relaxed);
         self.directories.fetch_add(1, Ordering::Relaxed);
         if matched != count {
@@ -147,6 +159,9 @@ impl Shared<'_> {
 
 /// Check the tree at `root` against `table` (see the module doc).
 pub fn tree_unchanged(root: &CStr, table: &UnchangedTable, devs: &Devices) -> TreeCheck {
+    let (index, bits) = table.build_index();
+    let indexed = table.with_index(&index, bits);
+    let table = &indexed;
     let show = || String::from_utf8_lossy(root.to_bytes()).into_owned();
     let no = |reason: String| TreeCheck { reason, ..Default::default() };
     let (parent, last) = match parent_of(root) {

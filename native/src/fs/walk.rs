@@ -61,6 +61,8 @@ struct Shared {
     inner: Mutex<Inner>,
     cv: Condvar,
     opts: MetaOpts,
+    /// The bucket index of `opts.unchanged` (its lookups read it).
+    _index: Vec<u32>,
     devs: Option<Vec<u64>>,
     lookahead: usize,
     lookahead_bytes: usize,
@@ -85,6 +87,15 @@ impl Walker {
         threads: usize,
         notify: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Walker {
+        // (every listed entry is looked up in the table: index it)
+        let (index, opts) = match opts.unchanged {
+            Some(t) => {
+                let (index, bits) = t.build_index();
+                let t = t.with_index(&index, bits);
+                (index, MetaOpts { unchanged: Some(t), ..opts })
+            }
+            None => (Vec::new(), opts),
+        };
         let mut inner = Inner { nodes: HashMap::new(), frontier: BinaryHeap::new(), urgent: Vec::new(), next_id: 1, outstanding: 0, ready_bytes: 0, sleeping: 0, closed: false };
         inner.nodes.insert(0, Node { path: root, key: Vec::new(), state: State::Queued, dropped: false, wanted: false });
         inner.frontier.push(Reverse((Vec::new(), 0)));
@@ -92,6 +103,7 @@ impl Walker {
             inner: Mutex::new(inner),
             cv: Condvar::new(),
             opts,
+            _index: index,
             devs,
             lookahead: lookahead.max(1),
             lookahead_bytes: lookahead_bytes.max(1),

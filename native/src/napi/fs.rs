@@ -150,7 +150,7 @@ pub(super) unsafe fn opts_arg(env: napi_env, v: napi_value) -> NResult<(MetaOpts
     let u = prop(b"unchanged\0")?;
     let (unchanged, keep) = match if is_undefined(env, u)? { &[][..] } else { table_arg(env, u, "options.unchanged")? } {
         [] => (None, None),
-        t => (Some(UnchangedTable { ptr: t.as_ptr(), records: t.len() / dir::RECORD_WORDS }), Some(u)),
+        t => (Some(UnchangedTable::new(t.as_ptr(), t.len() / dir::RECORD_WORDS)), Some(u)),
     };
     let opts = MetaOpts {
         xattrs: get(b"xattrs\0", "options.xattrs")?,
@@ -584,7 +584,7 @@ unsafe extern "C" fn tree_unchanged(env: napi_env, info: napi_callback_info) -> 
         let ([r, t, d], _, _) = args::<3>(env, info)?;
         let root = path_arg(env, r, "root")?;
         let table = table_arg(env, t, "table")?;
-        let table = UnchangedTable { ptr: table.as_ptr(), records: table.len() / dir::RECORD_WORDS };
+        let table = UnchangedTable::new(table.as_ptr(), table.len() / dir::RECORD_WORDS);
         let devs = match type_of(env, d)? {
             NAPI_NULL_T => None,
             _ => {
