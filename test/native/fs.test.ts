@@ -621,6 +621,17 @@ describe('readFilesExact', () => {
     await expect(readFilesExact([path.join(dir, 'into-a')], [5], Buffer.alloc(4))).rejects.toThrow(/into holds 4 bytes, the files need 5/);
   });
 
+  it('names the bad item of a batch', async () => {
+    const ok = Buffer.from(path.join(dir, 'into-a'));
+    const bad = (paths: unknown[], sizes: unknown[]) => readFilesExact(paths as Buffer[], sizes as number[]);
+    await expect(bad([ok, ok, 42], [1, 1, 1])).rejects.toThrow(/^paths\[2\] must be a Buffer or a string$/);
+    await expect(bad([ok, Buffer.from('a\0b')], [1, 1])).rejects.toThrow(/^paths\[1\] contains a NUL byte$/);
+    await expect(bad([ok, Buffer.alloc(0)], [1, 1])).rejects.toThrow(/^paths\[1\] is empty$/);
+    await expect(bad([ok, ok], [1, 1.5])).rejects.toThrow(/^sizes\[1\] must be a safe integer, got 1.5$/);
+    await expect(bad([ok, ok], ['1', 1])).rejects.toThrow(/^sizes\[0\] must be a number$/);
+    await expect(bad([ok, ok], [1, -1])).rejects.toThrow(/^sizes\[1\] must not be negative$/);
+  });
+
   it('reads names relative to a base directory, never through a symlinked base', async () => {
     fs.writeFileSync(path.join(dir, 'rel-a'), 'first');
     const r = await readFilesExact(['rel-a', 'nope'], [5, 2], undefined, dir);

@@ -103,6 +103,27 @@ pub(super) unsafe fn path_arg(env: napi_env, v: napi_value, what: &str) -> NResu
     c_path(&raw, what).map_err(|m| type_error(env, &m))
 }
 
+/// `path_arg` of item `i` of the array `name`: its message is only formatted for a bad item (a
+/// batch of small files has thousands of items: formatting each one's name cost the JavaScript
+/// thread ~0.1 us apiece).
+unsafe fn path_item(env: napi_env, v: napi_value, name: &str, i: usize) -> NResult<CString> {
+    if type_of(env, v)? == NAPI_OBJECT_T {
+        if let Ok(c) = bytes(env, v).map_err(|_| String::new()).and_then(|b| c_path(b, name)) {
+            return Ok(c);
+        }
+    }
+    path_arg(env, v, &format!("{}[{}]", name, i))
+}
+
+/// `number_arg` of item `i` of the array `name` (see path_item).
+unsafe fn number_item(env: napi_env, v: napi_value, name: &str, i: usize) -> NResult<f64> {
+    let mut x = 0f64;
+    if type_of(env, v)? == NAPI_NUMBER_T && napi_get_value_double(env, v, &mut x) == NAPI_OK && x.fract() == 0.0 && x.is_finite() && x.abs() <= 9007199254740991.0 {
+        return Ok(x);
+    }
+    number_arg(env, v, &format!("{}[{}]", name, i))
+}
+
 unsafe fn number_arg(env: napi_env, v: napi_value, what: &str) -> NResult<f64> {
     if type_of(env, v)? != NAPI_NUMBER_T {
         return Err(type_error(env, &format!("{} must be a number", what)));
@@ -370,8 +391,8 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
         let mut sizes = Vec::with_capacity(pv.len());
         let mut total = 0usize;
         for (i, (&p, &s)) in pv.iter().zip(&sv).enumerate() {
-            paths.push(path_arg(env, p, &format!("paths[{}]", i))?);
-            let size = number_arg(env, s, &format!("sizes[{}]", i))?;
+            paths.push(path_item(env, p, "paths", i)?);
+            let size = number_item(env, s, "sizes", i)?;
             if size < 0.0 {
                 return Err(type_error(env, &format!("sizes[{}] must not be negative", i)));
             }
@@ -781,7 +802,7 @@ unsafe extern "C" fn touch_files(env: napi_env, info: napi_callback_info) -> nap
         let pv = array_items(env, ps, "paths")?;
         let mut paths = Vec::with_capacity(pv.len());
         for (i, &p) in pv.iter().enumerate() {
-            paths.push(path_arg(env, p, &format!("paths[{}]", i))?);
+            paths.push(path_item(env, p, "paths", i)?);
         }
         let non_empty_only = flag_arg(env, ne, "nonEmptyOnly")?;
         spawn(env, Lane::Io, "pxb.fs.touchFiles", None, move || Ok(touch::touch_files(&paths, non_empty_only)), int32_array_js)
