@@ -1,6 +1,6 @@
 #!/bin/sh
 ':' //; [ -z "${NODE_EXTRA_CA_CERTS:-}" ] || { PXB_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export PXB_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; }
-':' //; exec node --max-semi-space-size=4 --v8-pool-size=1 --max-inlined-bytecode-size-cumulative=300 --heap-growing-percent=50 "$0" "$@"
+':' //; exec node --max-semi-space-size=4 --v8-pool-size=1 "$0" "$@"
 // pxb command line. The compiled TypeScript lives in dist/ (built by `npm install` / `npm run build`).
 //
 // The two lines above are both shell and JavaScript (a string, then a comment): run as a
@@ -19,20 +19,10 @@
 //   cores from them and from the JavaScript thread (linux tree, 2 vCPUs, alternating: first
 //   no-change backup 0.65-0.69 s against 0.71-0.77, full backup 2.70-2.92 s against 2.86-3.08,
 //   restore equal).
-// - TurboFan inlines at most 300 bytes of bytecode into a function (V8's default: 920): its
-//   compilations took ~0.2 s of CPU in a 0.4 s first no-change backup, on the cores the walk
-//   and the JavaScript thread need (linux tree, alternating: first no-change 0.375 s against
-//   0.39, 8 pairs, CPU -4 %; full backup 2.75 s against 2.80, 5 pairs; restore 1.98 s against
-//   2.04, 4 pairs; 500k small files: full backup equal). 150 was no better. No inlining at all
-//   (--no-turbo-inlining) made the first no-change another 3 % faster but a full backup of 500k
-//   small files 5 % slower (3.27-3.53 s against 3.00-3.26). Maglev (--maglev): equal.
-// - After a full garbage collection the old generation may grow by half (V8 picks up to 4x when
-//   the program spends little time in GC, as a backup does): objects promoted by scavenges and
-//   dead soon after (directory state, listings) are then collected during the backup instead of
-//   piling up until its end (linux tree, full backup, 6 alternating triples: peak RSS 107.6 MiB
-//   median against 112.7, 2.81 s against 2.78; --initial-old-space-size=8 gave 108.5 MiB at
-//   2.84 s and two synchronous collections during start-up; 500k small files: 123-140 MiB
-//   against 156, time equal; restore and first no-change backup equal).
+// - Other V8 flags are set once node runs (ts/cli/v8-tuning.ts, tuneV8: on the command line
+//   each V8 flag made node compile its built-in modules from source, ~11 ms of every run), and
+//   the semi-space flag is put back to its default value first thing below: the heap keeps its
+//   size, and the built-in modules load from their code caches.
 // - The command line runs from one bundle of dist/ (dist/cli/pxb.cjs, `npm run build` makes it)
 //   through a V8 code cache: the one the build made after running commands (dist/cli/code-cache/),
 //   else one of the top level in pxb's cache directory (ts/cli/code-cache.ts): `pxb backup --help`
@@ -46,6 +36,7 @@
 //   (dist/cli/launch.cjs: the code-cache loader): node's ES module loader is not started unless
 //   dist/'s modules have to run (`pxb --help` 52 ms instead of 62).
 'use strict';
+require('node:v8').setFlagsFromString('--max-semi-space-size=0');
 const { statSync } = require('node:fs');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
@@ -64,7 +55,8 @@ async function start() {
   let main;
   if (mtime(bundle) >= built) {
     try {
-      const { loadBundle, defaultCacheDir } = require(path.join(dist, 'cli', 'launch.cjs'));
+      const { loadBundle, defaultCacheDir, tuneV8 } = require(path.join(dist, 'cli', 'launch.cjs'));
+      tuneV8();
       let cacheDir = null;
       try {
         cacheDir = path.join(defaultCacheDir(process.env), 'code-cache');

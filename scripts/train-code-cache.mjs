@@ -17,6 +17,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const bundle = path.join(root, 'dist', 'cli', 'pxb.cjs');
 const seedDir = path.join(root, 'dist', 'cli', 'code-cache');
 const { cacheFileName, encodeCacheFile, loadBundle } = await import(new URL('../dist/cli/code-cache.js', import.meta.url).href);
+const { tuneV8 } = await import(new URL('../dist/cli/v8-tuning.js', import.meta.url).href);
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxb-train-'));
 try {
@@ -39,7 +40,9 @@ try {
   await new Promise((r) => setTimeout(r, 1100));
   Object.assign(process.env, { HOME: path.join(tmp, 'home'), PXB_CACHE_DIR: path.join(tmp, 'cache'), XDG_DATA_HOME: path.join(tmp, 'data') });
   const repo = path.join(tmp, 'repo');
-  // (compiled from source, no cache read or written: the launcher's loader, as it runs the bundle)
+  // (compiled from source, no cache read or written: the launcher's loader, as it runs the bundle,
+  // under the V8 flags it sets: V8 takes a cache only under the flags it was made with)
+  tuneV8();
   const { exports, buildId, script } = loadBundle(bundle, null);
   if (!buildId) throw new Error(`${bundle}: no build id`);
   const { main } = exports;

@@ -5,4 +5,5 @@
  * 52, an empty ES module against an empty CommonJS file alike).
  */
 export { loadBundle } from './code-cache.js';
+export { tuneV8 } from './v8-tuning.js';
 export { defaultCacheDir } from '../datastore/location.js';
