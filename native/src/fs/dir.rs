@@ -564,13 +564,13 @@ thread_local! {
 pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
+        // (emptied first: a panic may have left an earlier listing's entries behind)
+        s.b.clear();
+        s.names.clear();
+        s.ends.clear();
         let r = read_dir_with(path, opts, &mut s);
         if s.b.bytes.capacity() + s.b.nums.capacity() * 8 + s.names.capacity() > SCRATCH_KEEP {
             *s = Scratch { b: Builder::new(), names: Vec::new(), ends: Vec::new() };
-        } else {
-            s.b.clear();
-            s.names.clear();
-            s.ends.clear();
         }
         r
     })
@@ -742,6 +742,71 @@ mod tests {
         assert_eq!(b.nums[F_STATUS], ENOENT as f64);
         assert_eq!(b.nums[FIELDS + F_STATUS], 0.0);
         assert_eq!(b.nums[FIELDS + F_SIZE], 1.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn consecutive_listings_on_one_thread_hold_only_their_own_entries() {
+        // (the thread's buffers are reused, and dropped after a directory past SCRATCH_KEEP)
+        let dir = crate::fs::testing::fresh_dir("scratch");
+        let big = dir.join("big");
+        let small = dir.join("small");
+        std::fs::create_dir(&big).unwrap();
+        std::fs::create_dir(&small).unwrap();
+        let long = "n".repeat(200);
+        for i in 0..6000 {
+            std::fs::write(big.join(format!("{}{:05}", long, i)), "").unwrap();
+        }
+        std::fs::write(small.join("b"), "bb").unwrap();
+        std::fs::write(small.join("a"), "a").unwrap();
+        let names = |p: &std::path::Path| {
+            let out = read_dir(&CString::new(p.to_str().unwrap()).unwrap(), &MetaOpts::default()).unwrap();
+            let l = Layout::new(&out);
+            (0..l.count()).map(|i| (l.name(i).to_vec(), l.num(i, F_SIZE))).collect::<Vec<_>>()
+        };
+        let want = vec![(b"a".to_vec(), 1.0), (b"b".to_vec(), 2.0)];
+        assert_eq!(names(&small), want);
+        let listed = names(&big);
+        assert_eq!(listed.len(), 6000);
+        assert_eq!(listed[0].0, format!("{}00000", long).into_bytes());
+        assert_eq!(names(&small), want);
+        assert_eq!(names(&small), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_indexed_table_vouches_for_every_entry_of_a_large_directory() {
+        // (the walk's path: index built, each directory's records prefetched, then looked up)
+        let dir = crate::fs::testing::fresh_dir("indexed");
+        for i in 0..700 {
+            std::fs::write(dir.join(format!("f{}", i)), "x").unwrap();
+        }
+        let c = CString::new(dir.to_str().unwrap()).unwrap();
+        let opts = MetaOpts { xattrs: true, flags: true, ..Default::default() };
+        let out = read_dir(&c, &opts).unwrap();
+        let l = Layout::new(&out);
+        let ids = 32 + l.count() * FIELDS * 8;
+        let u = |i: usize| u64::from_le_bytes(out[ids + i * 8..ids + i * 8 + 8].try_into().unwrap());
+        // every entry's record (path hash, inode, ctime), its value its position; one more
+        // record per entry under another hash, as other directories' entries would be
+        let mut table = Vec::new();
+        for i in 0..l.count() {
+            table.extend_from_slice(&[u(i * 4 + 1), u(i * 4 + 2), u(i * 4 + 3), 1000 + i as u64]);
+            table.extend_from_slice(&[u(i * 4 + 1) ^ (1 << 63), u(i * 4 + 2), u(i * 4 + 3), 1]);
+        }
+        sort_table(&mut table);
+        let plain = UnchangedTable::new(table.as_ptr(), table.len() / RECORD_WORDS);
+        let (index, bits) = plain.build_index();
+        assert!(bits > 0);
+        let indexed = plain.with_index(&index, bits);
+        let fs_magic = f64::from_le_bytes(out[8..16].try_into().unwrap()) as i64;
+        let out2 = read_dir(&c, &MetaOpts { unchanged: Some(indexed), ..opts }).unwrap();
+        let l2 = Layout::new(&out2);
+        assert_eq!(l2.count(), 700);
+        for i in 0..l2.count() {
+            let want = if ctime_tracks_metadata(fs_magic) { 1000.0 + i as f64 } else { -1.0 };
+            assert_eq!(l2.num(i, F_PREV_PAYLOAD), want, "entry {}", i);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
