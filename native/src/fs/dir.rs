@@ -88,9 +88,11 @@ impl UnchangedTable {
 
     /// A bucket index for a table that serves many lookups (a walk): entry k is the first record
     /// whose hash's top `bits` bits are at least k (2^bits + 1 entries, about one record per
-    /// bucket). A binary search of the whole table missed the cache at most of its ~17 steps
-    /// (linux tree, 84k records: ~0.3 us per lookup, most of a walk's own CPU time); a lookup
-    /// in the index reads one entry of it and one record. Empty (bits 0) for small tables.
+    /// bucket). The lookups of a walk stalled on memory (linux tree, 84k records: ~30 ms of the
+    /// walk threads' CPU, perf); through the index a lookup reads one entry of it and about one
+    /// record, which `prefetch` can fetch ahead for a whole directory (the index alone saved
+    /// little: the binary search's last steps were its misses, as these two are). Empty (bits
+    /// 0) for small tables.
     pub fn build_index(&self) -> (Vec<u32>, u32) {
         if self.records < 256 || self.records > u32::MAX as usize {
             return (Vec::new(), 0);
