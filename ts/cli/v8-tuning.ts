@@ -4,9 +4,12 @@
  * launcher before it loads the command line's bundle, and by the build's code-cache trainer
  * (scripts/train-code-cache.mjs) the same way: V8 accepts a code cache only under the flags it
  * was made with. Library users get none of this: a library does not set process-wide flags.
+ * (Node keeps V8's flags changeable after start for `v8.setFlagsFromString`: it starts V8 with
+ * --no-freeze-flags-after-init.)
  *
  * Why not on node's command line: node's built-in modules come with code caches made under
- * V8's default flags, and V8 rejects them once any flag differs (it hashes all of them), so
+ * V8's default flags, and V8 rejects them once a flag differs (it hashes nearly all of them:
+ * each of the four, and --max-old-space-size, did; --stack-size did not), so
  * each built-in module pxb loads was compiled from source: ~11 ms of every run here (the
  * modules a backup loads: 15.7 ms instead of 4.8 with the four flags on the command line).
  * The semi-space size is put back to its default value (the heap keeps the size it was made
