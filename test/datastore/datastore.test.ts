@@ -287,9 +287,9 @@ describe('snapshot lifecycle', () => {
   it('enforces strictly increasing times and refuses an existing snapshot dir', async () => {
     await snapshot(group, T0);
     await expect(ds.beginBackup(ROOT, group, T0, { owner: OWNER })).rejects.toThrow(
-      'backup time 2024-05-07T14:25:51Z is not newer than the last snapshot host/x/2024-05-07T14:25:51Z',
+      'backup time 2024-05-07T14:25:51Z is not newer than the last snapshot host/x/2024-05-07T14:25:51Z (snapshots are named by the second: the last one was made in this second)',
     );
-    await expect(ds.beginBackup(ROOT, group, T0 - 1, { owner: OWNER })).rejects.toThrow(/is not newer than the last snapshot/);
+    await expect(ds.beginBackup(ROOT, group, T0 - 1, { owner: OWNER })).rejects.toThrow(/^backup time 2024-05-07T14:25:50Z is not newer than the last snapshot host\/x\/2024-05-07T14:25:51Z$/);
     const second = await snapshot(group, T0 + 1);
     // with the newest snapshot failed there is no previous snapshot, but it still exists
     await ds.updateManifest(second, (m) => {

@@ -670,7 +670,9 @@ export class DataStore {
       const previous = (await this.baseSnapshot(g, snapshots)).dir;
       const dir = new BackupDir(g, time);
       if (previous && time <= previous.time) {
-        throw new Error(`backup time ${dir.timeString} is not newer than the last snapshot ${previous}`);
+        // (a second backup started within the same second as the last one: say why it clashes)
+        const same = time === previous.time ? ' (snapshots are named by the second: the last one was made in this second)' : '';
+        throw new Error(`backup time ${dir.timeString} is not newer than the last snapshot ${previous}${same}`);
       }
       const snapPath = this.snapshotPath(dir);
       if (!(await mkdirNew(snapPath))) throw new Error(`snapshot ${dir} already exists`);
