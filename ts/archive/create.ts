@@ -1217,7 +1217,7 @@ class Archiver {
    * (the caller reads it and `admit`s it), else `list.length`.
    */
   private classify(plan: DirPlan, list: DirEntries, rel: Buffer, excl: ExcludeMatcher, metaOpts: MetadataOptions, from: number): number {
-    const { keep, metas, ranges, prevOf, plain, recOf, hasPatterns, prev } = plan;
+    const { keep, ranges, prevOf, plain, recOf, hasPatterns, prev } = plan;
     let j = plan.j; // merge join: both listings are sorted by raw name
     for (let i = from; i < list.length; i++) {
       // (the name as a Buffer view only where it is needed: most entries of a no-change backup need none)
@@ -1326,11 +1326,7 @@ class Archiver {
       if (cache && plain[i]) {
         // (a plain file's link count is 1: no hardlink bookkeeping)
         const r = ranges[i]!;
-        if (!cache.tryExtendRange(r[0], r[1])) {
-          await this.flush(true);
-          cache.rangeStart = r[0];
-          cache.rangeEnd = r[1];
-        }
+        if (!cache.tryExtendRange(r[0], r[1])) await this.restartRange(r);
         k = this.pushPlainRun(cache, absDir, rel, list, keep, k, plain, recOf, ranges);
       } else if (type === S_IFREG) await this.encodeRegular(absDir, rel, list, i, metas[i], ranges[i], recOf[i], reader);
       else if (type === S_IFDIR) {
@@ -1338,6 +1334,13 @@ class Archiver {
         await this.encodeSubdir(absDir, rel, list, i, metas[i], recOf[i], listings, prevListed, prevOf[i], prevDir, excl, subdirReads);
       } else await this.encodeSpecial(rel, list, i, metas[i]);
     }
+  }
+
+  /** A reusable file's range `r` does not continue the cache's: flush it, and start a new range at `r`. */
+  private async restartRange(r: [number, number]): Promise<void> {
+    await this.flush(true);
+    this.cache!.rangeStart = r[0];
+    this.cache!.rangeEnd = r[1];
   }
 
   /**
@@ -1380,11 +1383,7 @@ class Archiver {
       }
       if (key) cache.hardlinks.add(key);
       if (r) {
-        if (!cache.tryExtendRange(r[0], r[1])) {
-          await this.flush(true);
-          cache.rangeStart = r[0];
-          cache.rangeEnd = r[1];
-        }
+        if (!cache.tryExtendRange(r[0], r[1])) await this.restartRange(r);
         cache.push({ kind: 'file', name: Buffer.from(list.name(i)), meta, size, rel: r[0] - cache.rangeStart, dirAbs: absDir, dirRel: rel, key, dup: false, rec });
         return;
       }
@@ -1743,7 +1742,8 @@ class Archiver {
     }
     if (base === null) {
       this.stats.reencodedFiles++;
-      const done = await this.encodeFile(e.name, e.meta, e.size, joinAbs(e.dirAbs, e.name), joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(joinAbs(e.dirAbs, e.name), e.size)), e.rec);
+      const abs = joinAbs(e.dirAbs, e.name);
+      const done = await this.encodeFile(e.name, e.meta, e.size, abs, joinRel(e.dirRel, e.name), e.key, () => batch.get(e).then((d) => d ?? this.readOne(abs, e.size)), e.rec);
       if (done === 'skipped' && e.key) this.forgetInode(e.key);
       return;
     }

@@ -126,7 +126,7 @@ pub fn held(owner: u64) -> usize {
     RING.lock().unwrap().as_ref().map_or(0, |r| r.slots.iter().filter(|s| s.fd >= 0 && s.owner == owner).count())
 }
 
-/// Ring size (tests).
+/// How many descriptors can be held at once (the ring's size; 0: the descriptor limit is too low).
 pub fn slots() -> usize {
     capacity()
 }

@@ -399,6 +399,9 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
             sizes.push(size as usize);
             total = total.checked_add(size as usize).ok_or_else(|| "sizes overflow".to_string())?;
         }
+        if let Some(h) = held.as_ref().filter(|h| h.len() != paths.len()) {
+            return Err(type_error(env, &format!("held ({}) and paths ({}) differ in length", h.len(), paths.len())));
+        }
         let mut data: *mut c_void = null_mut();
         let mut buf = null_mut();
         if argc >= 3 && !is_undefined(env, into)? {
@@ -411,9 +414,6 @@ unsafe extern "C" fn read_files_exact(env: napi_env, info: napi_callback_info) -
             buf = into;
         } else {
             napi!(env, napi_create_buffer(env, total, &mut data, &mut buf))?;
-        }
-        if held.as_ref().is_some_and(|h| h.len() != paths.len()) {
-            return Err(type_error(env, &format!("held ({}) and paths ({}) differ in length", held.as_ref().unwrap().len(), paths.len())));
         }
         let out = OutPtr(data as *mut u8, total);
         spawn(env, Lane::Io, "pxb.fs.readFilesExact", Some(buf), move || {
