@@ -10,7 +10,8 @@
 # nochange3: the steady state, where pxb finds the tree unchanged against the archive the
 # second one wrote again), backup after the 1% mutation of ../shared/peers/mutate.py (undone
 # afterwards), full restore of the last snapshot. Each pass also times the lstat walk the
-# issue compares with (`find -printf '%s %T@\n'`, tool "find", step "walk").
+# issue compares with (`find -printf '%s %T@\n'`, tool "find", step "walk"), and the floor of
+# the mutation step (tool "floor": bench/mutation-floor.mjs).
 # Output: bench/results/peers-<date>.csv, a table on stdout (wall s, max RSS MiB, repo MiB), and
 # the ratios against the issues' targets (bench/ratios.mjs, also runnable on an older CSV).
 # Needs: apt-get install -y restic borgbackup time; data from ../shared/peers/prepare_data.sh.
@@ -55,7 +56,7 @@ run() { # run TOOL STEP cmd...
 backup() { # backup TOOL STEP
   local tool=$1 step=$2 repo=$WORK/$PASS/repo-$1
   case $tool in
-    pxb)    run pxb "$step" $PXB backup "root.pxar:$SRC" --repository "$repo" --backup-id bench ;;
+    pxb)    run pxb "$step" $PXB backup "root.pxar:$SRC" --repository "$repo" --backup-id bench --output-format json ;;
     borg)   run borg "$step" borg create --compression lz4 "$repo::$step-$PASS" "$SRC" ;;
     restic) run restic "$step" restic -r "$repo" --cache-dir "$WORK/$PASS/restic-cache" backup -q "$SRC" ;;
   esac
@@ -112,6 +113,15 @@ for PASS in $PASSES; do
   for t in $TOOLS; do backup "$t" mutated; done
   python3 "$PEERS/mutate.py" undo src >/dev/null
   for t in $TOOLS; do restore "$t"; done
+  # The mutation step's floor: CPU any client writing PBS's archive spends at least (hash + zstd
+  # of the new chunks, hashing what PBS's padding rule re-reads, reading it, find's walk) over
+  # the cores (bench/mutation-floor.mjs), recorded as tool "floor", step "mutated".
+  if [[ " $TOOLS " == *" pxb "* ]]; then
+    floor=$(node "$HERE/mutation-floor.mjs" "$WORK/$PASS/repo-pxb" --stats "$WORK/pxb-mutated.log" --source "$SRC" --json) &&
+      secs=$(node -e 'console.log(JSON.parse(process.argv[1]).floorSeconds.toFixed(3))' "$floor") &&
+      echo "$PASS,floor,mutated,$secs,0,0" >> "$CSV" &&
+      printf '  %-7s %-9s %8.2f s  (CPU it cannot avoid / cores: bench/mutation-floor.mjs)\n' floor mutated "$secs"
+  fi
 done
 rm -rf "$TRASH" "$WORK"/[0-9]*
 echo "results: $CSV"

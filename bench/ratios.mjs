@@ -35,6 +35,8 @@ const checks = [
   ['third no-change / find', (p) => get(p, 'pxb', 'nochange3')?.wall / get(p, 'find', 'walk')?.wall, 2],
   ['third no-change / borg', (p) => get(p, 'pxb', 'nochange3')?.wall / get(p, 'borg', 'nochange3')?.wall, 0.2],
   ['mutation / borg', (p) => get(p, 'pxb', 'mutated')?.wall / get(p, 'borg', 'mutated')?.wall, 0.25],
+  // the least any client writing PBS's archive can take for that step here (bench/mutation-floor.mjs)
+  ['mutation floor / borg', (p) => get(p, 'floor', 'mutated')?.wall / get(p, 'borg', 'mutated')?.wall, 0.25],
   ['restore / restic', (p) => get(p, 'pxb', 'restore')?.wall / get(p, 'restic', 'restore')?.wall, 0.5],
 ];
 
