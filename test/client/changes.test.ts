@@ -382,3 +382,78 @@ describe('an interrupted backup', () => {
     await expect(restore({ datastore: ds, snapshot: r.snapshot, archiveName: 'root.pxar', target: path.join(root, 'target'), signal: ac.signal })).rejects.toThrow(/abort/i);
   });
 });
+
+describe('cached unchanged files that a re-encoding flush reads again (metadata mode)', () => {
+  /**
+   * dir/f00..f23 (small, unchanged: cached as a run), dir/m-big (2 MiB, unchanged, in the run:
+   * streamed), dir/z-changed (1 MiB, changed: its chunk makes the cached range's padding exceed
+   * 10 %, so the flush re-encodes the run). When z-changed is reported, before the flush reads
+   * the run's files: f05 is deleted, f07 truncated, f09 grown. With the metadata cache the
+   * unchanged files are cached as a run (replayRunData), without it one by one (replayFile).
+   */
+  for (const cached of [false, true]) it(`warns about each changed one, archives the rest, and the archive restores (${cached ? 'a cached run' : 'cached files'})`, async () => {
+    const root = path.join(base, `run-reread-${cached}`);
+    const cacheDir = cached ? path.join(root, 'cache') : undefined;
+    const src = path.join(root, 'src');
+    const t = new TreeBuilder(src);
+    t.dir('dir');
+    const small = Array.from({ length: 24 }, (_, k) => lcgBytes(3000 + 700 * k, 100 + k));
+    small.forEach((b, k) => t.file(`dir/f${String(k).padStart(2, '0')}`, b));
+    const big = lcgBytes(2 * MiB + 333, 7);
+    t.file('dir/m-big', big);
+    t.file('dir/z-changed', lcgBytes(MiB, 8));
+    t.finish();
+    // (the metadata cache records only entries whose ctime is a second old)
+    if (cached) await new Promise((r) => setTimeout(r, 1100));
+    const ds = await DataStore.open(path.join(root, 'datastore'), { create: true, fsync: false });
+    const spec = [{ archiveName: 'root.pxar', path: src }];
+    await createBackup({ datastore: ds, specs: spec, backupId: 'run', backupTime: 1_600_000_000, changeDetectionMode: 'data', cacheDir });
+    const changed = path.join(src, 'dir/z-changed');
+    fs.writeFileSync(changed, lcgBytes(MiB, 9));
+    fs.utimesSync(changed, 1_000_000, 1_000_000);
+
+    const warnings: string[] = [];
+    let done = false;
+    const f = (k: number) => path.join(src, `dir/f${String(k).padStart(2, '0')}`);
+    const result = await createBackup({
+      datastore: ds,
+      specs: spec,
+      backupId: 'run',
+      backupTime: 1_700_000_000,
+      changeDetectionMode: 'metadata',
+      cacheDir,
+      progressIntervalMs: 0,
+      onProgress: (p) => {
+        if (p.path !== 'dir/z-changed' || done) return;
+        done = true;
+        fs.rmSync(f(5));
+        fs.truncateSync(f(7), 1000);
+        fs.appendFileSync(f(9), 'more');
+      },
+      onWarning: (w) => warnings.push(w),
+    });
+    expect(done).toBe(true);
+    const a = result.archives[0];
+    expect(a.reencodedFiles).toBe(25); // z-changed's flush re-encodes f00..f23 (f05 counted, then skipped) and m-big
+    expect(a.reusedFiles).toBe(0);
+    expect(a.metadataCached).toBe(cached ? 26 : 0); // (dir, its 24 small files and m-big)
+    expect(warnings).toHaveLength(3);
+    expect(warnings[0]).toMatch(/^dir\/f05: cannot read file \(.*(ENOENT|no such file).*\), skipped$/i);
+    expect(warnings.slice(1)).toEqual(['dir/f07: file size changed while reading (shrunk)', 'dir/f09: file size changed while reading (grew)']);
+
+    const target = path.join(root, 'restore');
+    const rw: string[] = [];
+    await restore({ datastore: ds, snapshot: 'host/run', archiveName: 'root.pxar', target, onWarning: (w) => rw.push(w) });
+    expect(rw).toEqual([]);
+    const names = fs.readdirSync(path.join(target, 'dir')).sort();
+    expect(names).toEqual([...small.map((_, k) => `f${String(k).padStart(2, '0')}`).filter((n) => n !== 'f05'), 'm-big', 'z-changed']);
+    small.forEach((b, k) => {
+      if (k === 5) return;
+      const got = fs.readFileSync(path.join(target, `dir/f${String(k).padStart(2, '0')}`));
+      const want = k === 7 ? Buffer.concat([b.subarray(0, 1000), Buffer.alloc(b.length - 1000)]) : b;
+      expect(got.equals(want)).toBe(true);
+    });
+    expect(fs.readFileSync(path.join(target, 'dir/m-big')).equals(big)).toBe(true);
+    expect(fs.readFileSync(path.join(target, 'dir/z-changed')).equals(fs.readFileSync(changed))).toBe(true);
+  });
+});

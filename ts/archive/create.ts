@@ -451,6 +451,9 @@ interface FileData {
   changed?: 'shrunk' | 'grew';
 }
 
+/** The data of an empty file (nothing to read). */
+const EMPTY_FILE: FileData = { data: Buffer.alloc(0) };
+
 /** Previous snapshot's split archive, for metadata-mode change detection. */
 export interface PreviousArchive {
   /** Random-access reader over the previous `.mpxar`. */
@@ -543,6 +546,8 @@ type Cached =
 
 type CachedFile = Extract<Cached, { kind: 'file' }>;
 type CachedRun = Extract<Cached, { kind: 'run' }>;
+/** A file a flush reads again: a cached file, or a run's file by its number in the run store. */
+type Reread = CachedFile | number;
 
 /**
  * An empty array for cached entries that already holds objects as far as V8 is concerned: a
@@ -1681,25 +1686,30 @@ class Archiver {
     const runs = cache.runs;
     cache.runs = cache.replayed;
     cache.replayed = runs;
-    const entries = base === null ? expandRuns(cache.entries, runs) : cache.entries;
+    const entries = cache.entries;
     cache.entries = newEntries();
     cache.fdEntries = 0;
     cache.enabled = false;
     cache.rangeStart = cache.rangeEnd;
-    // Files to re-read (no reuse): read small ones in batches, in order.
-    const seen = new Set<string>();
-    const reread =
-      base === null
-        ? entries.filter((e): e is CachedFile => {
-            if (e.kind !== 'file') return false;
-            if (!e.key) return true;
+    // Files to re-read (no reuse), small ones read in batches, in order: a cached file is its
+    // own key, a run's file its number in the run store.
+    const reread: Array<{ key: Reread; path: () => Buffer; size: number }> = [];
+    if (base === null) {
+      const seen = new Set<string>();
+      for (const e of entries) {
+        if (e.kind === 'run') {
+          for (let q = e.from; q < e.to; q++) reread.push({ key: q, path: () => joinAbs(e.dirAbs, runs.name(q)), size: runs.nums[q * RUN_FIELDS + 5] });
+        } else if (e.kind === 'file') {
+          if (e.key) {
             // a later name of an inode becomes a HARDLINK: read each inode once
-            if (this.hardlinks.has(e.key) || seen.has(e.key)) return false;
+            if (this.hardlinks.has(e.key) || seen.has(e.key)) continue;
             seen.add(e.key);
-            return true;
-          })
-        : [];
-    const batch = new FileBatches<object>(this.smallFiles, reread.map((e) => ({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size })));
+          }
+          reread.push({ key: e, path: () => joinAbs(e.dirAbs, e.name), size: e.size });
+        }
+      }
+    }
+    const batch = new FileBatches<Reread>(this.smallFiles, reread);
     try {
       await this.replay(entries, base, batch, runs);
     } finally {
@@ -1708,13 +1718,13 @@ class Archiver {
     }
   }
 
-  private async replay(entries: Cached[], base: number | null, batch: FileBatches<object>, runs: RunStore): Promise<void> {
+  private async replay(entries: Cached[], base: number | null, batch: FileBatches<Reread>, runs: RunStore): Promise<void> {
     for (let k = 0; k < entries.length; k++) {
       const e = entries[k];
       switch (e.kind) {
         case 'run':
-          if (base === null) throw new Error('internal error: a run of reused files to encode with data');
-          await this.replayRun(e, base, runs);
+          if (base === null) await this.replayRunData(e, batch, runs);
+          else await this.replayRun(e, base, runs);
           break;
         case 'dir':
           this.encoder.enterDirectory(e.name, e.meta);
@@ -1733,7 +1743,7 @@ class Archiver {
   }
 
   /** A cached file (replay): a HARDLINK, a PAYLOAD_REF into the chunks reused at `base`, or (no `base`) encoded with its data. */
-  private async replayFile(e: CachedFile, base: number | null, batch: FileBatches<object>): Promise<void> {
+  private async replayFile(e: CachedFile, base: number | null, batch: FileBatches<Reread>): Promise<void> {
     const link = e.key ? this.hardlinks.get(e.key) : undefined;
     if (link) {
       this.encoder.addHardlink(e.name, link.path, link.linkOffset);
@@ -1782,6 +1792,62 @@ class Archiver {
     }
   }
 
+  /**
+   * A run's files encoded with their data (a flush that re-encodes what it cached): the files
+   * whose data a read batch holds go to the encoder in groups (`addPlainFiles`: records written
+   * natively, as `encodeFile` writes each); a large, unreadable or resized file goes through
+   * `encodeFile` alone.
+   */
+  private async replayRunData(e: CachedRun, batch: FileBatches<Reread>, runs: RunStore): Promise<void> {
+    const nums = runs.nums;
+    const data = this.runData;
+    for (let q = e.from; q < e.to; ) {
+      let d = nums[q * RUN_FIELDS + 5] === 0 ? EMPTY_FILE : batch.peek(q);
+      if (d === undefined) d = await batch.get(q);
+      if (!d?.data || d.changed) {
+        await this.replayRunFile(e, q, d, runs);
+        q++;
+      } else {
+        data.length = 0;
+        data.push(d.data);
+        let r = q + 1;
+        for (; r < e.to && r - q < RUN_WRITE_FILES; r++) {
+          const x = nums[r * RUN_FIELDS + 5] === 0 ? EMPTY_FILE : batch.peek(r);
+          if (!x?.data || x.changed) break;
+          data.push(x.data);
+        }
+        this.writeRunFiles(runs, q, r, data);
+        data.length = 0;
+        q = r;
+      }
+      if (q < e.to && this.full) await this.drain();
+    }
+  }
+
+  /** Files `from..to` of a run with their data (`data[k]` for file `from + k`). */
+  private writeRunFiles(runs: RunStore, from: number, to: number, data: Buffer[]): void {
+    const stream = this.payloadOut!.stream;
+    const { names, ends, nums, recs } = runs;
+    this.encoder.addPlainFiles(names, ends, nums, from, to, data, (pos) => stream.suggest(pos));
+    // (addPlainFiles put each file's payload offset into nums)
+    this.record?.setPayloads(recs, nums, RUN_FIELDS, from, to, 0);
+    let bytes = 0;
+    for (let q = from; q < to; q++) bytes += nums[q * RUN_FIELDS + 5];
+    this.stats.bytesRead += bytes;
+    this.stats.reencodedFiles += to - from;
+    const catalog = this.opts.catalog;
+    if (catalog) for (let q = from; q < to; q++) catalog.addFile(runs.name(q), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
+  }
+
+  /** File `q` of a run alone, as replayFile re-encodes a cached file; `d`: what its batch read (null: large or not read). */
+  private async replayRunFile(e: CachedRun, q: number, d: FileData | null, runs: RunStore): Promise<void> {
+    this.stats.reencodedFiles++;
+    const name = runs.name(q);
+    const size = runs.nums[q * RUN_FIELDS + 5];
+    const abs = joinAbs(e.dirAbs, name);
+    await this.encodeFile(name, runs.metadata(q), size, abs, joinRel(e.dirRel, name), null, () => (d ? Promise.resolve(d) : this.readOne(abs, size)), runs.recs[q]);
+  }
+
   /** Send reused chunks to the payload stream at the current position (≤ 128 per message). */
   private inject(chunks: ReuseChunk[]): void {
     for (let k = 0; k < chunks.length; k += MAX_INJECT_CHUNKS) {
@@ -1804,6 +1870,8 @@ class Archiver {
   readonly smallFiles = new BatchReader();
   /** The reader of directories with no file to read (FileBatches of nothing holds no state). */
   private readonly noFiles = new FileBatches<number>(this.smallFiles, []);
+  /** The data of a group of a run's files (replayRunData), reused. */
+  private readonly runData: Buffer[] = [];
 }
 
 /** Batched native reads of small files into recycled buffers. Exported for its tests only. */
@@ -1875,6 +1943,9 @@ export class FileBatches<K> {
   private done = 0;
   /** The batch of the last file asked for (-1: none yet). */
   private asked = -1;
+  /** The batch the last `get` returned from, and its files. */
+  private current = -1;
+  private currentFiles: Map<number, FileData> | null = null;
   /** A pre-read first batch (see Preread): released through it, not through the reader's pool. */
   private first: Preread | null = null;
 
@@ -1983,7 +2054,19 @@ export class FileBatches<K> {
     for (; this.done < j.batch; this.done++) this.release(this.done);
     for (let k = j.batch; k <= j.batch + FILE_BATCHES_AHEAD; k++) this.start(k, k > j.batch);
     const r = await this.results[j.batch]!;
+    this.current = j.batch;
+    this.currentFiles = r.files;
     return r.files.get(j.index) ?? null;
+  }
+
+  /**
+   * Data of file `key` without waiting when it is in the batch the last `get` returned from (as
+   * `get` would return it); undefined otherwise (ask `get`).
+   */
+  peek(key: K): FileData | null | undefined {
+    const j = this.jobOf.get(key);
+    if (!j || j.batch !== this.current || j.batch < this.done) return undefined;
+    return this.currentFiles!.get(j.index) ?? null;
   }
 
   /** Recycle every buffer (after the last file was encoded, or on failure). */
@@ -2197,22 +2280,6 @@ function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[n
 }
 
 /** Cached entries with every run replaced by its files (for a flush that encodes them with data). */
-function expandRuns(entries: Cached[], runs: RunStore): Cached[] {
-  if (!entries.some((e) => e.kind === 'run')) return entries;
-  const out: Cached[] = [];
-  for (const e of entries) {
-    if (e.kind !== 'run') {
-      out.push(e);
-      continue;
-    }
-    for (let q = e.from; q < e.to; q++) {
-      const f = q * RUN_FIELDS;
-      out.push({ kind: 'file', name: runs.name(q), meta: runs.metadata(q), size: runs.nums[f + 5], rel: runs.nums[f + 6] - e.rs, dirAbs: e.dirAbs, dirRel: e.dirRel, key: null, dup: false, rec: runs.recs[q] });
-    }
-  }
-  return out;
-}
-
 const joinRel = (rel: Buffer, name: Buffer) => (rel.length ? Buffer.concat([rel, SLASH, name]) : Buffer.from(name));
 const joinAbs = (dir: Buffer, name: Buffer) => Buffer.concat([dir, SLASH, name]);
 const SLASH = Buffer.from('/');

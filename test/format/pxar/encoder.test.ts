@@ -377,6 +377,61 @@ describe('PxarEncoder refuses misuse', () => {
     expect(batched[1].equals(each[1])).toBe(true);
   });
 
+  it('writes new plain files byte for byte as beginFile, their data and endFile write each', () => {
+    let seed = 11;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const files = Array.from({ length: 200 }, (_, q) => ({
+      name: Buffer.concat([B(`n${q}-`), Buffer.alloc(rnd(300), 0x61 + rnd(26))]),
+      meta: { ...basicMetadata(0o100000 | rnd(0o7777)), uid: rnd(70000), gid: rnd(70000), mtime: { secs: rnd(2 ** 31), nanos: rnd(1e9) } },
+      data: Buffer.alloc(q % 7 === 0 ? 0 : rnd(5000), q & 0xff),
+    }));
+    const encode = (write: (enc: PxarEncoder, marks: number[]) => void) => {
+      const meta = collector();
+      const payload = collector();
+      const enc = new PxarEncoder({ variant: 'split', output: meta.sink, payloadOutput: payload.sink });
+      const marks: number[] = [];
+      enc.begin(basicMetadata(0o40755));
+      enc.addPayloadRef(B('before'), basicMetadata(0o100644), 3, 16);
+      enc.advancePayload(100);
+      enc.enterDirectory(B('d'), basicMetadata(0o40700));
+      write(enc, marks);
+      enc.leaveDirectory();
+      enc.finish();
+      return { meta: meta.bytes(), payload: payload.bytes(), marks };
+    };
+    const each = encode((enc, marks) => {
+      for (const x of files) {
+        marks.push(enc.payloadPosition);
+        enc.beginFile(x.name, x.meta, x.data.length);
+        enc.writeFileData(x.data);
+        enc.endFile();
+      }
+    });
+    const run = plainRun(files.map((x) => ({ name: x.name, meta: x.meta, size: x.data.length, offset: 0 })), 0);
+    const data = files.map((x) => x.data);
+    const grouped = encode((enc, marks) => {
+      const mark = (pos: number) => marks.push(pos);
+      enc.addPlainFiles(run.names, run.ends, run.nums, 0, 1, data.slice(0, 1), mark);
+      enc.addPlainFiles(run.names, run.ends, run.nums, 1, 1, [], mark);
+      enc.addPlainFiles(run.names, run.ends, run.nums, 1, 120, data.slice(1, 120), mark);
+      enc.addPlainFiles(run.names, run.ends, run.nums, 120, 200, data.slice(120), mark);
+    });
+    expect(grouped.meta.equals(each.meta)).toBe(true);
+    expect(grouped.payload.equals(each.payload)).toBe(true);
+    expect(grouped.marks).toEqual(each.marks);
+    // each file's payload offset is left in the numbers, at its PAYLOAD header
+    expect(Array.from({ length: 200 }, (_, q) => run.nums[q * PLAIN_RUN_FIELDS + 6])).toEqual(each.marks);
+
+    // data of the wrong size: refused before anything is written
+    const enc = open('split');
+    const pos = [enc.metadataPosition, enc.payloadPosition];
+    expect(() => enc.addPlainFiles(run.names, run.ends, run.nums, 1, 3, [data[1], Buffer.alloc(data[2].length + 1)], () => {})).toThrow(/bytes given for a file of/);
+    expect(() => enc.addPlainFiles(run.names, run.ends, run.nums, 1, 3, [data[1]], () => {})).toThrow(/out of range/);
+    expect([enc.metadataPosition, enc.payloadPosition]).toEqual(pos);
+    const unified = open();
+    expect(() => unified.addPlainFiles(run.names, run.ends, run.nums, 0, 1, data, () => {})).toThrow(/split/);
+  });
+
   it('refuses a bad run of plain files before writing any of it', () => {
     const enc = open('split');
     const ok = { name: B('ok'), meta: basicMetadata(0o100644), size: 1, offset: 16 };

@@ -364,6 +364,53 @@ export class PxarEncoder {
   addPlainPayloadRefs(names: Buffer, ends: Uint32Array, nums: Float64Array, from: number, to: number, delta: number): void {
     this.checkIdle();
     if (!this.payloadOut) throw new Error('pxar encoder: payload references need a split archive');
+    this.plainRecords(names, ends, nums, from, to, delta);
+  }
+
+  /**
+   * New plain files `from` to `to - 1` of a run (split only; names and numbers as for
+   * `addPlainPayloadRefs`), written as `beginFile`, their data and `endFile` would write each:
+   * `data[k]` (exactly its size) is file `from + k`'s content. The files' payload offsets follow
+   * each other from the current payload position; they are stored in the offset field of `nums`
+   * (`delta` 0). The records go first, then per file `beforeFile(payload position)` (the chunker's
+   * suggested boundary, which the caller makes before each file's PAYLOAD header), its PAYLOAD
+   * header and its data.
+   */
+  addPlainFiles(names: Buffer, ends: Uint32Array, nums: Float64Array, from: number, to: number, data: readonly Buffer[], beforeFile: (payloadPos: number) => void): void {
+    this.checkIdle();
+    const payloadOut = this.payloadOut;
+    if (!payloadOut) throw new Error('pxar encoder: new plain files need a split archive');
+    if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from <= to && data.length >= to - from)) {
+      throw new Error(`pxar encoder: plain files ${from}..${to} out of range`);
+    }
+    let at = this.payloadPos;
+    for (let q = from; q < to; q++) {
+      const size = nums[q * PLAIN_RUN_FIELDS + 5];
+      if (data[q - from].length !== size) throw new Error(`pxar encoder: ${data[q - from].length} bytes given for a file of ${size}`);
+      nums[q * PLAIN_RUN_FIELDS + 6] = at;
+      at += HEADER_SIZE + size;
+    }
+    const items = this.current().items;
+    const first = items.count;
+    this.plainRecords(names, ends, nums, from, to, 0);
+    // a new file's goodbye item counts its data too (upstream quirk, as in beginFile)
+    for (let q = from; q < to; q++) items.size[first + q - from] += nums[q * PLAIN_RUN_FIELDS + 5];
+    for (let k = 0; k < to - from; k++) {
+      beforeFile(this.payloadPos);
+      const d = data[k];
+      const header = Buffer.allocUnsafe(HEADER_SIZE);
+      putHeader(header, 0, T_PAYLOAD, HEADER_SIZE + d.length);
+      payloadOut.write(header);
+      this.payloadPos += HEADER_SIZE;
+      if (d.length > 0) {
+        payloadOut.write(d);
+        this.payloadPos += d.length;
+      }
+    }
+  }
+
+  /** The records of `addPlainPayloadRefs` (checked natively first: a refused run writes nothing). */
+  private plainRecords(names: Buffer, ends: Uint32Array, nums: Float64Array, from: number, to: number, delta: number): void {
     if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from <= to)) {
       throw new Error(`pxar encoder: plain run ${from}..${to} out of range`);
     }
