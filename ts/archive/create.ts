@@ -626,6 +626,46 @@ class RunStore {
   }
 }
 
+/** A group of new plain files for the encoder's addPlainFiles (encodeNewFiles), reused. */
+class NewFiles {
+  names = Buffer.allocUnsafe(16 * 1024);
+  ends = new Uint32Array(RUN_WRITE_FILES);
+  nums = new Float64Array(RUN_WRITE_FILES * RUN_FIELDS);
+  recs = new Int32Array(RUN_WRITE_FILES);
+  data: Buffer[] = [];
+  count = 0;
+  /** Bytes of the names. */
+  bytes = 0;
+
+  add(list: DirEntries, i: number, meta: Metadata, rec: number, data: Buffer): void {
+    const name = list.name(i);
+    if (this.bytes + name.length > this.names.length) {
+      const names = Buffer.allocUnsafe(Math.max(this.bytes + name.length, this.names.length * 2));
+      this.names.copy(names, 0, 0, this.bytes);
+      this.names = names;
+    }
+    name.copy(this.names, this.bytes);
+    this.bytes += name.length;
+    const q = this.count++;
+    this.ends[q] = this.bytes;
+    const f = q * RUN_FIELDS;
+    const n = this.nums;
+    n[f] = meta.mode;
+    n[f + 1] = meta.uid;
+    n[f + 2] = meta.gid;
+    n[f + 3] = meta.mtime.secs;
+    n[f + 4] = meta.mtime.nanos;
+    n[f + 5] = list.size(i);
+    this.recs[q] = rec;
+    this.data.push(data);
+  }
+}
+
+/** A regular file encodeNewFiles may group: one link, plain metadata (see plainMetadataOf). */
+function newPlainFile(list: DirEntries, i: number, meta: Metadata | undefined): boolean {
+  return list.nlink(i) === 1 && meta !== undefined && plainMetadataOf(meta);
+}
+
 /** Files a RunStore has room for at first, and keeps room for across flushes (~5 MB). */
 const RUN_STORE_FIRST = 1024;
 const RUN_STORE_KEEP = 64 * 1024;
@@ -1333,8 +1373,12 @@ class Archiver {
         const r = ranges[i]!;
         if (!cache.tryExtendRange(r[0], r[1])) await this.restartRange(r);
         k = this.pushPlainRun(cache, absDir, rel, list, keep, k, plain, recOf, ranges);
-      } else if (type === S_IFREG) await this.encodeRegular(absDir, rel, list, i, metas[i], ranges[i], recOf[i], reader);
-      else if (type === S_IFDIR) {
+      } else if (type === S_IFREG) {
+        // new plain files (no cache to put them in): in groups while their data is at hand
+        const last = cache || !this.payloadOut || !newPlainFile(list, i, metas[i]) ? -1 : await this.encodeNewFiles(rel, list, keep, k, metas, recOf, reader);
+        if (last >= 0) k = last;
+        else await this.encodeRegular(absDir, rel, list, i, metas[i], ranges[i], recOf[i], reader);
+      } else if (type === S_IFDIR) {
         reader.descend();
         await this.encodeSubdir(absDir, rel, list, i, metas[i], recOf[i], listings, prevListed, prevOf[i], prevDir, excl, subdirReads);
       } else await this.encodeSpecial(rel, list, i, metas[i]);
@@ -1400,6 +1444,45 @@ class Archiver {
     const done = await this.encodeFile(name, meta, size, abs, joinRel(rel, name), key, () => reader.get(i).then((d) => d ?? this.readOne(abs, size, fd)), rec, fd);
     if (done === 'skipped' && key) this.forgetInode(key);
     if (this.full) await this.drain();
+  }
+
+  /**
+   * New plain files from `keep[k]` on (data mode, split archive), as encodeRegular encodes each:
+   * the file and those right after it whose data the read batch already holds go to the encoder
+   * as one group (`addPlainFiles`). Returns the position in `keep` of the group's last file, or
+   * -1 when `keep[k]` must go alone (large, unreadable or resized: encodeRegular).
+   */
+  private async encodeNewFiles(rel: Buffer, list: DirEntries, keep: number[], k: number, metas: Metadata[], recOf: Int32Array, reader: FileBatches<number>): Promise<number> {
+    const i = keep[k];
+    let d = list.size(i) === 0 ? EMPTY_FILE : reader.peek(i);
+    if (d === undefined) d = await reader.get(i);
+    if (!d?.data || d.changed) return -1;
+    const g = this.newFiles;
+    g.count = 0;
+    g.bytes = 0;
+    g.add(list, i, metas[i], recOf[i], d.data);
+    let m = k + 1;
+    for (; m < keep.length && g.count < RUN_WRITE_FILES; m++) {
+      const x = keep[m];
+      if ((list.mode(x) & S_IFMT) !== S_IFREG || !newPlainFile(list, x, metas[x])) break;
+      const dx = list.size(x) === 0 ? EMPTY_FILE : reader.peek(x);
+      if (!dx?.data || dx.changed) break;
+      // (the loop's per-entry steps for the files after the first)
+      this.stats.entries++;
+      this.progress(rel, list, x);
+      g.add(list, x, metas[x], recOf[x], dx.data);
+    }
+    const stream = this.payloadOut!.stream;
+    this.encoder.addPlainFiles(g.names, g.ends, g.nums, 0, g.count, g.data, (pos) => stream.suggest(pos));
+    // (addPlainFiles put each file's payload offset into nums)
+    this.record?.setPayloads(g.recs, g.nums, RUN_FIELDS, 0, g.count, 0);
+    for (let q = 0; q < g.count; q++) this.stats.bytesRead += g.nums[q * RUN_FIELDS + 5];
+    this.stats.files += g.count;
+    const catalog = this.opts.catalog;
+    if (catalog) for (let q = 0; q < g.count; q++) catalog.addFile(Buffer.from(g.names.subarray(q === 0 ? 0 : g.ends[q - 1], g.ends[q])), g.nums[q * RUN_FIELDS + 5], g.nums[q * RUN_FIELDS + 3]);
+    g.data.length = 0;
+    if (this.full) await this.drain();
+    return m - 1;
   }
 
   /** Subdirectory `i` of `list`: its entry, its entries (encodeDir, with its listing), its end. */
@@ -1785,7 +1868,7 @@ class Archiver {
       for (let q = from; q < to; q++) bytes += nums[q * RUN_FIELDS + 5];
       this.stats.reusedBytes += bytes;
       const catalog = this.opts.catalog;
-      if (catalog) for (let q = from; q < to; q++) catalog.addFile(runs.name(q), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
+      if (catalog) for (let q = from; q < to; q++) catalog.addFile(Buffer.from(runs.name(q)), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
       this.stats.reusedFiles += to - from;
       from = to;
       if (from < count && this.full) await this.drain();
@@ -1836,7 +1919,7 @@ class Archiver {
     this.stats.bytesRead += bytes;
     this.stats.reencodedFiles += to - from;
     const catalog = this.opts.catalog;
-    if (catalog) for (let q = from; q < to; q++) catalog.addFile(runs.name(q), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
+    if (catalog) for (let q = from; q < to; q++) catalog.addFile(Buffer.from(runs.name(q)), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
   }
 
   /** File `q` of a run alone, as replayFile re-encodes a cached file; `d`: what its batch read (null: large or not read). */
@@ -1872,6 +1955,8 @@ class Archiver {
   private readonly noFiles = new FileBatches<number>(this.smallFiles, []);
   /** The data of a group of a run's files (replayRunData), reused. */
   private readonly runData: Buffer[] = [];
+  /** A group of new plain files (encodeNewFiles), reused. */
+  private readonly newFiles = new NewFiles();
 }
 
 /** Batched native reads of small files into recycled buffers. Exported for its tests only. */
