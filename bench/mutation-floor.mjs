@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // The work a backup after a mutation cannot avoid on this machine, as a lower bound on its time:
 // the newest snapshot of a group against the one before it, measured as CPU seconds and divided
-// by the cores (perfect parallelism, nothing else counted: no encoding, chunking, store writes,
+// by the cores (perfect parallelism, nothing else counted: no encoding, chunking, index writing,
 // start-up). Parts:
 //   - new chunks (referenced by the newest indexes, not by the previous ones): hashed and zstd-1
 //     compressed by any client that writes PBS's archive (decoded into memory first, then all
-//     queued at once on the addon's CPU workers);
+//     queued at once on the addon's CPU workers), and stored: each blob written to a new file
+//     and renamed into place beside the datastore's chunks (same file system; no fsync);
 //   - with --stats (pxb's `--output-format json` output of that backup): the rest of the bytes
 //     PBS's rules make a client read again (files re-encoded by the 10 % padding rule whose chunks
 //     turn out known) are hashed too, as upstream does;
@@ -16,7 +17,7 @@
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { native } from '../dist/native/index.js';
 import { DynamicIndex } from '../dist/format/dynamic-index.js';
 
@@ -68,6 +69,32 @@ async function best(fn, rounds = 5) {
 // processChunk and sha256Async run on the addon's CPU workers, one per core: all chunks queued at once.
 const fresh2 = await best(() => Promise.all(raws.map((r) => native.processChunk(r, true))));
 const hash = await best(() => Promise.all(raws.map((r) => native.sha256Async(r))));
+// Storing them: each encoded chunk written to a temporary file and renamed into place, in a
+// directory beside the datastore's chunk store (same file system), as a chunk store inserts.
+const blobs = await Promise.all(raws.map((r) => native.encodeBlobAsync(r, true)));
+const storeDir = path.join(store, `.floor-${process.pid}`);
+let store_ = null;
+try {
+  mkdirSync(storeDir);
+  for (let round = 0; round < 3; round++) {
+    const c0 = process.cpuUsage();
+    blobs.forEach((b, k) => {
+      const fd = openSync(path.join(storeDir, `${k}.tmp`), 'wx');
+      try {
+        writeSync(fd, b);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(path.join(storeDir, `${k}.tmp`), path.join(storeDir, String(k)));
+    });
+    const c = process.cpuUsage(c0);
+    const cpu = (c.user + c.system) / 1e6;
+    if (!store_ || cpu < store_.cpu) store_ = { cpu };
+    for (let k = 0; k < blobs.length; k++) rmSync(path.join(storeDir, String(k)));
+  }
+} finally {
+  rmSync(storeDir, { recursive: true, force: true });
+}
 const hashCpuPerByte = hash.cpu / rawBytes;
 const cores = availableParallelism();
 
@@ -135,7 +162,7 @@ if (source) {
   }
 }
 
-const floorCpu = fresh2.cpu + rehashCpu + readCpu + walkCpu;
+const floorCpu = fresh2.cpu + store_.cpu + rehashCpu + readCpu + walkCpu;
 const result = {
   previous: prev,
   snapshot: last,
@@ -144,6 +171,7 @@ const result = {
   newRawBytes: rawBytes,
   newPayloadBytes: payloadNew,
   newCpu: fresh2.cpu,
+  storeCpu: store_.cpu,
   newWall: fresh2.wall,
   hashMBps: rawBytes / hash.wall / 1e6,
   bytesRead,
@@ -162,6 +190,7 @@ else {
   const lines = [
     `${group} ${last} against ${prev}: ${fresh.size} new chunks, ${mb(rawBytes)} MB raw`,
     row('hash + zstd-1 of the new chunks', fresh2.cpu, ` (${s(fresh2.wall)} wall on ${cores} cores; SHA-256 ${(rawBytes / hash.wall / 1e6).toFixed(0)} MB/s)`),
+    row(`storing them (${mb(blobs.reduce((a, b) => a + b.length, 0))} MB of blobs)`, store_.cpu),
   ];
   if (statsFile) lines.push(row(`hashing the other ${mb(Math.max(0, bytesRead - payloadNew))} MB re-read`, rehashCpu, ` (${reencodedFiles} files re-encoded)`));
   if (source) lines.push(row(`reading ${mb(bytesRead)} MB (kernel only)`, readCpu), row("find -printf '%s %T@\\n'", walkCpu));
