@@ -114,8 +114,9 @@ for PASS in $PASSES; do
   python3 "$PEERS/mutate.py" undo src >/dev/null
   for t in $TOOLS; do restore "$t"; done
   # The mutation step's floor: CPU any client writing PBS's archive spends at least (hash + zstd
-  # of the new chunks, hashing what PBS's padding rule re-reads, reading it, find's walk) over
-  # the cores (bench/mutation-floor.mjs), recorded as tool "floor", step "mutated".
+  # of the new chunks and storing them, hashing what PBS's padding rule re-reads, reading it,
+  # find's walk) over the cores (bench/mutation-floor.mjs), recorded as tool "floor", step
+  # "mutated".
   if [[ " $TOOLS " == *" pxb "* ]]; then
     floor=$(node "$HERE/mutation-floor.mjs" "$WORK/$PASS/repo-pxb" --stats "$WORK/pxb-mutated.log" --source "$SRC" --json) &&
       secs=$(node -e 'console.log(JSON.parse(process.argv[1]).floorSeconds.toFixed(3))' "$floor") &&
