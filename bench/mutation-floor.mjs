@@ -67,13 +67,13 @@ async function best(fn, rounds = 5) {
   return out;
 }
 // processChunk and sha256Async run on the addon's CPU workers, one per core: all chunks queued at once.
-const fresh2 = await best(() => Promise.all(raws.map((r) => native.processChunk(r, true))));
+const compressed = await best(() => Promise.all(raws.map((r) => native.processChunk(r, true))));
 const hash = await best(() => Promise.all(raws.map((r) => native.sha256Async(r))));
 // Storing them: each encoded chunk written to a temporary file and renamed into place, in a
 // directory beside the datastore's chunk store (same file system), as a chunk store inserts.
 const blobs = await Promise.all(raws.map((r) => native.encodeBlobAsync(r, true)));
 const storeDir = path.join(store, `.floor-${process.pid}`);
-let store_ = null;
+let stored = null;
 try {
   mkdirSync(storeDir);
   for (let round = 0; round < 3; round++) {
@@ -89,7 +89,7 @@ try {
     });
     const c = process.cpuUsage(c0);
     const cpu = (c.user + c.system) / 1e6;
-    if (!store_ || cpu < store_.cpu) store_ = { cpu };
+    if (!stored || cpu < stored.cpu) stored = { cpu };
     for (let k = 0; k < blobs.length; k++) rmSync(path.join(storeDir, String(k)));
   }
 } finally {
@@ -162,7 +162,7 @@ if (source) {
   }
 }
 
-const floorCpu = fresh2.cpu + store_.cpu + rehashCpu + readCpu + walkCpu;
+const floorCpu = compressed.cpu + stored.cpu + rehashCpu + readCpu + walkCpu;
 const result = {
   previous: prev,
   snapshot: last,
@@ -170,9 +170,9 @@ const result = {
   newChunks: fresh.size,
   newRawBytes: rawBytes,
   newPayloadBytes: payloadNew,
-  newCpu: fresh2.cpu,
-  storeCpu: store_.cpu,
-  newWall: fresh2.wall,
+  newCpu: compressed.cpu,
+  storeCpu: stored.cpu,
+  newWall: compressed.wall,
   hashMBps: rawBytes / hash.wall / 1e6,
   bytesRead,
   reencodedFiles,
@@ -189,8 +189,8 @@ else {
   const row = (label, cpu, extra = '') => `  ${label.padEnd(46)} ${s(cpu)} CPU${extra}`;
   const lines = [
     `${group} ${last} against ${prev}: ${fresh.size} new chunks, ${mb(rawBytes)} MB raw`,
-    row('hash + zstd-1 of the new chunks', fresh2.cpu, ` (${s(fresh2.wall)} wall on ${cores} cores; SHA-256 ${(rawBytes / hash.wall / 1e6).toFixed(0)} MB/s)`),
-    row(`storing them (${mb(blobs.reduce((a, b) => a + b.length, 0))} MB of blobs)`, store_.cpu),
+    row('hash + zstd-1 of the new chunks', compressed.cpu, ` (${s(compressed.wall)} wall on ${cores} cores; SHA-256 ${(rawBytes / hash.wall / 1e6).toFixed(0)} MB/s)`),
+    row(`storing them (${mb(blobs.reduce((a, b) => a + b.length, 0))} MB of blobs)`, stored.cpu),
   ];
   if (statsFile) lines.push(row(`hashing the other ${mb(Math.max(0, bytesRead - payloadNew))} MB re-read`, rehashCpu, ` (${reencodedFiles} files re-encoded)`));
   if (source) lines.push(row(`reading ${mb(bytesRead)} MB (kernel only)`, readCpu), row("find -printf '%s %T@\\n'", walkCpu));
