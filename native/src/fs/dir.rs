@@ -548,19 +548,52 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// A directory's names as getdents returned them (each with its NUL), each with its end there
+/// and its path hash: a listing reads all of them first, so that their table records can be
+/// fetched into the cache together (UnchangedTable::prefetch) before each entry is stat'ed and
+/// looked up (the lookups stalled on memory one at a time). Used by read_dir and the tree check.
+#[derive(Default)]
+pub(crate) struct Names {
+    bytes: Vec<u8>,
+    ends: Vec<(usize, u64)>,
+}
+
+impl Names {
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Append `name` of the directory whose dir_hash is `prefix`.
+    pub(crate) fn push(&mut self, prefix: u64, name: &CStr) {
+        self.bytes.extend_from_slice(name.to_bytes_with_nul());
+        self.ends.push((self.bytes.len(), path_hash(prefix, name.to_bytes())));
+    }
+
+    /// Fetch the table records of these names into the cache (no-op without a table index).
+    pub(crate) fn prefetch(&self, table: &UnchangedTable) {
+        table.prefetch(&self.ends);
+    }
+
+    /// Each name with its path hash, in listing order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&CStr, u64)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|e| e.0));
+        starts.zip(&self.ends).map(|(start, &(end, hash))| (CStr::from_bytes_with_nul(&self.bytes[start..end]).expect("a name from getdents"), hash))
+    }
+}
+
 /// A thread's buffers for listing directories (read_dir), kept from one directory to the next:
 /// allocating and growing them anew for each took a walk thread ~10 % of its own CPU time.
 struct Scratch {
     b: Builder,
-    names: Vec<u8>,
-    ends: Vec<(usize, u64)>,
+    names: Names,
 }
 
 /// Buffers grown past this many bytes (a huge directory) are given back after it.
 const SCRATCH_KEEP: usize = 1 << 20;
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch { b: Builder::new(), names: Vec::new(), ends: Vec::new() });
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch { b: Builder::new(), names: Names::default() });
 }
 
 pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
@@ -569,10 +602,9 @@ pub fn read_dir(path: &CStr, opts: &MetaOpts) -> Result<Vec<u8>, FsError> {
         // (emptied first: a panic may have left an earlier listing's entries behind)
         s.b.clear();
         s.names.clear();
-        s.ends.clear();
         let r = read_dir_with(path, opts, &mut s);
-        if s.b.bytes.capacity() + s.b.nums.capacity() * 8 + s.names.capacity() > SCRATCH_KEEP {
-            *s = Scratch { b: Builder::new(), names: Vec::new(), ends: Vec::new() };
+        if s.b.bytes.capacity() + s.b.nums.capacity() * 8 + s.names.bytes.capacity() > SCRATCH_KEEP {
+            *s = Scratch { b: Builder::new(), names: Names::default() };
         }
         r
     })
@@ -582,8 +614,7 @@ fn read_dir_with(path: &CStr, opts: &MetaOpts, s: &mut Scratch) -> Result<Vec<u8
     let dir = open_dir(path).map_err(|e| err(e, "opendir", path))?;
     let magic = fs_magic(&dir).map_err(|e| err(e, "fstatfs", path))?;
     let prefix = dir_hash(path.to_bytes());
-    // (names with their NULs, and per name its end there and its path hash)
-    let Scratch { b, names, ends } = s;
+    let Scratch { b, names } = s;
     each_dirent(
         &dir,
         |e| match e {
@@ -591,21 +622,15 @@ fn read_dir_with(path: &CStr, opts: &MetaOpts, s: &mut Scratch) -> Result<Vec<u8
             DirentError::Malformed => FsError { detail: Some("malformed directory record".into()), ..err(5, "readdir", path) },
         },
         |name| {
-            names.extend_from_slice(name.to_bytes_with_nul());
-            ends.push((names.len(), path_hash(prefix, name.to_bytes())));
+            names.push(prefix, name);
             Ok(())
         },
     )?;
-    // The directory's names first, then their table records fetched into the cache together,
-    // then each entry stat'ed and looked up (the lookups stalled on memory one at a time).
     if let Some(t) = &opts.unchanged {
-        t.prefetch(ends);
+        names.prefetch(t);
     }
-    let mut start = 0;
-    for &(end, hash) in ends.iter() {
-        let name = CStr::from_bytes_with_nul(&names[start..end]).expect("a name from getdents");
+    for (name, hash) in names.iter() {
         b.collect(dir.0, name, name.to_bytes(), opts, magic, hash);
-        start = end;
     }
     if let Some(owner) = opts.hold {
         let (idx, fds): (Vec<usize>, Vec<Fd>) = std::mem::take(&mut b.held).into_iter().unzip();

@@ -21,7 +21,7 @@
 //! the patterns being unchanged (`.pxarexclude` files are archived entries too), still are.
 //!
 //! Two threads share a stack of directories; the first mismatch stops both.
-use super::dir::{ctime_tracks_metadata, dir_hash, open_dir, path_hash, UnchangedTable, PATH_HASH_INIT};
+use super::dir::{ctime_tracks_metadata, dir_hash, open_dir, path_hash, Names, UnchangedTable, PATH_HASH_INIT};
 use super::sys::*;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,20 +112,14 @@ impl Shared<'_> {
             DirentError::Errno(e) => format!("{}: cannot be listed (errno {})", show(), e),
             DirentError::Malformed => format!("{}: malformed directory record", show()),
         };
-        // The names first, then their table records fetched into the cache together (as
-        // dir::read_dir does), then each entry stat'ed and looked up.
-        let mut names: Vec<u8> = Vec::new();
-        let mut ends: Vec<(usize, u64)> = Vec::new();
+        // (all names first, their records prefetched, then each entry: see dir::Names)
+        let mut names = Names::default();
         each_dirent(&dir, listing, |name| {
-            names.extend_from_slice(name.to_bytes_with_nul());
-            ends.push((names.len(), path_hash(prefix, name.to_bytes())));
+            names.push(prefix, name);
             Ok(())
         })?;
-        self.table.prefetch(&ends);
-        let mut start = 0;
-        for &(end, hash) in &ends {
-            let name = CStr::from_bytes_with_nul(&names[start..end]).expect("a name from getdents");
-            start = end;
+        names.prefetch(&self.table);
+        for (name, hash) in names.iter() {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(String::new()); // (another thread found a difference)
             }
