@@ -605,6 +605,20 @@ class RunStore {
     }
   }
 
+  /**
+   * Entries `idx` of `list` as files `from..` (returned): names, stat fields and metadata-cache
+   * records `recOf[i]`; their payload offsets are the caller's.
+   */
+  add(list: DirEntries, idx: number[], recOf: Int32Array): number {
+    const from = this.count;
+    this.reserve(idx.length, list.nameBytes(idx));
+    list.statFields(idx, this.nums, RUN_FIELDS, from);
+    for (let q = 0; q < idx.length; q++) this.recs[from + q] = recOf[idx[q]];
+    this.bytes = list.namesInto(idx, this.names, this.bytes, this.ends, from);
+    this.count = from + idx.length;
+    return from;
+  }
+
   name(k: number): Buffer {
     return this.names.subarray(k === 0 ? 0 : this.ends[k - 1], this.ends[k]);
   }
@@ -623,41 +637,6 @@ class RunStore {
     this.count = 0;
     this.bytes = 0;
     if (this.recs.length > RUN_STORE_KEEP) Object.assign(this, new RunStore());
-  }
-}
-
-/** A group of new plain files for the encoder's addPlainFiles (encodeNewFiles), reused. */
-class NewFiles {
-  names = Buffer.allocUnsafe(16 * 1024);
-  ends = new Uint32Array(RUN_WRITE_FILES);
-  nums = new Float64Array(RUN_WRITE_FILES * RUN_FIELDS);
-  recs = new Int32Array(RUN_WRITE_FILES);
-  data: Buffer[] = [];
-  count = 0;
-  /** Bytes of the names. */
-  bytes = 0;
-
-  add(list: DirEntries, i: number, meta: Metadata, rec: number, data: Buffer): void {
-    const name = list.name(i);
-    if (this.bytes + name.length > this.names.length) {
-      const names = Buffer.allocUnsafe(Math.max(this.bytes + name.length, this.names.length * 2));
-      this.names.copy(names, 0, 0, this.bytes);
-      this.names = names;
-    }
-    name.copy(this.names, this.bytes);
-    this.bytes += name.length;
-    const q = this.count++;
-    this.ends[q] = this.bytes;
-    const f = q * RUN_FIELDS;
-    const n = this.nums;
-    n[f] = meta.mode;
-    n[f + 1] = meta.uid;
-    n[f + 2] = meta.gid;
-    n[f + 3] = meta.mtime.secs;
-    n[f + 4] = meta.mtime.nanos;
-    n[f + 5] = list.size(i);
-    this.recs[q] = rec;
-    this.data.push(data);
   }
 }
 
@@ -1457,12 +1436,11 @@ class Archiver {
     let d = list.size(i) === 0 ? EMPTY_FILE : reader.peek(i);
     if (d === undefined) d = await reader.get(i);
     if (!d?.data || d.changed) return -1;
-    const g = this.newFiles;
-    g.count = 0;
-    g.bytes = 0;
-    g.add(list, i, metas[i], recOf[i], d.data);
+    const idx = [i];
+    const data = this.groupData;
+    data.push(d.data);
     let m = k + 1;
-    for (; m < keep.length && g.count < RUN_WRITE_FILES; m++) {
+    for (; m < keep.length && idx.length < RUN_WRITE_FILES; m++) {
       const x = keep[m];
       if ((list.mode(x) & S_IFMT) !== S_IFREG || !newPlainFile(list, x, metas[x])) break;
       const dx = list.size(x) === 0 ? EMPTY_FILE : reader.peek(x);
@@ -1470,17 +1448,14 @@ class Archiver {
       // (the loop's per-entry steps for the files after the first)
       this.stats.entries++;
       this.progress(rel, list, x);
-      g.add(list, x, metas[x], recOf[x], dx.data);
+      idx.push(x);
+      data.push(dx.data);
     }
-    const stream = this.payloadOut!.stream;
-    this.encoder.addPlainFiles(g.names, g.ends, g.nums, 0, g.count, g.data, (pos) => stream.suggest(pos));
-    // (addPlainFiles put each file's payload offset into nums)
-    this.record?.setPayloads(g.recs, g.nums, RUN_FIELDS, 0, g.count, 0);
-    for (let q = 0; q < g.count; q++) this.stats.bytesRead += g.nums[q * RUN_FIELDS + 5];
-    this.stats.files += g.count;
-    const catalog = this.opts.catalog;
-    if (catalog) for (let q = 0; q < g.count; q++) catalog.addFile(Buffer.from(g.names.subarray(q === 0 ? 0 : g.ends[q - 1], g.ends[q])), g.nums[q * RUN_FIELDS + 5], g.nums[q * RUN_FIELDS + 3]);
-    g.data.length = 0;
+    const g = this.newFiles;
+    g.clear();
+    g.add(list, idx, recOf);
+    this.writePlainFiles(g, 0, idx.length, data);
+    this.stats.files += idx.length;
     if (this.full) await this.drain();
     return m - 1;
   }
@@ -1883,7 +1858,7 @@ class Archiver {
    */
   private async replayRunData(e: CachedRun, batch: FileBatches<Reread>, runs: RunStore): Promise<void> {
     const nums = runs.nums;
-    const data = this.runData;
+    const data = this.groupData;
     for (let q = e.from; q < e.to; ) {
       let d = nums[q * RUN_FIELDS + 5] === 0 ? EMPTY_FILE : batch.peek(q);
       if (d === undefined) d = await batch.get(q);
@@ -1891,7 +1866,6 @@ class Archiver {
         await this.replayRunFile(e, q, d, runs);
         q++;
       } else {
-        data.length = 0;
         data.push(d.data);
         let r = q + 1;
         for (; r < e.to && r - q < RUN_WRITE_FILES; r++) {
@@ -1899,25 +1873,29 @@ class Archiver {
           if (!x?.data || x.changed) break;
           data.push(x.data);
         }
-        this.writeRunFiles(runs, q, r, data);
-        data.length = 0;
+        this.writePlainFiles(runs, q, r, data);
+        this.stats.reencodedFiles += r - q;
         q = r;
       }
       if (q < e.to && this.full) await this.drain();
     }
   }
 
-  /** Files `from..to` of a run with their data (`data[k]` for file `from + k`). */
-  private writeRunFiles(runs: RunStore, from: number, to: number, data: Buffer[]): void {
+  /**
+   * Files `from..to` of `runs` encoded with their data (`data[k]` for file `from + k`; emptied
+   * here): re-encoded run files (replayRunData) and new plain files (encodeNewFiles).
+   */
+  private writePlainFiles(runs: RunStore, from: number, to: number, data: Buffer[]): void {
     const stream = this.payloadOut!.stream;
     const { names, ends, nums, recs } = runs;
-    this.encoder.addPlainFiles(names, ends, nums, from, to, data, (pos) => stream.suggest(pos));
+    try {
+      this.encoder.addPlainFiles(names, ends, nums, from, to, data, (pos) => stream.suggest(pos));
+    } finally {
+      data.length = 0;
+    }
     // (addPlainFiles put each file's payload offset into nums)
     this.record?.setPayloads(recs, nums, RUN_FIELDS, from, to, 0);
-    let bytes = 0;
-    for (let q = from; q < to; q++) bytes += nums[q * RUN_FIELDS + 5];
-    this.stats.bytesRead += bytes;
-    this.stats.reencodedFiles += to - from;
+    for (let q = from; q < to; q++) this.stats.bytesRead += nums[q * RUN_FIELDS + 5];
     const catalog = this.opts.catalog;
     if (catalog) for (let q = from; q < to; q++) catalog.addFile(Buffer.from(runs.name(q)), nums[q * RUN_FIELDS + 5], nums[q * RUN_FIELDS + 3]);
   }
@@ -1953,10 +1931,10 @@ class Archiver {
   readonly smallFiles = new BatchReader();
   /** The reader of directories with no file to read (FileBatches of nothing holds no state). */
   private readonly noFiles = new FileBatches<number>(this.smallFiles, []);
-  /** The data of a group of a run's files (replayRunData), reused. */
-  private readonly runData: Buffer[] = [];
+  /** The data of a group of plain files (writePlainFiles), reused. */
+  private readonly groupData: Buffer[] = [];
   /** A group of new plain files (encodeNewFiles), reused. */
-  private readonly newFiles = new NewFiles();
+  private readonly newFiles = new RunStore();
 }
 
 /** Batched native reads of small files into recycled buffers. Exported for its tests only. */
@@ -2350,17 +2328,8 @@ const RUN_WRITE_FILES = 64;
 
 /** The run of plain reusable files `idx` of `list` (consecutive; `ranges` their previous payload ranges), into `runs`. */
 function runOf(runs: RunStore, list: DirEntries, idx: number[], ranges: Array<[number, number] | null>, recOf: Int32Array, rs: number, dirAbs: Buffer, dirRel: Buffer): Cached {
-  const from = runs.count;
-  runs.reserve(idx.length, list.nameBytes(idx));
-  list.statFields(idx, runs.nums, RUN_FIELDS, from);
-  const { nums, recs } = runs;
-  for (let q = 0; q < idx.length; q++) {
-    const i = idx[q];
-    nums[(from + q) * RUN_FIELDS + 6] = ranges[i]![0];
-    recs[from + q] = recOf[i];
-  }
-  runs.bytes = list.namesInto(idx, runs.names, runs.bytes, runs.ends, from);
-  runs.count = from + idx.length;
+  const from = runs.add(list, idx, recOf);
+  for (let q = 0; q < idx.length; q++) runs.nums[(from + q) * RUN_FIELDS + 6] = ranges[idx[q]]![0];
   return { kind: 'run', from, to: runs.count, rs, dirAbs, dirRel };
 }
 
