@@ -17,9 +17,10 @@
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { native } from '../dist/native/index.js';
-import { DynamicIndex } from '../dist/format/dynamic-index.js';
+import { DataStore } from '../dist/datastore/datastore.js';
+import { BackupGroup } from '../dist/datastore/backup-group.js';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
@@ -28,28 +29,27 @@ if (!store) {
   process.stderr.write('usage: node bench/mutation-floor.mjs DATASTORE [--group host/bench] [--archive root] [--stats FILE] [--source DIR] [--json]\n');
   process.exit(2);
 }
-const group = opt('--group', 'host/bench');
+const group = BackupGroup.parse(opt('--group', 'host/bench'));
 const archive = opt('--archive', 'root');
-const gdir = path.join(store, group);
-const snaps = readdirSync(gdir).filter((n) => /^\d{4}-\d\d-\d\dT/.test(n) && existsSync(path.join(gdir, n, 'index.json.blob'))).sort();
-if (snaps.length < 2) throw new Error(`${gdir}: needs two finished snapshots, has ${snaps.length}`);
-const [prev, last] = snaps.slice(-2);
+const ds = await DataStore.open(store);
+const snaps = await ds.listSnapshots(group); // (finished ones, oldest first)
+if (snaps.length < 2) throw new Error(`${group}: needs two finished snapshots, has ${snaps.length}`);
+const [prev, last] = snaps.slice(-2).map((x) => x.dir);
 
-const indexes = (snap) => ['ppxar', 'mpxar'].map((k) => DynamicIndex.parse(readFileSync(path.join(gdir, snap, `${archive}.${k}.didx`))));
+const indexes = (dir) => Promise.all(['ppxar', 'mpxar'].map((k) => ds.readIndex(dir, `${archive}.${k}.didx`)));
 const known = new Set();
-for (const ix of indexes(prev)) for (let k = 0; k < ix.count; k++) known.add(ix.digest(k).toString('hex'));
+for (const ix of await indexes(prev)) for (let k = 0; k < ix.count; k++) known.add(ix.digest(k).toString('hex'));
 const fresh = new Map();
 let payloadNew = 0;
-indexes(last).forEach((ix, which) => {
+(await indexes(last)).forEach((ix, which) => {
   for (let k = 0; k < ix.count; k++) {
     const hex = ix.digest(k).toString('hex');
     if (known.has(hex) || fresh.has(hex)) continue;
-    const size = ix.end(k) - (k ? ix.end(k - 1) : 0);
-    fresh.set(hex, size);
-    if (which === 0) payloadNew += size;
+    fresh.set(hex, ix.digest(k));
+    if (which === 0) payloadNew += ix.end(k) - (k ? ix.end(k - 1) : 0);
   }
 });
-const raws = [...fresh.keys()].map((hex) => native.decodeBlob(readFileSync(path.join(store, '.chunks', hex.slice(0, 4), hex))));
+const raws = await Promise.all([...fresh.values()].map(async (d) => native.decodeBlob(await ds.chunks.load(d))));
 const rawBytes = raws.reduce((s, r) => s + r.length, 0);
 
 /** CPU seconds of all threads (process.cpuUsage) and wall seconds of fn, the round with least CPU. */
@@ -164,8 +164,8 @@ if (source) {
 
 const floorCpu = compressed.cpu + stored.cpu + rehashCpu + readCpu + walkCpu;
 const result = {
-  previous: prev,
-  snapshot: last,
+  previous: prev.timeString,
+  snapshot: last.timeString,
   cores,
   newChunks: fresh.size,
   newRawBytes: rawBytes,
@@ -188,7 +188,7 @@ else {
   const s = (x) => `${x.toFixed(3)} s`;
   const row = (label, cpu, extra = '') => `  ${label.padEnd(46)} ${s(cpu)} CPU${extra}`;
   const lines = [
-    `${group} ${last} against ${prev}: ${fresh.size} new chunks, ${mb(rawBytes)} MB raw`,
+    `${group} ${last.timeString} against ${prev.timeString}: ${fresh.size} new chunks, ${mb(rawBytes)} MB raw`,
     row('hash + zstd-1 of the new chunks', compressed.cpu, ` (${s(compressed.wall)} wall on ${cores} cores; SHA-256 ${(rawBytes / hash.wall / 1e6).toFixed(0)} MB/s)`),
     row(`storing them (${mb(blobs.reduce((a, b) => a + b.length, 0))} MB of blobs)`, stored.cpu),
   ];
