@@ -20,6 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SRC=${1:-/var/tmp/pxb-bench/src/linux-source-6.1}
 PEERS=${PEERS:-$ROOT/../shared/peers}
+[ -f "$PEERS/mutate.py" ] || { echo "peers.sh: no $PEERS/mutate.py (set PEERS=dir of ../shared/peers)" >&2; exit 2; }
 WORK=${WORK:-/var/tmp/pxb-bench/work-peers}
 TOOLS=${TOOLS:-"pxb borg restic"}
 PASSES=${PASSES:-1}
